@@ -1,0 +1,24 @@
+//! A typed builder over BuildKit's LLB: states for image and local sources, exec steps with
+//! env, cwd, user, network mode and bind/cache/secret/tmpfs mounts, and file actions (copy,
+//! mkdir, mkfile, rm); marshalled deterministically into a `pb.Definition` with sha256 op
+//! digests. No IO. Every op is encoded once and its digest memoised, so marshalling many
+//! states that share ancestry costs each op once.
+//!
+//! Only features of the BuildKit v0.8 era (Docker Engine 20.10) are emitted, with the
+//! capability names that BuildKit checks (`OpMetadata.caps`).
+
+pub mod pb;
+
+mod marshal;
+mod platform;
+mod state;
+
+pub use marshal::{DecodeError, Definition, Digest, MarshalError, marshal};
+pub use platform::{Platform, PlatformError};
+pub use state::{
+    CacheSharing, Chown, CopyOptions, Exec, ExecState, FileActions, LocalOptions, Mount, NetMode,
+    State, UserSpec,
+};
+
+#[cfg(test)]
+mod tests;
