@@ -8,7 +8,7 @@ use prost::Message;
 use sha2::{Digest as _, Sha256};
 
 use crate::pb;
-use crate::state::{Node, State};
+use crate::state::{Node, Output, State};
 
 /// A content digest, `sha256:<64 lowercase hex>`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,7 +115,6 @@ pub fn marshal(state: &State) -> Result<Definition, MarshalError> {
     while let Some((node, expanded)) = stack.pop() {
         let ptr = Arc::as_ptr(node);
         if expanded {
-            node.encoded();
             if seen_nodes.insert(ptr) {
                 order.push(node);
             }
@@ -132,7 +131,7 @@ pub fn marshal(state: &State) -> Result<Definition, MarshalError> {
         }
     }
     for node in order {
-        let encoded = node.encoded();
+        let encoded = &node.encoded;
         if !seen_digests.insert(encoded.digest.as_str()) {
             continue;
         }
@@ -142,13 +141,18 @@ pub fn marshal(state: &State) -> Result<Definition, MarshalError> {
                 .insert(encoded.digest.to_string(), node.metadata.clone());
         }
     }
-    let terminal = pb::Op {
+    def.def.push(terminal_op(output));
+    Ok(def)
+}
+
+/// The serialised terminal op: no op, one input pointing at the result.
+pub(crate) fn terminal_op(output: &Output) -> Vec<u8> {
+    pb::Op {
         inputs: vec![pb::Input {
-            digest: output.node.encoded().digest.to_string(),
+            digest: output.node.encoded.digest.to_string(),
             index: output.index,
         }],
         ..pb::Op::default()
-    };
-    def.def.push(terminal.encode_to_vec());
-    Ok(def)
+    }
+    .encode_to_vec()
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use prost::Message;
 
@@ -14,13 +14,13 @@ use crate::platform::Platform;
 /// default for Linux).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// One vertex: its operation, its inputs and, once computed, its bytes and digest.
+/// One vertex: its inputs, its serialised op and digest, and its metadata. Nodes are built
+/// bottom-up (an input always exists before the ops that use it), so each op is encoded once,
+/// when it is created; the decoded op is not kept.
 pub(crate) struct Node {
     pub(crate) inputs: Vec<Output>,
-    op: pb::op::Op,
-    platform: Option<pb::Platform>,
     pub(crate) metadata: pb::OpMetadata,
-    encoded: OnceLock<Encoded>,
+    pub(crate) encoded: Encoded,
 }
 
 pub(crate) struct Encoded {
@@ -35,48 +35,45 @@ impl Node {
         platform: Option<&Platform>,
         metadata: pb::OpMetadata,
     ) -> Arc<Node> {
+        let bytes = pb::Op {
+            inputs: inputs
+                .iter()
+                .map(|i| pb::Input {
+                    digest: i.node.encoded.digest.to_string(),
+                    index: i.index,
+                })
+                .collect(),
+            op: Some(op),
+            platform: platform.map(Platform::to_pb),
+            constraints: None,
+        }
+        .encode_to_vec();
         Arc::new(Node {
             inputs,
-            op,
-            platform: platform.map(Platform::to_pb),
             metadata,
-            encoded: OnceLock::new(),
-        })
-    }
-
-    /// The op's serialised bytes and digest, computed once.
-    pub(crate) fn encoded(&self) -> &Encoded {
-        self.encoded.get_or_init(|| {
-            let op = pb::Op {
-                inputs: self
-                    .inputs
-                    .iter()
-                    .map(|i| pb::Input {
-                        digest: i.node.encoded().digest.to_string(),
-                        index: i.index,
-                    })
-                    .collect(),
-                op: Some(self.op.clone()),
-                platform: self.platform.clone(),
-                constraints: None,
-            };
-            let bytes = op.encode_to_vec();
-            Encoded {
+            encoded: Encoded {
                 digest: Digest::of(&bytes),
                 bytes,
-            }
+            },
         })
     }
 }
 
 impl Drop for Node {
-    /// Unlinks inputs iteratively: dropping a long chain must not recurse once per op.
+    /// Unlinks inputs iteratively: dropping a long chain must not recurse once per op. Only
+    /// inputs this node owns alone are taken apart here; shared ones just lose a reference.
     fn drop(&mut self) {
-        let mut stack: Vec<Arc<Node>> = self.inputs.drain(..).map(|o| o.node).collect();
-        while let Some(node) = stack.pop() {
-            if let Ok(mut node) = Arc::try_unwrap(node) {
-                stack.extend(node.inputs.drain(..).map(|o| o.node));
+        let mut stack: Vec<Node> = Vec::new();
+        let take = |inputs: &mut Vec<Output>, stack: &mut Vec<Node>| {
+            for input in inputs.drain(..) {
+                if let Ok(node) = Arc::try_unwrap(input.node) {
+                    stack.push(node);
+                }
             }
+        };
+        take(&mut self.inputs, &mut stack);
+        while let Some(mut node) = stack.pop() {
+            take(&mut node.inputs, &mut stack);
         }
     }
 }
@@ -109,7 +106,7 @@ impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.output {
             None => f.write_str("State(scratch)"),
-            Some(o) => write!(f, "State({}[{}])", o.node.encoded().digest, o.index),
+            Some(o) => write!(f, "State({}[{}])", o.node.encoded.digest, o.index),
         }
     }
 }
@@ -204,9 +201,11 @@ impl State {
     }
 
     /// The digest of the op that produces this state (`None` for scratch).
+    /// Equal to the terminal digest of this state's marshalled [`crate::Definition`], without
+    /// building the definition: O(1).
     pub fn digest(&self) -> Option<Digest> {
-        let def = crate::marshal(self).ok()?;
-        Some(def.terminal_digest())
+        let output = self.output.as_ref()?;
+        Some(Digest::of(&crate::marshal::terminal_op(output)))
     }
 
     /// Set (or replace) an environment variable for later RUN steps.
@@ -515,16 +514,13 @@ impl State {
                 action: Some(pb_action),
             });
         }
-        let mut caps = vec!["file.base", "constraints"];
-        if self.platform.is_some() {
-            caps.push("platform");
-        }
-        let md = metadata(actions.name.as_deref(), &caps);
+        let md = metadata(actions.name.as_deref(), &["file.base"]);
         let op = pb::op::Op::File(pb::FileOp {
             actions: pb_actions,
         });
+        // Like BuildKit's own client: file ops are platform-independent and carry none.
         self.derive(Output {
-            node: Node::new(inputs, op, self.platform.as_ref(), md),
+            node: Node::new(inputs, op, None, md),
             index: 0,
         })
     }

@@ -217,6 +217,21 @@ fn deep_chains_marshal_without_recursion_limits() {
     for i in 0..20_000 {
         state = state.run(Exec::shell(&format!("echo {i}"))).root();
     }
+    // digest() first: it must encode the chain bottom-up too, and agree with marshal.
+    let digest = state.digest().unwrap();
     let def = marshal(&state).unwrap();
     assert_eq!(def.def.len(), 20_002);
+    assert_eq!(digest, def.terminal_digest());
+}
+
+#[test]
+fn state_digest_is_the_definition_terminal_digest() {
+    let base = State::image("docker.io/library/debian:bookworm", &linux());
+    let a = base.run(Exec::shell("echo a")).root();
+    let b = a.file(FileActions::default().mkdir("/x", 0o755, true));
+    for s in [&base, &a, &b] {
+        assert_eq!(s.digest().unwrap(), marshal(s).unwrap().terminal_digest());
+    }
+    assert_ne!(a.digest(), b.digest());
+    assert_eq!(State::scratch().digest(), None);
 }
