@@ -1,0 +1,41 @@
+//! Parses kiln manifests (TOML, version 1), validates them strictly and resolves variables,
+//! profiles and image overrides into the [`Manifest`] model. Pure: no file or network IO; the
+//! caller hands in each file's path and text, and the environment to read variables from.
+
+mod cx;
+mod diagnostic;
+mod load;
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub use cx::suggest;
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use model::*;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One manifest file's path (as it should appear in messages) and its text.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Inputs that are not in the files.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--profile NAME`.
+    pub profile: Option<String>,
+    /// `--set K=V`, highest precedence.
+    pub set: BTreeMap<String, String>,
+    /// The process environment (for `vars.X.env`), passed in so loading stays pure.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Parse, validate and resolve every source into one manifest. All problems found are
+/// reported together, each naming file, line, column and key.
+pub fn load(sources: &[Source], options: &LoadOptions) -> Result<Manifest, Diagnostics> {
+    load::load(sources, options)
+}

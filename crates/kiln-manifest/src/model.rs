@@ -1,0 +1,217 @@
+//! The resolved manifest: what every other crate sees after parsing, validation, variable
+//! substitution and profile overrides. Nothing here refers back to TOML.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kiln_reference::Reference;
+use serde::Serialize;
+
+/// A place in a manifest file, 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// All manifests of one invocation, merged and resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// Targets by name (names are unique across all files).
+    pub targets: BTreeMap<String, Target>,
+    /// Groups by name.
+    pub groups: BTreeMap<String, Group>,
+    /// The profile that was applied, if any.
+    pub profile: Option<String>,
+    /// Every image reference a profile override rewrote, in the order found.
+    pub rewrites: Vec<Rewrite>,
+    /// Resolved values of every declared variable.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// One image reference rewritten by a profile's `image-overrides`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rewrite {
+    /// Target whose field was rewritten.
+    pub target: String,
+    /// Which field: `from`, `copy[N].from` or `image`.
+    pub field: String,
+    /// Reference before the override (normalised).
+    pub old: String,
+    /// Reference after the override (normalised).
+    pub new: String,
+    /// The override key that matched (exact reference or `re:…`).
+    pub rule: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub name: String,
+    pub targets: Vec<String>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Target {
+    pub name: String,
+    /// Where `[target.NAME]` is declared.
+    pub location: Location,
+    /// Directory of the manifest that declares this target (relative paths resolve from here).
+    pub manifest_dir: PathBuf,
+    pub from: Base,
+    /// Build context directory: `context` resolved against `manifest_dir` (default: `manifest_dir`).
+    pub context: PathBuf,
+    /// Shell commands of the `pre` stage, run with `/bin/sh -c`.
+    pub run: Vec<String>,
+    pub copy: Vec<Copy>,
+    pub packages: Option<Packages>,
+    pub smoke_test: Option<SmokeTest>,
+    pub artifacts: Vec<Artifact>,
+    pub config: ImageConfig,
+    /// Environment for RUN steps only; never written to the image config.
+    pub build_env: BTreeMap<String, String>,
+    /// Name the target image is tagged with, after variables and profile overrides.
+    pub image: Option<Reference>,
+    pub network: NetworkMode,
+    pub ca_certificates: CaCertificates,
+    /// Platform as `os/arch[/variant]` (default `linux/amd64`).
+    pub platform: String,
+}
+
+/// What a target starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "ref")]
+pub enum Base {
+    /// A registry image, normalised (`docker.io/library/…`), after profile overrides.
+    Image(Reference),
+    /// The `image` stage of another target (`target:NAME`).
+    Target(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Copy {
+    pub from: CopySource,
+    /// Source path: relative to the context for `Context`, absolute inside the image otherwise.
+    pub src: String,
+    /// Destination; relative paths resolve against the image's workdir.
+    pub dest: String,
+    /// Optional `user[:group]` owner of the copied files.
+    pub chown: Option<String>,
+    /// Optional octal mode, e.g. 0o755.
+    pub chmod: Option<u32>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "ref")]
+pub enum CopySource {
+    /// The target's build context.
+    Context,
+    /// Another target's image stage (`target:NAME`).
+    Target(String),
+    /// A registry image.
+    Image(Reference),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Manager {
+    Uv,
+    Pip,
+    Poetry,
+    Npm,
+    Custom,
+}
+
+impl Manager {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Manager::Uv => "uv",
+            Manager::Pip => "pip",
+            Manager::Poetry => "poetry",
+            Manager::Npm => "npm",
+            Manager::Custom => "custom",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Packages {
+    pub manager: Manager,
+    /// Declared package files, relative to the context.
+    pub files: Vec<String>,
+    /// Lock files written back by `kiln refresh`, relative to the context.
+    pub lock: Vec<String>,
+    /// Custom refresh command (required for `custom`, optional override otherwise).
+    pub refresh: Option<String>,
+    /// Custom strict install command (required for `custom`, optional override otherwise).
+    pub install: Option<String>,
+    /// Directory inside the image where package files live (default: config workdir, else `/app`).
+    pub dir: String,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SmokeTest {
+    /// Context paths copied into the smoke-test stage (into the workdir).
+    pub copy: Vec<String>,
+    /// Shell commands; all must exit 0.
+    pub run: Vec<String>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Artifact {
+    /// Archive path relative to the context (tar, tar.gz, …).
+    pub src: String,
+    /// Absolute directory the archive is unpacked into.
+    pub extract_to: String,
+    pub location: Location,
+}
+
+/// OCI image config set by the manifest; `None`/empty means "inherit from the base image".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageConfig {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    /// Exposed ports as `PORT/PROTO` (`5000` becomes `5000/tcp`).
+    pub ports: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    /// The engine's sandbox network.
+    #[default]
+    Default,
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
+pub enum CaCertificates {
+    #[default]
+    None,
+    /// The host's bundle (`/etc/ssl/certs/ca-certificates.crt` on Debian).
+    Host,
+    /// A bundle file; relative paths resolve against the manifest directory.
+    Path(PathBuf),
+}
