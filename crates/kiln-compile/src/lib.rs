@@ -1,0 +1,383 @@
+//! Lowers a resolved manifest to LLB: each stage of each target (as laid out by `kiln-graph`)
+//! becomes a `kiln_llb::State`, and each target's image gets its effective image config
+//! (manifest settings over what it inherits). Pure: no IO; the build context is referenced by
+//! name (`local://<target>`) and uploaded at solve time.
+
+mod config;
+mod managers;
+
+pub use config::{BaseConfigs, EffectiveConfig};
+pub use managers::{ManagerSpec, spec};
+
+use std::collections::BTreeMap;
+
+use kiln_graph::{Graph, PackagesMode, StageId, StageKind};
+use kiln_llb::{CacheSharing, CopyOptions, Exec, FileActions, LocalOptions, Mount, NetMode, State};
+use kiln_manifest::{
+    Base, CaCertificates, CopySource, Manifest, NetworkMode, Packages, SmokeTest, Target,
+};
+
+/// Where the CA bundle secret is mounted inside RUN steps.
+pub const CA_BUNDLE_PATH: &str = "/run/kiln/ca-certificates.crt";
+/// The secret id the session serves the CA bundle under.
+pub const CA_BUNDLE_SECRET: &str = "kiln.ca-certificates";
+/// Environment variables pointed at the CA bundle for RUN steps only.
+pub const CA_BUNDLE_ENV: [&str; 5] = [
+    "SSL_CERT_FILE",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "CURL_CA_BUNDLE",
+];
+
+/// Why a target could not be lowered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("{location}: target `{target}`: invalid platform `{platform}`: {reason}")]
+    Platform {
+        target: String,
+        platform: String,
+        reason: String,
+        location: kiln_manifest::Location,
+    },
+    #[error("target `{target}` needs `{dependency}`, which was not compiled before it")]
+    Order { target: String, dependency: String },
+}
+
+/// One stage's LLB.
+#[derive(Clone)]
+pub struct CompiledStage {
+    pub id: StageId,
+    pub state: State,
+}
+
+/// One target's stages and image config.
+#[derive(Clone)]
+pub struct CompiledTarget {
+    pub name: String,
+    pub stages: Vec<CompiledStage>,
+    pub config: EffectiveConfig,
+}
+
+impl CompiledTarget {
+    /// The state of one stage, if the target has it.
+    pub fn stage(&self, kind: StageKind) -> Option<&State> {
+        self.stages
+            .iter()
+            .find(|s| s.id.kind == kind)
+            .map(|s| &s.state)
+    }
+}
+
+/// Lower `targets` (in dependency order, as [`Graph::select`] returns them) to LLB.
+pub fn compile(
+    manifest: &Manifest,
+    graph: &Graph,
+    targets: &[String],
+    bases: &BaseConfigs,
+) -> Result<Vec<CompiledTarget>, CompileError> {
+    let mut done: BTreeMap<&str, CompiledTarget> = BTreeMap::new();
+    let mut out = Vec::with_capacity(targets.len());
+    for name in targets {
+        let target = &manifest.targets[name];
+        let compiled = compile_target(target, graph.mode(), &done, bases)?;
+        done.insert(name, compiled.clone());
+        out.push(compiled);
+    }
+    Ok(out)
+}
+
+fn compile_target(
+    target: &Target,
+    mode: PackagesMode,
+    done: &BTreeMap<&str, CompiledTarget>,
+    bases: &BaseConfigs,
+) -> Result<CompiledTarget, CompileError> {
+    let platform: kiln_llb::Platform =
+        target
+            .platform
+            .parse()
+            .map_err(|e: kiln_llb::PlatformError| CompileError::Platform {
+                target: target.name.clone(),
+                platform: target.platform.clone(),
+                reason: e.to_string(),
+                location: target.location.clone(),
+            })?;
+    let dependency = |name: &str| {
+        done.get(name).ok_or_else(|| CompileError::Order {
+            target: target.name.clone(),
+            dependency: name.to_string(),
+        })
+    };
+
+    let (base_state, inherited) = match &target.from {
+        Base::Image(reference) => (
+            State::image(&reference.to_string(), &platform),
+            bases.get(reference).cloned().unwrap_or_default(),
+        ),
+        Base::Target(name) => {
+            let dep = dependency(name)?;
+            (
+                dep.stage(StageKind::Image)
+                    .expect("every target has an image stage")
+                    .clone(),
+                dep.config.clone(),
+            )
+        }
+    };
+    let config = inherited.apply(&target.config);
+    let lower = Lowering {
+        target,
+        config: &config,
+    };
+
+    let mut stages = Vec::new();
+    let mut push = |kind: StageKind, state: &State| {
+        stages.push(CompiledStage {
+            id: StageId::new(&target.name, kind),
+            state: state.clone(),
+        });
+    };
+
+    // pre: from + run, with the image's env and workdir in effect (as Dockerfile ENV/WORKDIR).
+    let mut state = config.apply_to_state(&base_state);
+    for (i, cmd) in target.run.iter().enumerate() {
+        let exec = lower.exec(cmd, &format!("[{}/pre {}] {cmd}", target.name, i + 1));
+        state = state.run(exec).root();
+    }
+    push(StageKind::Pre, &state);
+
+    if let Some(packages) = &target.packages {
+        let kind = match mode {
+            PackagesMode::Pinned => StageKind::PackagesPinned,
+            PackagesMode::Refresh => StageKind::PackagesRefresh,
+        };
+        state = lower.packages(&state, packages, kind);
+        push(kind, &state);
+    }
+
+    // post: copies and artifacts.
+    let mut actions = FileActions::default();
+    let mut any = false;
+    let context_includes: Vec<String> = target
+        .copy
+        .iter()
+        .filter(|c| c.from == CopySource::Context)
+        .map(|c| include_pattern(&c.src))
+        .chain(target.artifacts.iter().map(|a| include_pattern(&a.src)))
+        .collect();
+    let context = lower.context(context_includes);
+    for copy in &target.copy {
+        let source = match &copy.from {
+            CopySource::Context => context.clone(),
+            CopySource::Target(name) => dependency(name)?
+                .stage(StageKind::Image)
+                .expect("every target has an image stage")
+                .clone(),
+            CopySource::Image(reference) => State::image(&reference.to_string(), &platform),
+        };
+        let src = match copy.from {
+            CopySource::Context => format!("/{}", copy.src.trim_start_matches("./")),
+            _ => copy.src.clone(),
+        };
+        let opts = CopyOptions {
+            create_dest_path: true,
+            allow_wildcard: true,
+            dir_copy_contents: true,
+            follow_symlink: true,
+            mode: copy.chmod,
+            chown: copy.chown.as_deref().map(config::parse_chown),
+            ..CopyOptions::default()
+        };
+        actions = actions.copy(&source, &src, &copy.dest, opts);
+        any = true;
+    }
+    for artifact in &target.artifacts {
+        let opts = CopyOptions {
+            create_dest_path: true,
+            attempt_unpack: true,
+            ..CopyOptions::default()
+        };
+        let src = format!("/{}", artifact.src.trim_start_matches("./"));
+        actions = actions.copy(&context, &src, &artifact.extract_to, opts);
+        any = true;
+    }
+    if any {
+        state = state.file(actions.name(&format!("[{}/post] copy", target.name)));
+    }
+    push(StageKind::Post, &state);
+
+    if let Some(smoke) = &target.smoke_test {
+        push(StageKind::SmokeTest, &lower.smoke_test(&state, smoke));
+    }
+    push(StageKind::Image, &state);
+
+    Ok(CompiledTarget {
+        name: target.name.clone(),
+        stages,
+        config,
+    })
+}
+
+/// Per-target lowering context.
+struct Lowering<'a> {
+    target: &'a Target,
+    config: &'a EffectiveConfig,
+}
+
+impl Lowering<'_> {
+    /// A RUN step: `/bin/sh -c cmd` with build-env, network mode and the CA bundle.
+    fn exec(&self, cmd: &str, name: &str) -> Exec {
+        let mut exec = Exec::shell(cmd)
+            .name(name)
+            .network(match self.target.network {
+                NetworkMode::Default => NetMode::Sandbox,
+                NetworkMode::Host => NetMode::Host,
+                NetworkMode::None => NetMode::None,
+            });
+        for (k, v) in &self.target.build_env {
+            exec = exec.env(k, v);
+        }
+        if self.target.ca_certificates != CaCertificates::None {
+            exec = exec.mount(Mount::Secret {
+                dest: CA_BUNDLE_PATH.to_string(),
+                id: CA_BUNDLE_SECRET.to_string(),
+                uid: 0,
+                gid: 0,
+                mode: 0o444,
+                optional: false,
+            });
+            for var in CA_BUNDLE_ENV {
+                exec = exec.env(var, CA_BUNDLE_PATH);
+            }
+        }
+        exec
+    }
+
+    /// The build context, narrowed to `include` patterns so unrelated edits keep the cache.
+    fn context(&self, include: Vec<String>) -> State {
+        State::local(
+            &self.target.name,
+            &LocalOptions {
+                include,
+                shared_key_hint: Some(self.target.name.clone()),
+                name: Some(format!("[{}] context", self.target.name)),
+                ..LocalOptions::default()
+            },
+        )
+    }
+
+    fn packages(&self, state: &State, packages: &Packages, kind: StageKind) -> State {
+        let t = &self.target.name;
+        let spec = managers::spec(packages.manager);
+        let refresh = kind == StageKind::PackagesRefresh;
+        let includes = packages
+            .files
+            .iter()
+            .chain(&packages.lock)
+            .map(|f| include_pattern(f))
+            .collect();
+        let context = self.context(includes);
+        let mut actions = FileActions::default().mkdir(&packages.dir, 0o755, true);
+        for file in &packages.files {
+            actions = actions.copy(
+                &context,
+                &format!("/{file}"),
+                &format!("{}/{file}", packages.dir),
+                CopyOptions {
+                    create_dest_path: true,
+                    ..CopyOptions::default()
+                },
+            );
+        }
+        for lock in &packages.lock {
+            // A refresh may start without a lock; a pinned install requires it.
+            actions = actions.copy(
+                &context,
+                &format!("/{lock}"),
+                &format!("{}/{lock}", packages.dir),
+                CopyOptions {
+                    create_dest_path: true,
+                    allow_wildcard: refresh,
+                    allow_empty_wildcard: refresh,
+                    ..CopyOptions::default()
+                },
+            );
+        }
+        let mut state = state
+            .file(actions.name(&format!("[{t}/{}] copy package files", kind.as_str())))
+            .with_cwd(&packages.dir);
+        let setup = self.exec(
+            spec.setup,
+            &format!("[{t}/{}] set up {}", kind.as_str(), spec.manager.as_str()),
+        );
+        state = state.run(setup).root();
+        let command = match (refresh, &packages.refresh, &packages.install) {
+            (true, Some(custom), _) | (false, _, Some(custom)) => custom.as_str(),
+            (true, None, _) => spec.refresh,
+            (false, _, None) => spec.install,
+        };
+        let mut exec = self
+            .exec(command, &format!("[{t}/{}] {command}", kind.as_str()))
+            // A refresh must really resolve again, never replay a cached layer.
+            .ignore_cache(refresh);
+        if let Some(dir) = spec.cache_dir {
+            exec = exec.mount(Mount::Cache {
+                dest: dir.to_string(),
+                id: format!("kiln-{}", spec.manager.as_str()),
+                sharing: CacheSharing::Locked,
+            });
+        }
+        // Back to the image's own workdir for what follows.
+        state
+            .run(exec)
+            .root()
+            .with_cwd(self.config.workdir.as_deref().unwrap_or("/"))
+    }
+
+    fn smoke_test(&self, state: &State, smoke: &SmokeTest) -> State {
+        let t = &self.target.name;
+        let workdir = self.config.workdir.as_deref().unwrap_or("/");
+        let mut state = state.clone();
+        if !smoke.copy.is_empty() {
+            let context = self.context(smoke.copy.iter().map(|c| include_pattern(c)).collect());
+            let mut actions = FileActions::default();
+            for path in &smoke.copy {
+                let rel = path.trim_start_matches("./");
+                actions = actions.copy(
+                    &context,
+                    &format!("/{rel}"),
+                    &format!("{}/{}", workdir.trim_end_matches('/'), rel),
+                    CopyOptions {
+                        create_dest_path: true,
+                        allow_wildcard: true,
+                        dir_copy_contents: true,
+                        ..CopyOptions::default()
+                    },
+                );
+            }
+            state = state.file(actions.name(&format!("[{t}/smoke-test] copy test files")));
+        }
+        for (i, cmd) in smoke.run.iter().enumerate() {
+            let mut exec = self.exec(cmd, &format!("[{t}/smoke-test {}] {cmd}", i + 1));
+            if let Some(user) = &self.config.user {
+                exec = exec.user(user);
+            }
+            state = state.run(exec).root();
+        }
+        state
+    }
+}
+
+/// The local-source include pattern for a context path (`./src/` → `src`).
+fn include_pattern(path: &str) -> String {
+    let p = path.trim_start_matches("./").trim_end_matches('/');
+    if p.is_empty() {
+        "**".to_string()
+    } else {
+        p.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! Package managers as data: the tool each needs, how it gets into the image when absent,
+//! how it refreshes a lock and how it installs strictly from one. The compiler reads this table;
+//! nothing else in kiln special-cases a manager.
+
+use kiln_manifest::Manager;
+
+/// How one package manager is driven inside the build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManagerSpec {
+    pub manager: Manager,
+    /// Shell command that makes the tool available when the image lacks it. It installs into
+    /// its own venv under `/opt/kiln`, so PEP 668 ("externally managed") images are respected.
+    pub setup: &'static str,
+    /// Resolve, upgrade and write the lock file(s), then install from them.
+    pub refresh: &'static str,
+    /// Install exactly what the lock says; fail when the lock does not match the declared files.
+    pub install: &'static str,
+    /// Cache mount target for the tool's download cache (`None`: no cache mount).
+    pub cache_dir: Option<&'static str>,
+}
+
+const UV: ManagerSpec = ManagerSpec {
+    manager: Manager::Uv,
+    setup: "command -v uv >/dev/null 2>&1 || { python3 -m venv /opt/kiln/uv && /opt/kiln/uv/bin/pip install --quiet --disable-pip-version-check uv && ln -sf /opt/kiln/uv/bin/uv /usr/local/bin/uv; }",
+    refresh: "uv lock --upgrade && uv sync --frozen --no-dev",
+    install: "uv sync --locked --no-dev",
+    cache_dir: Some("/root/.cache/uv"),
+};
+
+const PIP: ManagerSpec = ManagerSpec {
+    manager: Manager::Pip,
+    setup: "test -x /opt/kiln/pip-tools/bin/pip-compile || { python3 -m venv /opt/kiln/pip-tools && /opt/kiln/pip-tools/bin/pip install --quiet --disable-pip-version-check pip-tools; }; test -x /opt/venv/bin/python || python3 -m venv /opt/venv",
+    refresh: "/opt/kiln/pip-tools/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --output-file requirements.txt requirements.in && /opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r requirements.txt",
+    install: "/opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r requirements.txt",
+    cache_dir: Some("/root/.cache/pip"),
+};
+
+const POETRY: ManagerSpec = ManagerSpec {
+    manager: Manager::Poetry,
+    setup: "command -v poetry >/dev/null 2>&1 || { python3 -m venv /opt/kiln/poetry && /opt/kiln/poetry/bin/pip install --quiet --disable-pip-version-check poetry && ln -sf /opt/kiln/poetry/bin/poetry /usr/local/bin/poetry; }",
+    refresh: "poetry update --no-interaction && poetry install --no-interaction --no-root",
+    install: "poetry check --lock --no-interaction && poetry install --no-interaction --no-root",
+    cache_dir: Some("/root/.cache/pypoetry"),
+};
+
+const NPM: ManagerSpec = ManagerSpec {
+    manager: Manager::Npm,
+    setup: "command -v npm >/dev/null 2>&1",
+    refresh: "npm update --no-audit --no-fund && npm install --no-audit --no-fund",
+    install: "npm ci --no-audit --no-fund",
+    cache_dir: Some("/root/.npm"),
+};
+
+const CUSTOM: ManagerSpec = ManagerSpec {
+    manager: Manager::Custom,
+    setup: "true",
+    refresh: "",
+    install: "",
+    cache_dir: None,
+};
+
+/// The spec for `manager`.
+pub fn spec(manager: Manager) -> &'static ManagerSpec {
+    match manager {
+        Manager::Uv => &UV,
+        Manager::Pip => &PIP,
+        Manager::Poetry => &POETRY,
+        Manager::Npm => &NPM,
+        Manager::Custom => &CUSTOM,
+    }
+}

@@ -1,0 +1,217 @@
+//! Lowering tests: manifests in, decoded LLB out.
+
+use super::*;
+use kiln_llb::pb;
+use kiln_manifest::{LoadOptions, Source, load};
+
+fn compile_text(text: &str, mode: PackagesMode) -> Vec<CompiledTarget> {
+    let source = Source {
+        path: "kiln.toml".into(),
+        text: format!("version = 1\n{text}"),
+    };
+    let manifest = load(&[source], &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let graph = Graph::build(&manifest, mode).unwrap();
+    let targets = graph.select(&manifest, &[]).unwrap();
+    compile(&manifest, &graph, &targets, &BaseConfigs::new()).unwrap()
+}
+
+fn execs(state: &State) -> Vec<(pb::ExecOp, pb::OpMetadata)> {
+    let def = kiln_llb::marshal(state).unwrap();
+    def.ops()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(digest, op)| match op.op {
+            Some(pb::op::Op::Exec(e)) => Some((
+                e,
+                def.metadata
+                    .get(digest.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_arg(e: &pb::ExecOp) -> &str {
+    e.meta.as_ref().unwrap().args.last().unwrap()
+}
+
+const APP: &str = r#"
+[target.app]
+from = "python:3.11-slim-bookworm"
+run = ["echo pre"]
+ca-certificates = "host"
+network = "host"
+build-env = { UV_INDEX_URL = "http://127.0.0.1:8080/simple" }
+packages = { manager = "uv" }
+smoke-test = { run = ["python -c 'import app'"], copy = ["tests/"] }
+copy = [{ src = "src/", dest = "/app/src" }]
+config = { workdir = "/app", env = { A = "1" }, user = "1000" }
+"#;
+
+#[test]
+fn refresh_really_resolves_and_pinned_installs_strictly() {
+    let refresh = compile_text(APP, PackagesMode::Refresh);
+    let state = refresh[0].stage(StageKind::PackagesRefresh).unwrap();
+    let steps = execs(state);
+    let (exec, meta) = steps
+        .iter()
+        .find(|(e, _)| last_arg(e).starts_with("uv lock --upgrade"))
+        .expect("refresh exec");
+    assert!(
+        meta.ignore_cache,
+        "a refresh must not replay a cached layer"
+    );
+    assert_eq!(exec.meta.as_ref().unwrap().cwd, "/app");
+    assert!(
+        exec.mounts
+            .iter()
+            .any(|m| m.mount_type == pb::MountType::Cache as i32 && m.dest == "/root/.cache/uv")
+    );
+
+    let pinned = compile_text(APP, PackagesMode::Pinned);
+    let state = pinned[0].stage(StageKind::PackagesPinned).unwrap();
+    let steps = execs(state);
+    let (_, meta) = steps
+        .iter()
+        .find(|(e, _)| last_arg(e) == "uv sync --locked --no-dev")
+        .expect("install exec");
+    assert!(!meta.ignore_cache);
+}
+
+#[test]
+fn run_steps_get_build_env_ca_bundle_and_network_but_the_image_does_not() {
+    let t = &compile_text(APP, PackagesMode::Pinned)[0];
+    let execs = execs(t.stage(StageKind::Pre).unwrap());
+    let (pre, _) = execs
+        .iter()
+        .find(|(e, _)| last_arg(e) == "echo pre")
+        .unwrap();
+    let meta = pre.meta.as_ref().unwrap();
+    assert_eq!(pre.network, pb::NetMode::Host as i32);
+    for var in CA_BUNDLE_ENV {
+        assert!(
+            meta.env.contains(&format!("{var}={CA_BUNDLE_PATH}")),
+            "{var}: {:?}",
+            meta.env
+        );
+    }
+    assert!(
+        meta.env
+            .contains(&"UV_INDEX_URL=http://127.0.0.1:8080/simple".to_string())
+    );
+    assert!(
+        meta.env.contains(&"A=1".to_string()),
+        "config env applies to RUN: {:?}",
+        meta.env
+    );
+    let secret = pre
+        .mounts
+        .iter()
+        .find(|m| m.mount_type == pb::MountType::Secret as i32)
+        .expect("secret mount");
+    assert_eq!(secret.dest, CA_BUNDLE_PATH);
+    // The image config carries config env only.
+    assert_eq!(t.config.env, [("A".to_string(), "1".to_string())]);
+    assert_eq!(
+        t.config.to_json(),
+        r#"{"Env":["A=1"],"WorkingDir":"/app","User":"1000"}"#
+    );
+}
+
+#[test]
+fn smoke_test_runs_as_the_image_user_in_its_workdir() {
+    let t = &compile_text(APP, PackagesMode::Pinned)[0];
+    let execs = execs(t.stage(StageKind::SmokeTest).unwrap());
+    let (smoke, _) = execs
+        .iter()
+        .find(|(e, _)| last_arg(e) == "python -c 'import app'")
+        .unwrap();
+    let meta = smoke.meta.as_ref().unwrap();
+    assert_eq!((meta.user.as_str(), meta.cwd.as_str()), ("1000", "/app"));
+    // Installs and pre steps run as root.
+    let (pre, _) = execs
+        .iter()
+        .find(|(e, _)| last_arg(e) == "echo pre")
+        .unwrap();
+    assert_eq!(pre.meta.as_ref().unwrap().user, "");
+}
+
+#[test]
+fn editing_tests_does_not_touch_the_package_stage() {
+    // The package stage reads only package files from the context; its digest must not
+    // depend on smoke-test or copy settings.
+    let a = compile_text(APP, PackagesMode::Pinned);
+    let b = compile_text(
+        &APP.replace("copy = [\"tests/\"]", "copy = [\"other-tests/\"]"),
+        PackagesMode::Pinned,
+    );
+    let digest = |t: &CompiledTarget, k| {
+        kiln_llb::marshal(t.stage(k).unwrap())
+            .unwrap()
+            .terminal_digest()
+    };
+    assert_eq!(
+        digest(&a[0], StageKind::PackagesPinned),
+        digest(&b[0], StageKind::PackagesPinned)
+    );
+    assert_ne!(
+        digest(&a[0], StageKind::SmokeTest),
+        digest(&b[0], StageKind::SmokeTest)
+    );
+}
+
+#[test]
+fn from_target_inherits_config_and_filesystem() {
+    let targets = compile_text(
+        r#"
+[target.base]
+from = "debian:bookworm"
+run = ["echo base"]
+config = { workdir = "/srv", env = { X = "1" }, entrypoint = ["/bin/base"], cmd = ["--help"] }
+[target.child]
+from = "target:base"
+config = { entrypoint = ["/bin/child"], env = { Y = "2" } }
+"#,
+        PackagesMode::Pinned,
+    );
+    let child = targets.iter().find(|t| t.name == "child").unwrap();
+    assert_eq!(
+        child.config.entrypoint.as_deref(),
+        Some(&["/bin/child".to_string()][..])
+    );
+    assert_eq!(
+        child.config.cmd, None,
+        "a new entrypoint clears the inherited cmd"
+    );
+    assert_eq!(child.config.workdir.as_deref(), Some("/srv"));
+    assert_eq!(child.config.env.len(), 2);
+    let base_image = kiln_llb::marshal(targets[0].stage(StageKind::Image).unwrap()).unwrap();
+    let child_def = kiln_llb::marshal(child.stage(StageKind::Pre).unwrap()).unwrap();
+    let child_ops: Vec<_> = child_def
+        .ops()
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    let base_head = &base_image.ops().unwrap()[base_image.def.len() - 2].0;
+    assert!(
+        child_ops.contains(base_head),
+        "child builds on base's image"
+    );
+}
+
+#[test]
+fn managers_are_data() {
+    for m in [Manager::Uv, Manager::Pip, Manager::Poetry, Manager::Npm] {
+        let s = spec(m);
+        assert_eq!(s.manager, m);
+        assert!(!s.refresh.is_empty() && !s.install.is_empty() && !s.setup.is_empty());
+    }
+    assert!(spec(Manager::Pip).install.contains("--require-hashes"));
+    assert!(spec(Manager::Npm).install.starts_with("npm ci"));
+    assert!(spec(Manager::Uv).install.contains("--locked"));
+}
+
+use kiln_manifest::Manager;
