@@ -1,0 +1,296 @@
+//! A minimal HTTP/1.1 client for the Docker Engine API over a unix socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot connect to the Docker Engine at {socket}: {source}")]
+    Connect {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Docker Engine API {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("Docker Engine API {path}: malformed response: {reason}")]
+    Malformed { path: String, reason: String },
+    #[error("Docker Engine API {path}: HTTP {status}: {message}")]
+    Status {
+        path: String,
+        status: u16,
+        message: String,
+    },
+}
+
+/// One HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET /version`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VersionInfo {
+    #[serde(rename = "Version")]
+    pub version: String,
+    #[serde(rename = "ApiVersion")]
+    pub api_version: String,
+    #[serde(rename = "Os", default)]
+    pub os: String,
+    #[serde(rename = "Arch", default)]
+    pub arch: String,
+}
+
+/// The parts of `GET /images/{name}/json` kiln uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageInfo {
+    /// The image id: the config digest.
+    #[serde(rename = "Id")]
+    pub id: String,
+    #[serde(rename = "RepoTags", default)]
+    pub repo_tags: Option<Vec<String>>,
+    #[serde(rename = "RepoDigests", default)]
+    pub repo_digests: Option<Vec<String>>,
+    #[serde(rename = "Config", default)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// The Docker Engine API on one unix socket.
+#[derive(Debug, Clone)]
+pub struct Api {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Api {
+    pub fn new(socket: impl Into<PathBuf>) -> Api {
+        Api {
+            socket: socket.into(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Send one request (`Connection: close`) and read the whole response.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, ApiError> {
+        let mut stream = UnixStream::connect(&self.socket).map_err(|source| ApiError::Connect {
+            socket: self.socket.clone(),
+            source,
+        })?;
+        let io = |source| ApiError::Io {
+            path: path.to_string(),
+            source,
+        };
+        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n");
+        if let Some(body) = body {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).map_err(io)?;
+        if let Some(body) = body {
+            stream.write_all(body).map_err(io)?;
+        }
+        parse_response(BufReader::new(stream), path)
+    }
+
+    /// Like [`Api::request`], but a non-2xx status is an error carrying the daemon's message.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, ApiError> {
+        let response = self.request(method, path, body)?;
+        if (200..300).contains(&response.status) {
+            return Ok(response);
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().to_string());
+        Err(ApiError::Status {
+            path: path.to_string(),
+            status: response.status,
+            message,
+        })
+    }
+
+    /// `GET /_ping`: the API version the daemon speaks.
+    pub fn ping(&self) -> Result<String, ApiError> {
+        let response = self.call("GET", "/_ping", None)?;
+        Ok(response
+            .header("Api-Version")
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    pub fn version(&self) -> Result<VersionInfo, ApiError> {
+        let response = self.call("GET", "/version", None)?;
+        serde_json::from_slice(&response.body).map_err(|e| ApiError::Malformed {
+            path: "/version".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The image named `name` in the engine's store, if present.
+    pub fn image(&self, name: &str) -> Result<Option<ImageInfo>, ApiError> {
+        let path = format!("/images/{}/json", escape_path(name));
+        match self.call("GET", &path, None) {
+            Ok(response) => serde_json::from_slice(&response.body)
+                .map(Some)
+                .map_err(|e| ApiError::Malformed {
+                    path,
+                    reason: e.to_string(),
+                }),
+            Err(ApiError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Percent-encode what may not appear raw in a path segment (`/` stays: image names have it).
+fn escape_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(crate) fn parse_response<R: BufRead>(mut reader: R, path: &str) -> Result<Response, ApiError> {
+    let malformed = |reason: &str| ApiError::Malformed {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
+    let io = |source| ApiError::Io {
+        path: path.to_string(),
+        source,
+    };
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(io)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| malformed(&format!("status line {:?}", line.trim_end())))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(io)? == 0 {
+            return Err(malformed("headers end early"));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).map_err(io)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| malformed("bad chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            reader.read_exact(&mut body[start..]).map_err(io)?;
+            line.clear();
+            reader.read_line(&mut line).map_err(io)?;
+        }
+    } else if let Some(len) = header("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(len, 0);
+        reader.read_exact(&mut body).map_err(io)?;
+    } else {
+        reader.read_to_end(&mut body).map_err(io)?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_chunked_and_sized_bodies() {
+        let raw = b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nOK\r\n3\r\n!!!\r\n0\r\n\r\n";
+        let r = parse_response(&raw[..], "/_ping").unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.header("api-version")),
+            (200, &b"OK!!!"[..], Some("1.41"))
+        );
+        let raw = b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!extra";
+        let r = parse_response(&raw[..], "/x").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"nope!"[..]));
+        assert!(parse_response(&b"garbage"[..], "/x").is_err());
+    }
+
+    #[test]
+    fn image_names_are_escaped_but_keep_slashes() {
+        assert_eq!(escape_path("127.0.0.1:5000/a/b:c"), "127.0.0.1:5000/a/b:c");
+        assert_eq!(escape_path("a b?"), "a%20b%3F");
+    }
+
+    #[test]
+    fn a_missing_socket_is_a_clear_error() {
+        let err = Api::new("/nonexistent/docker.sock").ping().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot connect to the Docker Engine at /nonexistent/docker.sock"),
+            "{err}"
+        );
+    }
+}
