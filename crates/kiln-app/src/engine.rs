@@ -1,0 +1,155 @@
+//! `kiln engine status|up|down`: which engine kiln would use, and a Docker Engine kiln starts
+//! and stops itself when none is running.
+
+use std::path::PathBuf;
+
+use kiln_docker::{Engine, StartOutcome, StopOutcome};
+
+use crate::{AppError, Settings};
+
+/// The Docker socket from `DOCKER_HOST` (unix only), else the default.
+fn docker_socket(settings: &Settings) -> Result<PathBuf, AppError> {
+    match settings.env.get("DOCKER_HOST") {
+        None => Ok(PathBuf::from(kiln_docker::DEFAULT_SOCKET)),
+        Some(host) => host
+            .strip_prefix("unix://")
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                AppError::Usage(format!(
+                    "DOCKER_HOST={host}: kiln manages only a local engine on a unix socket (unix:///path)"
+                ))
+            }),
+    }
+}
+
+fn engine(settings: &Settings) -> Result<Engine, AppError> {
+    let state = settings
+        .env
+        .get("KILN_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(kiln_docker::state_dir);
+    Ok(Engine::new(docker_socket(settings)?, state))
+}
+
+fn engine_error(e: kiln_docker::EngineError) -> AppError {
+    AppError::Engine(e.to_string())
+}
+
+/// `kiln engine status`.
+pub fn engine_status(settings: &Settings) -> Result<String, AppError> {
+    let engine = engine(settings)?;
+    let socket = engine.socket().display().to_string();
+    match engine.api().version() {
+        Ok(v) => Ok(format!(
+            "engine: Docker Engine {} (API {}, {}/{}) at unix://{socket}\nbuildkit: embedded in the Docker Engine ({})\nowner: {}",
+            v.version,
+            v.api_version,
+            v.os,
+            v.arch,
+            embedded_buildkit(&v.version),
+            match engine.owned_pid() {
+                Some(pid) => format!("kiln (pid {pid}, log {})", engine.log_file().display()),
+                None => "not kiln (kiln engine down leaves it alone)".to_string(),
+            }
+        )),
+        Err(e) => Err(AppError::Engine(format!(
+            "no engine answers: {e}\n  hint: `kiln engine up` starts one"
+        ))),
+    }
+}
+
+/// Which BuildKit a Docker release embeds (from moby's vendoring at each tag).
+fn embedded_buildkit(docker_version: &str) -> &'static str {
+    let mut parts = docker_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    match (major, minor) {
+        (20, _) => "BuildKit v0.8",
+        (23, _) => "BuildKit v0.10",
+        (24, _) => "BuildKit v0.11",
+        (25, _) => "BuildKit v0.12",
+        (26, _) => "BuildKit v0.13",
+        (27, m) if m < 5 => "BuildKit v0.14",
+        (27, _) => "BuildKit v0.18",
+        (28, m) if m < 5 => "BuildKit v0.20",
+        (28, _) => "BuildKit v0.25",
+        _ => "BuildKit version unknown to kiln",
+    }
+}
+
+/// `kiln engine up`.
+pub fn engine_up(settings: &Settings) -> Result<String, AppError> {
+    let engine = engine(settings)?;
+    match engine.up().map_err(engine_error)? {
+        StartOutcome::Running { api_version, owned } => Ok(format!(
+            "engine: already running at unix://{} (API {api_version}{})",
+            engine.socket().display(),
+            if owned { ", started by kiln" } else { "" }
+        )),
+        StartOutcome::Started {
+            pid,
+            api_version,
+            log,
+            elapsed,
+        } => Ok(format!(
+            "engine: started dockerd (pid {pid}, API {api_version}) in {:.1} s; log {}\n  bridge networking is off: RUN steps use the host network",
+            elapsed.as_secs_f64(),
+            log.display()
+        )),
+    }
+}
+
+/// `kiln engine down`.
+pub fn engine_down(settings: &Settings) -> Result<String, AppError> {
+    let engine = engine(settings)?;
+    Ok(match engine.down().map_err(engine_error)? {
+        StopOutcome::Stopped { pid } => format!("engine: stopped dockerd (pid {pid})"),
+        StopOutcome::NotOwned => format!(
+            "engine: the engine at unix://{} was not started by kiln; left running",
+            engine.socket().display()
+        ),
+        StopOutcome::NotRunning => "engine: not running".to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_versions_map_to_their_buildkit() {
+        assert_eq!(embedded_buildkit("20.10.24+dfsg1"), "BuildKit v0.8");
+        assert_eq!(embedded_buildkit("28.2.2"), "BuildKit v0.20");
+        assert_eq!(
+            embedded_buildkit("99.0"),
+            "BuildKit version unknown to kiln"
+        );
+    }
+
+    #[test]
+    fn only_unix_docker_hosts_are_managed() {
+        let mut settings = Settings::default();
+        settings
+            .env
+            .insert("DOCKER_HOST".into(), "tcp://1.2.3.4:2375".into());
+        assert!(
+            engine_up(&settings)
+                .unwrap_err()
+                .to_string()
+                .contains("unix socket")
+        );
+        settings
+            .env
+            .insert("DOCKER_HOST".into(), "unix:///nonexistent/d.sock".into());
+        settings
+            .env
+            .insert("KILN_STATE_DIR".into(), "/nonexistent-kiln-state".into());
+        let err = engine_status(&settings).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/d.sock") && err.contains("kiln engine up"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! The `kiln` binary: parses arguments with clap and calls `kiln-app`. No behaviour lives here
+//! beyond mapping results to output and exit codes.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kiln_app::{AppError, PackagesMode, PlanFormat, Settings};
+
+/// kiln: build container images from a TOML manifest on BuildKit, with a package-lock
+/// lifecycle (refresh, pinned build, smoke test) written back to git.
+#[derive(Parser)]
+#[command(name = "kiln", version, about, max_term_width = 100)]
+struct Cli {
+    /// Manifest file to read (repeatable). Default: `kiln.toml` in the current directory,
+    /// else every `manifests/*.toml` at the git root.
+    #[arg(short = 'f', long = "file", global = true, value_name = "MANIFEST")]
+    files: Vec<PathBuf>,
+    /// Profile to apply (image overrides, vars, labels).
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// Set a manifest variable; wins over the environment and defaults (repeatable).
+    #[arg(long = "set", global = true, value_name = "K=V", value_parser = parse_set)]
+    set: Vec<(String, String)>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the manifests; exit non-zero naming every problem.
+    Check,
+    /// Show targets, their stages and LLB digests without building.
+    Plan {
+        /// Targets or groups (default: the `default` group, else every target).
+        targets: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Package stage to plan.
+        #[arg(long, value_enum, default_value_t = Mode::Pinned)]
+        mode: Mode,
+        /// Write the serialised LLB Definition of STAGE (`TARGET/STAGE` or `TARGET`) to
+        /// stdout, as `buildctl build` reads it.
+        #[arg(long, value_name = "STAGE", conflicts_with_all = ["targets", "format"])]
+        llb: Option<String>,
+    },
+    /// Which engine kiln uses; start or stop one that kiln owns.
+    Engine {
+        #[command(subcommand)]
+        action: EngineAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum EngineAction {
+    /// Say which engine would be used, its version and who started it.
+    Status,
+    /// Start a Docker Engine (dockerd) when none is reachable; kiln owns it.
+    Up,
+    /// Stop the engine kiln started (never one it did not start).
+    Down,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Pinned,
+    Refresh,
+}
+
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected K=V, got `{s}`")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = Settings {
+        files: cli.files,
+        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        profile: cli.profile,
+        set: cli.set,
+        env: std::env::vars().collect(),
+    };
+    let result = match cli.command {
+        Command::Check => kiln_app::check(&settings).map(|s| Output::Text(s + "\n")),
+        Command::Engine { action } => match action {
+            EngineAction::Status => kiln_app::engine_status(&settings),
+            EngineAction::Up => kiln_app::engine_up(&settings),
+            EngineAction::Down => kiln_app::engine_down(&settings),
+        }
+        .map(|s| Output::Text(s + "\n")),
+        Command::Plan {
+            targets,
+            format,
+            mode,
+            llb,
+        } => {
+            let mode = match mode {
+                Mode::Pinned => PackagesMode::Pinned,
+                Mode::Refresh => PackagesMode::Refresh,
+            };
+            match llb {
+                Some(stage) => kiln_app::plan_llb(&settings, &stage, mode).map(Output::Bytes),
+                None => {
+                    let format = match format {
+                        Format::Text => PlanFormat::Text,
+                        Format::Json => PlanFormat::Json,
+                        Format::Dot => PlanFormat::Dot,
+                        Format::Mermaid => PlanFormat::Mermaid,
+                    };
+                    kiln_app::plan(&settings, &targets, format, mode).map(Output::Text)
+                }
+            }
+        }
+    };
+    match result {
+        Ok(output) => write_output(output),
+        Err(err) => fail(&err),
+    }
+}
+
+enum Output {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+fn write_output(output: Output) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    let bytes = match &output {
+        Output::Text(s) => s.as_bytes(),
+        Output::Bytes(b) => {
+            if stdout.is_terminal() {
+                return fail(&AppError::Usage(
+                    "refusing to write binary LLB to a terminal\n  hint: redirect it to a file or pipe it, e.g. `kiln plan --llb app | buildctl build`".into(),
+                ));
+            }
+            b.as_slice()
+        }
+    };
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write output: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn fail(err: &AppError) -> ExitCode {
+    eprintln!("{err}");
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
+}

@@ -1,0 +1,2 @@
+"""The smallest kiln example: prints a greeting."""
+print("hello from kiln")

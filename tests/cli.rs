@@ -1,0 +1,420 @@
+//! Integration tests of the `kiln` binary: `check` and `plan` on manifests in
+//! `tests/fixtures/`, with snapshots of what a user sees.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("utf-8 stdout")
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// Run kiln in `dir` with a clean environment (no inherited KILN_* variables).
+fn kiln_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run kiln");
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: out.stdout,
+        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+    }
+}
+
+fn kiln(fixture: &str, args: &[&str]) -> Run {
+    kiln_in(&fixtures().join(fixture), args, &[])
+}
+
+fn json(run: &Run) -> serde_json::Value {
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    serde_json::from_slice(&run.stdout).expect("plan json")
+}
+
+#[test]
+fn check_accepts_a_valid_manifest() {
+    let run = kiln("app", &["check"]);
+    assert_eq!(
+        (run.code, run.stdout().as_str()),
+        (0, "ok: 3 targets in 1 manifest\n"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_and_key() {
+    let run = kiln("errors", &["check"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.is_empty());
+    insta::assert_snapshot!("check_errors", run.stderr);
+}
+
+#[test]
+fn check_reports_cycles_naming_every_target_in_order() {
+    let run = kiln("cycle", &["check"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr.trim_end(),
+        "error: kiln.toml:9:9: dependency cycle: a → b → c → a"
+    );
+}
+
+#[test]
+fn check_reports_missing_context_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        "version = 1\n[target.a]\nfrom = \"debian:bookworm\"\ncopy = [{ src = \"nope/\", dest = \"/x\" }]\n",
+    )
+    .unwrap();
+    let run = kiln_in(dir.path(), &["check"], &[]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with(
+            "error: kiln.toml:4:17: `target.a.copy[0].src`: `nope/` does not exist in context"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn plan_json_has_targets_dependencies_and_stage_digests() {
+    let doc = json(&kiln("app", &["plan", "--format", "json"]));
+    let targets = doc["targets"].as_array().unwrap();
+    let names: Vec<&str> = targets
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "assets", "app"]);
+    let app = &targets[2];
+    assert_eq!(app["depends_on"], serde_json::json!(["assets", "base"]));
+    assert_eq!(app["image"], "127.0.0.1:5000/data/app:dev");
+    let stages: Vec<&str> = app["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["pre", "packages-pinned", "post", "smoke-test", "image"]
+    );
+    for t in targets {
+        for s in t["stages"].as_array().unwrap() {
+            let d = s["digest"].as_str().unwrap();
+            assert!(
+                d.len() == 71
+                    && d.starts_with("sha256:")
+                    && d[7..]
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{d}"
+            );
+        }
+    }
+    // The image stage is the post filesystem; the smoke test adds to it.
+    let digest = |name: &str| {
+        app["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["digest"]
+            .clone()
+    };
+    assert_eq!(digest("post"), digest("image"));
+    assert_ne!(digest("post"), digest("smoke-test"));
+}
+
+#[test]
+fn plan_is_byte_identical_across_runs_and_pinned_by_snapshot() {
+    let a = kiln("app", &["plan", "--format", "json"]);
+    let b = kiln("app", &["plan", "--format", "json"]);
+    assert_eq!(a.stdout, b.stdout);
+    // Digests in the snapshot are the cross-machine check: any machine must print these.
+    insta::assert_snapshot!("plan_app_json", a.stdout());
+    insta::assert_snapshot!("plan_app_text", kiln("app", &["plan"]).stdout());
+    insta::assert_snapshot!(
+        "plan_app_refresh_text",
+        kiln("app", &["plan", "--mode", "refresh"]).stdout()
+    );
+}
+
+#[test]
+fn plan_renders_dot_and_mermaid() {
+    insta::assert_snapshot!(
+        "plan_app_dot",
+        kiln("app", &["plan", "--format", "dot"]).stdout()
+    );
+    insta::assert_snapshot!(
+        "plan_app_mermaid",
+        kiln("app", &["plan", "--format", "mermaid"]).stdout()
+    );
+}
+
+#[test]
+fn plan_selects_by_target_and_group_with_dependencies() {
+    let doc = json(&kiln("app", &["plan", "--format", "json", "assets"]));
+    let names: Vec<&str> = doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "assets"]);
+    let run = kiln("app", &["plan", "asets"]);
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        run.stderr.trim_end(),
+        "error: no target or group named `asets`\n  hint: did you mean `assets`?"
+    );
+}
+
+#[test]
+fn vars_come_from_set_then_env_then_default() {
+    let image = |env: &[(&str, &str)], args: &[&str]| {
+        let mut all = vec!["plan", "--format", "json"];
+        all.extend(args);
+        let doc = json(&kiln_in(&fixtures().join("app"), &all, env));
+        doc["targets"][2]["image"].as_str().unwrap().to_string()
+    };
+    assert_eq!(image(&[], &[]), "127.0.0.1:5000/data/app:dev");
+    assert_eq!(
+        image(&[("KILN_TEST_BUILD_TAG", "ci-7")], &[]),
+        "127.0.0.1:5000/data/app:ci-7"
+    );
+    assert_eq!(
+        image(
+            &[("KILN_TEST_BUILD_TAG", "ci-7")],
+            &[
+                "--set",
+                "BUILD_TAG=v1.2",
+                "--set",
+                "REGISTRY=registry.example:443"
+            ]
+        ),
+        "registry.example:443/data/app:v1.2"
+    );
+}
+
+#[test]
+fn profile_rewrites_are_shown_old_to_new_and_change_digests() {
+    let plain = json(&kiln("profiles", &["plan", "--format", "json"]));
+    let offline = json(&kiln(
+        "profiles",
+        &["--profile", "offline", "plan", "--format", "json"],
+    ));
+    assert_ne!(
+        plain["targets"][0]["stages"][0]["digest"],
+        offline["targets"][0]["stages"][0]["digest"]
+    );
+    let text = kiln("profiles", &["--profile", "offline", "plan"]).stdout();
+    insta::assert_snapshot!("plan_profiles_offline_text", text);
+    let run = kiln("profiles", &["--profile", "ofline", "plan"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("did you mean `offline`?"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn llb_output_is_a_definition_buildkit_can_read() {
+    let run = kiln("app", &["plan", "--llb", "app/smoke-test"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let again = kiln("app", &["plan", "--llb", "app/smoke-test"]);
+    assert_eq!(run.stdout, again.stdout, "LLB bytes must be deterministic");
+    let def = kiln_llb::Definition::decode(&run.stdout).expect("decodes");
+    let ops = def.ops().expect("ops decode");
+    assert!(ops.len() >= 8, "{} ops", ops.len());
+    // The terminal op is last and only points at the result.
+    let (_, last) = ops.last().unwrap();
+    assert!(last.op.is_none());
+    assert_eq!(last.inputs.len(), 1);
+    // Every input refers to an op defined earlier.
+    for (i, (_, op)) in ops.iter().enumerate() {
+        for input in &op.inputs {
+            assert!(
+                ops[..i].iter().any(|(d, _)| d.as_str() == input.digest),
+                "dangling input {}",
+                input.digest
+            );
+        }
+    }
+    // The base image and the context are sources.
+    let sources: Vec<String> = ops
+        .iter()
+        .filter_map(|(_, op)| match &op.op {
+            Some(kiln_llb::pb::op::Op::Source(s)) => Some(s.identifier.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sources.contains(&"docker-image://docker.io/library/python:3.11-slim-bookworm".to_string()),
+        "{sources:?}"
+    );
+    assert!(sources.contains(&"local://app".to_string()), "{sources:?}");
+    // The smoke test runs as the image user, with the CA bundle as a secret, on the host network.
+    let smoke = ops
+        .iter()
+        .filter_map(|(_, op)| match &op.op {
+            Some(kiln_llb::pb::op::Op::Exec(e)) => Some(e),
+            _ => None,
+        })
+        .find(|e| e.meta.as_ref().unwrap().args.last().unwrap() == "python tests/smoke.py")
+        .expect("smoke-test exec");
+    let meta = smoke.meta.as_ref().unwrap();
+    assert_eq!(meta.user, "1000:1000");
+    assert_eq!(meta.cwd, "/app");
+    assert!(
+        meta.env
+            .contains(&"SSL_CERT_FILE=/run/kiln/ca-certificates.crt".to_string()),
+        "{:?}",
+        meta.env
+    );
+    assert!(
+        meta.env.contains(&"PYTHONUNBUFFERED=1".to_string()),
+        "{:?}",
+        meta.env
+    );
+    assert_eq!(smoke.network, kiln_llb::pb::NetMode::Host as i32);
+    assert!(
+        smoke
+            .mounts
+            .iter()
+            .any(|m| m.mount_type == kiln_llb::pb::MountType::Secret as i32
+                && m.dest == "/run/kiln/ca-certificates.crt")
+    );
+}
+
+#[test]
+fn llb_of_an_unknown_stage_names_the_choices() {
+    let run = kiln("app", &["plan", "--llb", "app/packages-refresh"]);
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        run.stderr.trim_end(),
+        "error: target `app` has no `packages-refresh` stage in pinned mode; expected one of `app/pre`, `app/packages-pinned`, `app/post`, `app/smoke-test`, `app/image`"
+    );
+}
+
+#[test]
+fn manifests_are_found_at_the_git_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    std::fs::create_dir_all(root.join("manifests")).unwrap();
+    std::fs::create_dir_all(root.join("deep/er")).unwrap();
+    std::fs::write(
+        root.join("manifests/a.toml"),
+        "version = 1\n[target.a]\nfrom = \"debian:bookworm\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("manifests/b.toml"),
+        "version = 1\n[target.b]\nfrom = \"target:a\"\n",
+    )
+    .unwrap();
+    let run = kiln_in(&root.join("deep/er"), &["check"], &[]);
+    assert_eq!(
+        (run.code, run.stdout().as_str()),
+        (0, "ok: 2 targets in 2 manifests\n"),
+        "{}",
+        run.stderr
+    );
+    // The same target in two files is an error naming both.
+    std::fs::write(
+        root.join("manifests/c.toml"),
+        "version = 1\n[target.a]\nfrom = \"debian:bookworm\"\n",
+    )
+    .unwrap();
+    let run = kiln_in(&root.join("deep/er"), &["check"], &[]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("../../manifests/c.toml:2:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("../../manifests/a.toml:2:"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn no_manifest_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = kiln_in(dir.path(), &["plan"], &[]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with("error: no manifest found"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_thousand_target_tree_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("version = 1\n");
+    for i in 0..1000 {
+        let from = if i == 0 {
+            "\"debian:bookworm\"".to_string()
+        } else {
+            format!("\"target:t{}\"", (i - 1) / 2)
+        };
+        text.push_str(&format!(
+            "[target.t{i}]\nfrom = {from}\nrun = [\"echo {i}\"]\n"
+        ));
+    }
+    std::fs::write(dir.path().join("kiln.toml"), text).unwrap();
+    let doc = json(&kiln_in(dir.path(), &["plan", "--format", "json"], &[]));
+    let targets = doc["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1000);
+    assert_eq!(targets[0]["name"], "t0");
+    let digests: std::collections::BTreeSet<&str> = targets
+        .iter()
+        .map(|t| t["stages"][0]["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 1000, "every pre stage differs");
+}
+
+#[test]
+fn the_repository_examples_check_and_plan() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let run = kiln_in(&root.join("examples/hello"), &["check"], &[]);
+    assert_eq!(
+        (run.code, run.stdout().as_str()),
+        (0, "ok: 1 target in 1 manifest\n"),
+        "{}",
+        run.stderr
+    );
+    let doc = json(&kiln_in(
+        &root,
+        &["--set", "BUILD_TAG=t1", "plan", "--format", "json"],
+        &[],
+    ));
+    assert_eq!(
+        doc["targets"][0]["image"],
+        "docker.io/kiln-examples/hello:t1"
+    );
+}
