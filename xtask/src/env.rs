@@ -1,0 +1,145 @@
+//! The machine the integration tests and `cargo xtask build` need: Debian's Docker Engine
+//! (its embedded BuildKit is the engine), started through `kiln engine up`, and a base image
+//! made from Debian's packages (nothing can be pulled from Docker Hub here), cached so reruns
+//! are fast. Every step says what it does; nothing is done twice.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// The base image the examples and integration tests build on.
+pub const BASE_IMAGE: &str = "kiln-base/debian-python:bookworm";
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("dockerd", "docker.io"),
+    ("docker", "docker.io"),
+    ("debootstrap", "debootstrap"),
+];
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .env("PATH", path_with_sbin())
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn path_with_sbin() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{path}:/usr/local/sbin:/usr/sbin:/sbin")
+}
+
+/// Install the Debian packages that are missing (as root, with apt-get).
+fn packages() -> Result<(), String> {
+    let mut missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| *package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !is_root {
+        return Err(format!(
+            "missing Debian packages {}; install them as root: apt-get install -y {}",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    eprintln!("env: installing Debian packages: {}", missing.join(" "));
+    crate::run_env(
+        "apt-get",
+        &["update", "-q"],
+        &[("DEBIAN_FRONTEND", "noninteractive")],
+    )?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    crate::run_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])
+}
+
+/// `kiln engine up`, through the release of kiln the tests use.
+fn engine(kiln: &Path) -> Result<(), String> {
+    let path = path_with_sbin();
+    crate::run_env(
+        kiln.to_str().unwrap(),
+        &["engine", "up"],
+        &[("PATH", &path)],
+    )
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("KILN_DEV_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln-dev"))
+}
+
+/// The base image in the engine's store: imported from a cached rootfs tarball, which is
+/// made with debootstrap when absent.
+fn base_image() -> Result<(), String> {
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", BASE_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run docker: {e}"))?;
+    if inspect.success() {
+        return Ok(());
+    }
+    let cache = cache_dir();
+    let tarball = cache.join("debian-python-bookworm.tar");
+    if !tarball.exists() {
+        std::fs::create_dir_all(&cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
+        let rootfs = cache.join("rootfs.tmp");
+        let _ = std::fs::remove_dir_all(&rootfs);
+        eprintln!("env: making the base root filesystem with debootstrap (about a minute)");
+        let t = Instant::now();
+        let rootfs_s = rootfs.to_str().unwrap();
+        crate::run_env(
+            "debootstrap",
+            &[
+                "--variant=minbase",
+                "--include=python3,python3-pip,python3-venv,ca-certificates",
+                "bookworm",
+                rootfs_s,
+            ],
+            &[("PATH", &path_with_sbin())],
+        )?;
+        let partial = cache.join("debian-python-bookworm.tar.tmp");
+        crate::run_env(
+            "tar",
+            &["-C", rootfs_s, "-cf", partial.to_str().unwrap(), "."],
+            &[],
+        )?;
+        std::fs::rename(&partial, &tarball).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&rootfs);
+        eprintln!(
+            "env: rootfs cached in {} ({:.0} s)",
+            tarball.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!("env: importing {} as {BASE_IMAGE}", tarball.display());
+    crate::run_env(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' {} {BASE_IMAGE}",
+                tarball.display()
+            ),
+        ],
+        &[],
+    )
+}
+
+/// Everything the integration tests need; `kiln` is the binary that runs `engine up`.
+pub fn up(kiln: &Path) -> Result<(), String> {
+    packages()?;
+    engine(kiln)?;
+    base_image()
+}
