@@ -76,21 +76,38 @@ pub fn compile(
     targets: &[String],
     bases: &BaseConfigs,
 ) -> Result<Vec<CompiledTarget>, CompileError> {
-    let mut done: BTreeMap<&str, CompiledTarget> = BTreeMap::new();
-    let mut out = Vec::with_capacity(targets.len());
+    let mut out: Vec<CompiledTarget> = Vec::with_capacity(targets.len());
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
     for name in targets {
         let target = &manifest.targets[name];
-        let compiled = compile_target(target, graph.mode(), &done, bases)?;
-        done.insert(name, compiled.clone());
+        let done = Done {
+            index: &index,
+            compiled: &out,
+        };
+        let compiled = compile_target(target, graph.mode(), done, bases)?;
+        index.insert(name, out.len());
         out.push(compiled);
     }
     Ok(out)
 }
 
+/// The targets compiled so far, by name.
+#[derive(Clone, Copy)]
+struct Done<'a> {
+    index: &'a BTreeMap<&'a str, usize>,
+    compiled: &'a [CompiledTarget],
+}
+
+impl<'a> Done<'a> {
+    fn get(&self, name: &str) -> Option<&'a CompiledTarget> {
+        self.index.get(name).map(|&i| &self.compiled[i])
+    }
+}
+
 fn compile_target(
     target: &Target,
     mode: PackagesMode,
-    done: &BTreeMap<&str, CompiledTarget>,
+    done: Done<'_>,
     bases: &BaseConfigs,
 ) -> Result<CompiledTarget, CompileError> {
     let platform: kiln_llb::Platform =

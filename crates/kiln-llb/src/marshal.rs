@@ -17,7 +17,14 @@ pub struct Digest(String);
 impl Digest {
     /// The sha256 digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(71);
+        s.push_str("sha256:");
+        for b in Sha256::digest(bytes) {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+        }
+        Digest(s)
     }
 
     pub fn as_str(&self) -> &str {
@@ -136,9 +143,9 @@ pub fn marshal(state: &State) -> Result<Definition, MarshalError> {
             continue;
         }
         def.def.push(encoded.bytes.clone());
-        if node.metadata != pb::OpMetadata::default() {
-            def.metadata
-                .insert(encoded.digest.to_string(), node.metadata.clone());
+        let metadata = node.metadata.to_pb();
+        if metadata != pb::OpMetadata::default() {
+            def.metadata.insert(encoded.digest.to_string(), metadata);
         }
     }
     def.def.push(terminal_op(output));

@@ -19,8 +19,35 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// when it is created; the decoded op is not kept.
 pub(crate) struct Node {
     pub(crate) inputs: Vec<Output>,
-    pub(crate) metadata: pb::OpMetadata,
+    pub(crate) metadata: Meta,
     pub(crate) encoded: Encoded,
+}
+
+/// An op's metadata in compact form (static capability names, no maps); turned into
+/// `pb::OpMetadata` only when a definition is marshalled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) name: Option<String>,
+    pub(crate) caps: Vec<&'static str>,
+    pub(crate) ignore_cache: bool,
+}
+
+impl Meta {
+    pub(crate) fn to_pb(&self) -> pb::OpMetadata {
+        let mut md = pb::OpMetadata {
+            ignore_cache: self.ignore_cache,
+            ..pb::OpMetadata::default()
+        };
+        if let Some(name) = &self.name {
+            md.description
+                .insert("llb.customname".to_string(), name.clone());
+            md.caps.insert("meta.description".to_string(), true);
+        }
+        for cap in &self.caps {
+            md.caps.insert((*cap).to_string(), true);
+        }
+        md
+    }
 }
 
 pub(crate) struct Encoded {
@@ -33,7 +60,7 @@ impl Node {
         inputs: Vec<Output>,
         op: pb::op::Op,
         platform: Option<&Platform>,
-        metadata: pb::OpMetadata,
+        metadata: Meta,
     ) -> Arc<Node> {
         let bytes = pb::Op {
             inputs: inputs
@@ -96,7 +123,8 @@ impl Output {
 #[derive(Clone, Default)]
 pub struct State {
     output: Option<Output>,
-    env: Vec<(String, String)>,
+    /// Shared between the many states derived from one another; copied only on change.
+    env: Arc<Vec<(String, String)>>,
     cwd: Option<String>,
     user: Option<String>,
     platform: Option<Platform>,
@@ -111,17 +139,12 @@ impl fmt::Debug for State {
     }
 }
 
-fn metadata(name: Option<&str>, caps: &[&str]) -> pb::OpMetadata {
-    let mut md = pb::OpMetadata::default();
-    if let Some(name) = name {
-        md.description
-            .insert("llb.customname".to_string(), name.to_string());
-        md.caps.insert("meta.description".to_string(), true);
+fn metadata(name: Option<&str>, caps: &[&'static str]) -> Meta {
+    Meta {
+        name: name.map(str::to_string),
+        caps: caps.to_vec(),
+        ignore_cache: false,
     }
-    for cap in caps {
-        md.caps.insert((*cap).to_string(), true);
-    }
-    md
 }
 
 /// `p` resolved against `base` unless absolute; a trailing slash is kept.
@@ -211,9 +234,10 @@ impl State {
     /// Set (or replace) an environment variable for later RUN steps.
     pub fn with_env(&self, key: &str, value: &str) -> State {
         let mut s = self.clone();
-        match s.env.iter_mut().find(|(k, _)| k == key) {
+        let env = Arc::make_mut(&mut s.env);
+        match env.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1 = value.to_string(),
-            None => s.env.push((key.to_string(), value.to_string())),
+            None => env.push((key.to_string(), value.to_string())),
         }
         s
     }
@@ -364,15 +388,30 @@ impl State {
             }
         }
 
-        let mut env = self.env.clone();
+        // KEY=VALUE, the state's environment overridden by the step's, PATH defaulted.
+        let mut env: Vec<String> = Vec::with_capacity(self.env.len() + exec.env.len() + 1);
+        let pair = |k: &str, v: &str| {
+            let mut s = String::with_capacity(k.len() + v.len() + 1);
+            s.push_str(k);
+            s.push('=');
+            s.push_str(v);
+            s
+        };
+        for (k, v) in self.env.iter() {
+            let v = exec
+                .env
+                .iter()
+                .find(|(key, _)| key == k)
+                .map_or(v, |(_, v)| v);
+            env.push(pair(k, v));
+        }
         for (k, v) in &exec.env {
-            match env.iter_mut().find(|(key, _)| key == k) {
-                Some(slot) => slot.1 = v.clone(),
-                None => env.push((k.clone(), v.clone())),
+            if !self.env.iter().any(|(key, _)| key == k) {
+                env.push(pair(k, v));
             }
         }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".to_string(), DEFAULT_PATH.to_string()));
+        if !self.env.iter().chain(&exec.env).any(|(k, _)| k == "PATH") {
+            env.push(pair("PATH", DEFAULT_PATH));
         }
         let cwd = match &exec.cwd {
             Some(dir) => resolve(self.cwd(), dir),
@@ -391,8 +430,8 @@ impl State {
         }
         let op = pb::op::Op::Exec(pb::ExecOp {
             meta: Some(pb::Meta {
-                args: exec.args.clone(),
-                env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                args: exec.args,
+                env,
                 cwd,
                 user,
                 ..pb::Meta::default()
