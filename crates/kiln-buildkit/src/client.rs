@@ -1,0 +1,185 @@
+//! The Control API: connect, list workers, solve with an exporter while following the
+//! daemon's status stream.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::proto::control::{self, control_client::ControlClient};
+use crate::{Error, Event};
+
+/// 16 MiB, what BuildKit itself allows (tonic's default is 4 MiB).
+pub(crate) const MAX_MESSAGE: usize = 16 << 20;
+
+/// A connection to one daemon's Control API.
+#[derive(Clone)]
+pub struct Client {
+    control: ControlClient<Channel>,
+    socket: PathBuf,
+}
+
+/// One solve: the LLB, what to export it to, and the session serving its local sources.
+#[derive(Debug, Clone, Default)]
+pub struct SolveRequest {
+    pub definition: kiln_llb::Definition,
+    /// Exporter name (`moby`, `local`, `tar`) and attributes; `None` keeps the result in the
+    /// cache only.
+    pub exporter: Option<(String, BTreeMap<String, String>)>,
+    pub session: Option<String>,
+    pub entitlements: Vec<String>,
+}
+
+/// A worker the daemon reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    pub id: String,
+    pub platforms: Vec<String>,
+}
+
+/// A new, unique job reference (like the Go client's random base36 ids).
+pub fn new_ref() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    let mut n = u128::from(h.finish()) << 64;
+    let mut h2 = std::collections::hash_map::RandomState::new().build_hasher();
+    h2.write_u128(n);
+    n |= u128::from(h2.finish());
+    let mut s = String::with_capacity(25);
+    for _ in 0..25 {
+        let d = (n % 36) as u32;
+        n /= 36;
+        s.push(char::from_digit(d, 36).expect("digit < 36"));
+    }
+    s
+}
+
+impl Client {
+    /// Connect to Docker Engine's embedded BuildKit through `POST /grpc` on its unix socket.
+    pub async fn connect_docker(socket: &Path) -> Result<Client, Error> {
+        let path = socket.to_path_buf();
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                crate::hijack::upgrade(&path, "/grpc", &[])
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_static("http://docker.invalid")
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| Error::Connect {
+                endpoint: format!("unix://{}", socket.display()),
+                reason: crate::error::chain(&e),
+            })?;
+        let control = ControlClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(Client {
+            control,
+            socket: socket.to_path_buf(),
+        })
+    }
+
+    /// The unix socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub async fn workers(&self) -> Result<Vec<Worker>, Error> {
+        let response = self
+            .control
+            .clone()
+            .list_workers(control::ListWorkersRequest::default())
+            .await
+            .map_err(|s| Error::from_status("list workers", s))?;
+        Ok(response
+            .into_inner()
+            .record
+            .into_iter()
+            .map(|w| Worker {
+                id: w.id,
+                platforms: w
+                    .platforms
+                    .iter()
+                    .map(|p| format!("{}/{}", p.os, p.architecture))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Solve `request`, forwarding the daemon's progress to `events`; returns the exporter's
+    /// response (`containerimage.digest` is the image id for Docker's `moby` exporter).
+    pub async fn solve(
+        &self,
+        request: SolveRequest,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let job = new_ref();
+        let (exporter, exporter_attrs) = request.exporter.clone().unwrap_or_default();
+        let exporters = request
+            .exporter
+            .iter()
+            .map(|(t, a)| control::Exporter {
+                r#type: t.clone(),
+                attrs: a.clone(),
+            })
+            .collect();
+        let solve = control::SolveRequest {
+            r#ref: job.clone(),
+            definition: Some(request.definition.to_pb()),
+            exporter,
+            exporter_attrs,
+            session: request.session.clone().unwrap_or_default(),
+            entitlements: request.entitlements.clone(),
+            exporters,
+            ..control::SolveRequest::default()
+        };
+        let mut control = self.control.clone();
+        let mut status_client = self.control.clone();
+        let status_ref = job.clone();
+        let status = async move {
+            let stream = status_client
+                .status(control::StatusRequest { r#ref: status_ref })
+                .await;
+            if let Ok(stream) = stream {
+                let mut stream = stream.into_inner();
+                while let Some(Ok(update)) = stream.next().await {
+                    for event in Event::from_status(update) {
+                        let _ = events.send(event);
+                    }
+                }
+            }
+        };
+        let solved = async move { control.solve(solve).await };
+        // The status stream ends on its own when the job does (or when the daemon gives up
+        // waiting for a job that never started, after 3 s).
+        let (result, ()) = tokio::join!(solved, status);
+        let response = result.map_err(|s| Error::from_status("solve", s))?;
+        Ok(response.into_inner().exporter_response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_are_25_base36_chars_and_unique() {
+        let a = new_ref();
+        let b = new_ref();
+        assert_eq!(a.len(), 25);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        );
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,66 @@
+//! What can go wrong talking to BuildKit, said so a user can act on it.
+
+/// A BuildKit client error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach BuildKit at {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+    #[error("cannot start the build session: {0}")]
+    Session(String),
+    /// The daemon ran the build and it failed (a RUN step, a missing file, a bad image).
+    #[error("{action} failed: {message}")]
+    Failed {
+        action: &'static str,
+        message: String,
+    },
+    /// The connection broke: the daemon stopped or the socket closed mid-build.
+    #[error("lost the connection to BuildKit during {action}: {message}")]
+    Lost {
+        action: &'static str,
+        message: String,
+    },
+    #[error("the daemon does not support {0}")]
+    Unsupported(String),
+}
+
+impl Error {
+    pub(crate) fn from_status(action: &'static str, status: tonic::Status) -> Error {
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Cancelled => Error::Lost {
+                action,
+                message: status.message().to_string(),
+            },
+            tonic::Code::Unimplemented => {
+                Error::Unsupported(format!("{action} ({})", status.message()))
+            }
+            tonic::Code::Unknown
+                if status.message().contains("transport")
+                    || status.message().contains("connection") =>
+            {
+                Error::Lost {
+                    action,
+                    message: status.message().to_string(),
+                }
+            }
+            _ => Error::Failed {
+                action,
+                message: status.message().to_string(),
+            },
+        }
+    }
+}
+
+/// An error and its sources, joined with `: `.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}

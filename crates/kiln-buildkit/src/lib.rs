@@ -1,0 +1,31 @@
+//! A BuildKit client: connects to a daemon (Docker Engine's embedded BuildKit through its
+//! `/grpc` and `/session` upgrades), serves the session a build needs (context upload, secrets,
+//! registry credentials, health), solves LLB with an exporter and turns the daemon's status
+//! stream into progress events.
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    pub mod control {
+        tonic::include_proto!("moby.buildkit.v1");
+    }
+    pub mod filesync {
+        tonic::include_proto!("moby.filesync.v1");
+    }
+    pub mod secrets {
+        tonic::include_proto!("moby.buildkit.secrets.v1");
+    }
+    pub mod health {
+        tonic::include_proto!("grpc.health.v1");
+    }
+}
+
+mod client;
+mod error;
+mod event;
+mod hijack;
+mod session;
+
+pub use client::{Client, SolveRequest, Worker, new_ref};
+pub use error::Error;
+pub use event::Event;
+pub use session::{LocalDir, Session, SessionConfig, Transfer};
