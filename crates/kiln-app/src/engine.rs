@@ -8,7 +8,7 @@ use kiln_docker::{Engine, StartOutcome, StopOutcome};
 use crate::{AppError, Settings};
 
 /// The Docker socket from `DOCKER_HOST` (unix only), else the default.
-fn docker_socket(settings: &Settings) -> Result<PathBuf, AppError> {
+pub(crate) fn docker_socket(settings: &Settings) -> Result<PathBuf, AppError> {
     match settings.env.get("DOCKER_HOST") {
         None => Ok(PathBuf::from(kiln_docker::DEFAULT_SOCKET)),
         Some(host) => host

@@ -29,6 +29,12 @@ pub enum AppError {
     /// The engine could not be reached, started or stopped.
     #[error("error: {0}")]
     Engine(String),
+    /// A build failed: the daemon reported an error, or the connection to it broke.
+    #[error("error: {0}")]
+    Build(String),
+    /// Interrupted (Ctrl-C): in-flight solves were cancelled.
+    #[error("error: interrupted; the in-flight build was cancelled")]
+    Interrupted,
     /// A bad command-line value the argument parser could not catch.
     #[error("error: {0}")]
     Usage(String),
@@ -39,6 +45,7 @@ impl AppError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Usage(_) | AppError::Select(_) => 2,
+            AppError::Interrupted => 130,
             _ => 1,
         }
     }

@@ -2,17 +2,21 @@
 //! The CLI crate parses arguments into [`Settings`] and calls these; everything a command prints
 //! is returned as data so it can be tested without a terminal.
 
+mod build;
 mod discover;
 mod engine;
 mod error;
 mod paths;
 mod plan;
+mod progress;
 
+pub use build::{BuildOptions, Built, HOST_CA_BUNDLE, Progress, build};
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
 pub use error::AppError;
 pub use kiln_graph::PackagesMode;
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
+pub use progress::{ProgressFormat, Renderer};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

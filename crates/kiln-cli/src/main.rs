@@ -46,6 +46,15 @@ enum Command {
         #[arg(long, value_name = "STAGE", conflicts_with_all = ["targets", "format"])]
         llb: Option<String>,
     },
+    /// Build targets on BuildKit: smoke test, then the image, loaded into the Docker Engine's
+    /// image store under the target's `image` name.
+    Build {
+        /// Targets or groups (default: the `default` group, else every target).
+        targets: Vec<String>,
+        /// How to show progress (`auto` is `plain`).
+        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+        progress: ProgressArg,
+    },
     /// Which engine kiln uses; start or stop one that kiln owns.
     Engine {
         #[command(subcommand)]
@@ -72,6 +81,13 @@ enum Format {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Plain,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Mode {
     Pinned,
     Refresh,
@@ -95,6 +111,41 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check => kiln_app::check(&settings).map(|s| Output::Text(s + "\n")),
+        Command::Build { targets, progress } => {
+            let format = match progress {
+                ProgressArg::Auto | ProgressArg::Plain => kiln_app::ProgressFormat::Plain,
+                ProgressArg::Json => kiln_app::ProgressFormat::Json,
+            };
+            let mut renderer = kiln_app::Renderer::new(format);
+            let options = kiln_app::BuildOptions {
+                targets,
+                output: None,
+            };
+            let mut show = |p: kiln_app::Progress| {
+                let mut err = std::io::stderr().lock();
+                for line in renderer.render(&p) {
+                    let _ = writeln!(err, "{line}");
+                }
+            };
+            kiln_app::build(&settings, &options, &mut show).map(|built| {
+                let mut text = String::new();
+                for b in built {
+                    match (&b.output, &b.image, &b.image_id) {
+                        (Some(dir), _, _) => {
+                            text.push_str(&format!("{}: exported to {}\n", b.target, dir.display()))
+                        }
+                        (None, Some(image), Some(id)) => {
+                            text.push_str(&format!("{}: {image} ({id})\n", b.target))
+                        }
+                        _ => text.push_str(&format!(
+                            "{}: built (no `image` name, kept in the build cache)\n",
+                            b.target
+                        )),
+                    }
+                }
+                Output::Text(text)
+            })
+        }
         Command::Engine { action } => match action {
             EngineAction::Status => kiln_app::engine_status(&settings),
             EngineAction::Up => kiln_app::engine_up(&settings),

@@ -1,0 +1,272 @@
+//! `kiln build` against the real engine: Docker Engine's embedded BuildKit, started by
+//! `cargo xtask test` (`kiln engine up`), with the base image it imports from Debian packages.
+//! Nothing here is faked: images are built, loaded into the engine and run.
+
+use std::path::Path;
+use std::process::Command;
+
+const BASE: &str = "kiln-base/debian-python:bookworm";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn kiln(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DOCKER_HOST")
+        .output()
+        .expect("run kiln");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn docker(args: &[&str]) -> (bool, Vec<u8>) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    (out.status.success(), out.stdout)
+}
+
+/// A unique image tag per test run, removed at the end.
+struct Image(String);
+
+impl Image {
+    fn new(name: &str) -> Image {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Image(format!("kiln-test/{name}:{}-{nanos}", std::process::id()))
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+fn project(manifest: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kiln.toml"), manifest).unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn builds_runs_and_copies_from_another_target() {
+    let image = Image::new("hello");
+    let manifest = format!(
+        r#"version = 1
+[defaults]
+network = "host"
+
+[target.assets]
+from = "{BASE}"
+run  = ["mkdir -p /out && echo asset-from-another-target > /out/asset.txt"]
+
+[target.hello]
+from  = "{BASE}"
+image = "{image}"
+run   = ["mkdir -p /app"]
+copy  = [{{ src = "hello.py", dest = "/app/hello.py" }},
+         {{ from = "target:assets", src = "/out/asset.txt", dest = "/app/asset.txt" }}]
+
+[target.hello.smoke-test]
+copy = ["tests/"]
+run  = ["python3 tests/smoke.py"]
+
+[target.hello.config]
+workdir = "/app"
+"#,
+        image = image.0
+    );
+    // The image tag is unique, so the file is too: the smoke test really runs.
+    let hello = format!("print('hello from kiln')  # {}\n", image.0);
+    let dir = project(
+        &manifest,
+        &[
+            ("hello.py", &hello),
+            (
+                "tests/smoke.py",
+                "import subprocess\nout = subprocess.check_output(['python3', '/app/hello.py'])\nassert out == b'hello from kiln\\n', out\nprint('smoke ok')\n",
+            ),
+            ("ignored.log", "not in the context"),
+            (".dockerignore", "*.log\n"),
+        ],
+    );
+    let run = kiln(dir.path(), &["build", "hello"]);
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stderr.contains("smoke ok"),
+        "the smoke test's output is shown: {}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("\nhello: docker.io/{} (sha256:", image.0)),
+        "{}",
+        run.stdout
+    );
+
+    let (ok, out) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image.0,
+        "python3",
+        "/app/hello.py",
+    ]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out), "hello from kiln\n");
+    let (ok, out) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image.0,
+        "cat",
+        "/app/asset.txt",
+    ]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out), "asset-from-another-target\n");
+    // .dockerignore applies to the context: the log file never reached the build.
+    let (ok, _) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image.0,
+        "test",
+        "-e",
+        "/app/ignored.log",
+    ]);
+    assert!(!ok);
+
+    // A second build is all cache.
+    let again = kiln(dir.path(), &["build", "hello"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("DONE [hello/") && !again.stderr.contains("DONE [assets/"),
+        "every step cached (only the context transfer and the export run): {}",
+        again.stderr
+    );
+}
+
+#[test]
+fn a_failing_smoke_test_fails_the_build_and_shows_its_output() {
+    let image = Image::new("failing");
+    let manifest = format!(
+        r#"version = 1
+[target.bad]
+from  = "{BASE}"
+image = "{image}"
+network = "host"
+[target.bad.smoke-test]
+run = ["echo checking-something && exit 3"]
+"#,
+        image = image.0
+    );
+    let dir = project(&manifest, &[]);
+    let run = kiln(dir.path(), &["build"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("checking-something"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("error: bad/smoke-test"),
+        "{}",
+        run.stderr
+    );
+    let (exists, _) = docker(&["image", "inspect", &image.0]);
+    assert!(!exists, "no image is tagged when the smoke test fails");
+}
+
+#[test]
+fn the_ca_bundle_secret_is_used_but_never_stored_or_shown() {
+    // Only the prefix appears in the manifest (the step checks it); the whole value must not
+    // appear anywhere but in the bundle file.
+    let secret = format!(
+        "KILN-SECRET-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let image = Image::new("secret");
+    let manifest = format!(
+        r#"version = 1
+[target.s]
+from  = "{BASE}"
+image = "{image}"
+network = "host"
+ca-certificates = "bundle.pem"
+run = ["grep -q '^KILN-SECRET-' $SSL_CERT_FILE && wc -c < $SSL_CERT_FILE > /size"]
+"#,
+        image = image.0
+    );
+    let dir = project(&manifest, &[("bundle.pem", &secret)]);
+    let run = kiln(dir.path(), &["build", "--progress", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains(&secret) && !run.stdout.contains(&secret),
+        "not in the logs"
+    );
+    let (ok, out) = docker(&["run", "--rm", "--network", "none", &image.0, "cat", "/size"]);
+    assert!(ok);
+    assert_eq!(
+        String::from_utf8_lossy(&out).trim(),
+        secret.len().to_string(),
+        "the step saw the bundle"
+    );
+    let (ok, out) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image.0,
+        "ls",
+        "/run/kiln",
+    ]);
+    assert!(
+        !ok || out.is_empty(),
+        "the mount point holds nothing in the image"
+    );
+    // Not in any layer: search the saved image.
+    let (ok, saved) = docker(&["save", &image.0]);
+    assert!(ok);
+    assert!(
+        !saved.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "secret found in the image layers"
+    );
+    // Not in the LLB.
+    let llb = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["plan", "--llb", "s"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(llb.status.success());
+    assert!(
+        !llb.stdout
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes())
+    );
+}
