@@ -162,6 +162,15 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// A top-level table of a document, if present (a type error if it is not a table).
+    pub(crate) fn section<'t, 'i>(
+        &self,
+        doc: &'t DeTable<'i>,
+        key: &str,
+    ) -> Option<&'t DeTable<'i>> {
+        doc.get(key).and_then(|v| self.table(v, key))
+    }
+
     /// A string taken literally (no variable substitution).
     pub(crate) fn raw(&self, v: &Value<'_>, key: &str) -> Option<String> {
         match v.get_ref() {

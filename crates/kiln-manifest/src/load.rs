@@ -125,10 +125,7 @@ pub(crate) fn load(sources: &[Source], options: &LoadOptions) -> Result<Manifest
         let cx = Cx::new(&doc.source.path, &doc.source.text, &sink, &vars);
         let defaults = read_defaults(&cx, &doc.table);
         let manifest_dir = normal_join(doc.source.path.parent().unwrap_or(Path::new("")), ".");
-        let Some(section) = doc.table.get("target") else {
-            continue;
-        };
-        let Some(section) = cx.table(section, "target") else {
+        let Some(section) = cx.section(&doc.table, "target") else {
             continue;
         };
         for (name, value) in section.iter() {
@@ -248,10 +245,7 @@ fn resolve_vars(docs: &[Doc<'_>], options: &LoadOptions, sink: &Sink) -> Vars {
     let mut declared: BTreeMap<String, VarDecl> = BTreeMap::new();
     for doc in docs {
         let cx = Cx::new(&doc.source.path, &doc.source.text, sink, &empty);
-        let Some(section) = doc.table.get("vars") else {
-            continue;
-        };
-        let Some(section) = cx.table(section, "vars") else {
+        let Some(section) = cx.section(&doc.table, "vars") else {
             continue;
         };
         for (name, value) in section.iter() {
@@ -396,10 +390,7 @@ fn select_profile(
     let mut selected: Option<Profile> = None;
     for doc in docs {
         let cx = Cx::new(&doc.source.path, &doc.source.text, sink, vars);
-        let Some(section) = doc.table.get("profiles") else {
-            continue;
-        };
-        let Some(section) = cx.table(section, "profiles") else {
+        let Some(section) = cx.section(&doc.table, "profiles") else {
             continue;
         };
         for (name, value) in section.iter() {
@@ -519,10 +510,7 @@ fn read_defaults(cx: &Cx<'_>, doc: &DeTable<'_>) -> Defaults {
         ca: CaCertificates::None,
         platform: DEFAULT_PLATFORM.to_string(),
     };
-    let Some(section) = doc.get("defaults") else {
-        return d;
-    };
-    let Some(table) = cx.table(section, "defaults") else {
+    let Some(table) = cx.section(doc, "defaults") else {
         return d;
     };
     cx.keys(table, "defaults", DEFAULT_KEYS);
@@ -1393,10 +1381,7 @@ fn read_groups<'s>(
     refs: &mut Vec<(&'s Source, String, Range<usize>, String)>,
     source: &'s Source,
 ) {
-    let Some(section) = doc.get("group") else {
-        return;
-    };
-    let Some(section) = cx.table(section, "group") else {
+    let Some(section) = cx.section(doc, "group") else {
         return;
     };
     for (name, value) in section.iter() {
