@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kiln_buildkit::{Client, Event, LocalDir, Session, SessionConfig, SolveRequest};
-use kiln_compile::{BaseConfigs, CA_BUNDLE_SECRET};
+use kiln_compile::CA_BUNDLE_SECRET;
 use kiln_graph::{PackagesMode, StageKind};
 use kiln_manifest::{CaCertificates, Manifest, NetworkMode};
 use tokio::sync::mpsc;
@@ -59,13 +59,7 @@ pub fn build(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Built>, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
-    let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
-    let compiled = kiln_compile::compile(
-        &loaded.manifest,
-        &loaded.graph,
-        &selected,
-        &BaseConfigs::new(),
-    )?;
+    let (selected, compiled) = loaded.compile(&options.targets)?;
     let socket = crate::engine::docker_socket(settings)?;
     let config = session_config(&settings.cwd, &loaded.manifest, &selected)?;
     let entitlements = entitlements(&loaded.manifest, &selected);

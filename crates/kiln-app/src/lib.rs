@@ -46,6 +46,24 @@ pub struct Loaded {
     pub graph: Graph,
 }
 
+impl Loaded {
+    /// Select `names` (targets or groups; empty: the default group, else all) with what they
+    /// depend on, in DAG order, and lower them to LLB.
+    pub fn compile(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<String>, Vec<kiln_compile::CompiledTarget>), AppError> {
+        let selected = self.graph.select(&self.manifest, names)?;
+        let compiled = kiln_compile::compile(
+            &self.manifest,
+            &self.graph,
+            &selected,
+            &kiln_compile::BaseConfigs::new(),
+        )?;
+        Ok((selected, compiled))
+    }
+}
+
 /// Read, parse, validate and lay out the manifests named by `settings`.
 pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError> {
     let files = discover_manifests(&settings.cwd, &settings.files)?;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use kiln_compile::{BaseConfigs, CompiledTarget};
+use kiln_compile::CompiledTarget;
 use kiln_graph::StageKind;
 use kiln_manifest::{Base, Manifest, Rewrite};
 use serde::Serialize;
@@ -55,13 +55,7 @@ pub fn plan(
     mode: PackagesMode,
 ) -> Result<String, AppError> {
     let loaded = load(settings, mode)?;
-    let selected = loaded.graph.select(&loaded.manifest, targets)?;
-    let compiled = kiln_compile::compile(
-        &loaded.manifest,
-        &loaded.graph,
-        &selected,
-        &BaseConfigs::new(),
-    )?;
+    let (_, compiled) = loaded.compile(targets)?;
     let doc = document(&loaded, &compiled, mode);
     Ok(match format {
         PlanFormat::Json => {
@@ -82,15 +76,7 @@ pub fn plan_llb(settings: &Settings, stage: &str, mode: PackagesMode) -> Result<
         Some((t, k)) => (t, k),
         None => (stage, "image"),
     };
-    let selected = loaded
-        .graph
-        .select(&loaded.manifest, &[target.to_string()])?;
-    let compiled = kiln_compile::compile(
-        &loaded.manifest,
-        &loaded.graph,
-        &selected,
-        &BaseConfigs::new(),
-    )?;
+    let (_, compiled) = loaded.compile(&[target.to_string()])?;
     let compiled = compiled
         .iter()
         .find(|c| c.name == target)
@@ -264,13 +250,7 @@ fn mermaid(doc: &PlanDoc) -> String {
 /// how many and their total size in bytes. Used by the planning benchmark.
 pub fn marshal_all(settings: &Settings, mode: PackagesMode) -> Result<(usize, usize), AppError> {
     let loaded = load(settings, mode)?;
-    let selected = loaded.graph.select(&loaded.manifest, &[])?;
-    let compiled = kiln_compile::compile(
-        &loaded.manifest,
-        &loaded.graph,
-        &selected,
-        &BaseConfigs::new(),
-    )?;
+    let (_, compiled) = loaded.compile(&[])?;
     let (mut count, mut bytes) = (0, 0);
     for stage in compiled.iter().flat_map(|c| &c.stages) {
         let definition =
