@@ -621,6 +621,21 @@ fn inside(path: &str) -> bool {
         })
 }
 
+/// [`inside`], or an error at `span` saying the path leaves the build context.
+fn in_context(cx: &Cx<'_>, path: &str, span: Range<usize>, key: &str) -> bool {
+    if inside(path) {
+        return true;
+    }
+    cx.error(
+        span,
+        key,
+        format!("`{path}` is outside the build context"),
+        Some("a path relative to the context, without `..`".into()),
+        None,
+    );
+    false
+}
+
 impl TargetReader<'_, '_> {
     /// `target.NAME.field`; `field` is kiln's own (`copy[0].from`), never quoted.
     fn key(&self, field: &str) -> String {
@@ -900,14 +915,9 @@ impl TargetReader<'_, '_> {
             .and_then(|v| mode(cx, v, &join(&path, "chmod")));
         let (from, src, dest) = (from?, src?, dest?);
         let src_span = table.get("src").map(|v| v.span()).unwrap_or(item.span());
-        if from == CopySource::Context && !inside(&src.0) {
-            cx.error(
-                src_span.clone(),
-                &join(&path, "src"),
-                format!("`{}` is outside the build context", src.0),
-                Some("a path relative to the context, without `..`".into()),
-                None,
-            );
+        if from == CopySource::Context
+            && !in_context(cx, &src.0, src_span.clone(), &join(&path, "src"))
+        {
             return None;
         }
         Some(Copy {
@@ -1036,14 +1046,7 @@ impl TargetReader<'_, '_> {
                         return Vec::new();
                     };
                     for value in &values {
-                        if !inside(value) {
-                            cx.error(
-                                v.span(),
-                                &key,
-                                format!("`{value}` is outside the build context"),
-                                Some("paths relative to the context, without `..`".into()),
-                                None,
-                            );
+                        if !in_context(cx, value, v.span(), &key) {
                             ok = false;
                         }
                     }
@@ -1122,14 +1125,10 @@ impl TargetReader<'_, '_> {
             None => Vec::new(),
             Some(c) => {
                 let copy = cx.texts(c, &join(&path, "copy"))?;
-                if let Some(bad) = copy.iter().find(|p| !inside(p)) {
-                    cx.error(
-                        c.span(),
-                        &join(&path, "copy"),
-                        format!("`{bad}` is outside the build context"),
-                        Some("paths relative to the context, without `..`".into()),
-                        None,
-                    );
+                if !copy
+                    .iter()
+                    .all(|p| in_context(cx, p, c.span(), &join(&path, "copy")))
+                {
                     return None;
                 }
                 copy
@@ -1188,14 +1187,7 @@ impl TargetReader<'_, '_> {
             "an absolute directory inside the image",
         );
         let (src, to) = (src?, to?);
-        if !inside(&src.0) {
-            cx.error(
-                src.1,
-                &join(&path, "src"),
-                format!("`{}` is outside the build context", src.0),
-                Some("a path relative to the context, without `..`".into()),
-                None,
-            );
+        if !in_context(cx, &src.0, src.1.clone(), &join(&path, "src")) {
             return None;
         }
         if !to.0.starts_with('/') {
