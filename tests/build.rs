@@ -35,6 +35,13 @@ fn docker(args: &[&str]) -> (bool, Vec<u8>) {
     (out.status.success(), out.stdout)
 }
 
+/// `docker run` of `image` without network; its success and stdout.
+fn run_image(image: &Image, cmd: &[&str]) -> (bool, Vec<u8>) {
+    let mut args = vec!["run", "--rm", "--network", "none", image.0.as_str()];
+    args.extend(cmd);
+    docker(&args)
+}
+
 /// A unique image tag per test run, removed at the end.
 struct Image(String);
 
@@ -127,39 +134,14 @@ workdir = "/app"
         run.stdout
     );
 
-    let (ok, out) = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        &image.0,
-        "python3",
-        "/app/hello.py",
-    ]);
+    let (ok, out) = run_image(&image, &["python3", "/app/hello.py"]);
     assert!(ok);
     assert_eq!(String::from_utf8_lossy(&out), "hello from kiln\n");
-    let (ok, out) = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        &image.0,
-        "cat",
-        "/app/asset.txt",
-    ]);
+    let (ok, out) = run_image(&image, &["cat", "/app/asset.txt"]);
     assert!(ok);
     assert_eq!(String::from_utf8_lossy(&out), "asset-from-another-target\n");
     // .dockerignore applies to the context: the log file never reached the build.
-    let (ok, _) = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        &image.0,
-        "test",
-        "-e",
-        "/app/ignored.log",
-    ]);
+    let (ok, _) = run_image(&image, &["test", "-e", "/app/ignored.log"]);
     assert!(!ok);
 
     // A second build is all cache.
@@ -230,22 +212,14 @@ run = ["grep -q '^KILN-SECRET-' $SSL_CERT_FILE && wc -c < $SSL_CERT_FILE > /size
         !run.stderr.contains(&secret) && !run.stdout.contains(&secret),
         "not in the logs"
     );
-    let (ok, out) = docker(&["run", "--rm", "--network", "none", &image.0, "cat", "/size"]);
+    let (ok, out) = run_image(&image, &["cat", "/size"]);
     assert!(ok);
     assert_eq!(
         String::from_utf8_lossy(&out).trim(),
         secret.len().to_string(),
         "the step saw the bundle"
     );
-    let (ok, out) = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        &image.0,
-        "ls",
-        "/run/kiln",
-    ]);
+    let (ok, out) = run_image(&image, &["ls", "/run/kiln"]);
     assert!(
         !ok || out.is_empty(),
         "the mount point holds nothing in the image"
