@@ -224,9 +224,10 @@ fn session_config(
     manifest: &Manifest,
     selected: &[String],
 ) -> Result<SessionConfig, AppError> {
+    // A stable key per working tree lets the daemon reuse its last copy of each context.
     let mut config = SessionConfig {
         name: "kiln".to_string(),
-        shared_key: String::new(),
+        shared_key: format!("kiln:{}", cwd.display()),
         ..SessionConfig::default()
     };
     for name in selected {
@@ -255,8 +256,6 @@ fn session_config(
             config.secrets.insert(CA_BUNDLE_SECRET.to_string(), data);
         }
     }
-    // A stable key per working tree lets the daemon reuse its last copy of each context.
-    config.shared_key = format!("kiln:{}", cwd.display());
     Ok(config)
 }
 

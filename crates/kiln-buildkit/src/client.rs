@@ -40,24 +40,26 @@ pub struct Worker {
     pub platforms: Vec<String>,
 }
 
-/// A new, unique job reference (like the Go client's random base36 ids).
+/// A new, unique job reference: 25 base36 characters, like the Go client's random ids.
 pub fn new_ref() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    let mut n = u128::from(h.finish()) << 64;
-    let mut h2 = std::collections::hash_map::RandomState::new().build_hasher();
-    h2.write_u128(n);
-    n |= u128::from(h2.finish());
-    let mut s = String::with_capacity(25);
-    for _ in 0..25 {
-        let d = (n % 36) as u32;
-        n /= 36;
-        s.push(char::from_digit(d, 36).expect("digit < 36"));
-    }
-    s
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState is randomly keyed per process; hashing a counter gives distinct values.
+    let state = std::collections::hash_map::RandomState::new();
+    let half = |salt: u64| {
+        let mut h = state.build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_u64(salt);
+        u128::from(h.finish())
+    };
+    let mut n = (half(1) << 64) | half(2);
+    (0..25)
+        .map(|_| {
+            let d = (n % 36) as u32;
+            n /= 36;
+            char::from_digit(d, 36).expect("digit < 36")
+        })
+        .collect()
 }
 
 impl Client {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use kiln_fsutil::types::Packet;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -144,8 +144,6 @@ impl Session {
         self.task.abort();
     }
 }
-
-use futures::StreamExt as _;
 
 struct Shared {
     config: SessionConfig,
