@@ -201,7 +201,8 @@ from  = "{BASE}"
 image = "{image}"
 network = "host"
 ca-certificates = "bundle.pem"
-run = ["grep -q '^KILN-SECRET-' $SSL_CERT_FILE && wc -c < $SSL_CERT_FILE > /size"]
+# Secrets are not part of BuildKit's cache key: the image tag makes this step new each run.
+run = ["grep -q '^KILN-SECRET-' $SSL_CERT_FILE && wc -c < $SSL_CERT_FILE > /size && echo {image} > /run-id"]
 "#,
         image = image.0
     );
