@@ -89,7 +89,8 @@ run  = ["mkdir -p /out && echo asset-from-another-target > /out/asset.txt"]
 [target.hello]
 from  = "{BASE}"
 image = "{image}"
-run   = ["mkdir -p /app"]
+# The base's Env is in effect for RUN steps, as in a Dockerfile.
+run   = ["mkdir -p /app && echo \"lang=$LANG\" > /app/lang.txt"]
 copy  = [{{ src = "hello.py", dest = "/app/hello.py" }},
          {{ from = "target:assets", src = "/out/asset.txt", dest = "/app/asset.txt" }}]
 
@@ -99,6 +100,7 @@ run  = ["python3 tests/smoke.py"]
 
 [target.hello.config]
 workdir = "/app"
+env = {{ GREETING = "hi" }}
 "#,
         image = image.0
     );
@@ -140,6 +142,25 @@ workdir = "/app"
     let (ok, out) = run_image(&image, &["cat", "/app/asset.txt"]);
     assert!(ok);
     assert_eq!(String::from_utf8_lossy(&out), "asset-from-another-target\n");
+    let (ok, out) = run_image(&image, &["cat", "lang.txt"]);
+    assert!(ok, "the workdir is /app");
+    assert_eq!(String::from_utf8_lossy(&out), "lang=C.UTF-8\n");
+
+    // The image config: the base's Env and Cmd, with the manifest's env and workdir over them.
+    let (ok, config) = docker(&["image", "inspect", "--format", "{{json .Config}}", &image.0]);
+    assert!(ok);
+    let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    assert_eq!(
+        config["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG=C.UTF-8",
+            "GREETING=hi"
+        ]),
+        "{config}"
+    );
+    assert_eq!(config["Cmd"], serde_json::json!(["python3"]), "{config}");
+    assert_eq!(config["WorkingDir"], "/app", "{config}");
     // .dockerignore applies to the context: the log file never reached the build.
     let (ok, _) = run_image(&image, &["test", "-e", "/app/ignored.log"]);
     assert!(!ok);

@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/session.proto",
         "proto/secrets.proto",
         "proto/health.proto",
+        "proto/gateway.proto",
     ];
     for f in std::fs::read_dir("proto")? {
         println!("cargo:rerun-if-changed={}", f?.path().display());

@@ -78,16 +78,26 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/kiln-dev"))
 }
 
+/// The base image's config, set at import the way Debian-derived language images set theirs
+/// (the build tests check that targets inherit it).
+const BASE_CHANGES: &str = "--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'ENV LANG=C.UTF-8' --change 'CMD [\"python3\"]'";
+
 /// The base image in the engine's store: imported from a cached rootfs tarball, which is
-/// made with debootstrap when absent.
+/// made with debootstrap when absent. An image with an older config is imported again.
 fn base_image() -> Result<(), String> {
     let inspect = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", BASE_IMAGE])
-        .stdout(Stdio::null())
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config}}",
+            BASE_IMAGE,
+        ])
         .stderr(Stdio::null())
-        .status()
+        .output()
         .map_err(|e| format!("cannot run docker: {e}"))?;
-    if inspect.success() {
+    let config = String::from_utf8_lossy(&inspect.stdout);
+    if inspect.status.success() && config.contains("LANG=C.UTF-8") {
         return Ok(());
     }
     let cache = cache_dir();
@@ -129,7 +139,7 @@ fn base_image() -> Result<(), String> {
         &[
             "-c",
             &format!(
-                "docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' {} {BASE_IMAGE}",
+                "docker import {BASE_CHANGES} {} {BASE_IMAGE}",
                 tarball.display()
             ),
         ],

@@ -1,19 +1,27 @@
-//! `kiln build`: solve every selected target on BuildKit in DAG order — its smoke test first
-//! when it has one, then its image, loaded into the Docker Engine's image store under the
-//! target's `image` name. `BuildOptions::output` exports to a directory through the local
+//! `kiln build`: resolve the base images' configs, then solve every selected target on
+//! BuildKit in DAG order (independent targets concurrently) — its smoke test first when it has
+//! one, then its image, loaded into the Docker Engine's image store under the target's `image`
+//! name with its image config (base config with the manifest's `config` over it). `BuildOptions::output` exports to a directory through the local
 //! exporter instead; the CLI does not offer it yet because that transfer still stalls on large
 //! filesystems against Docker 20.10.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kiln_buildkit::{Client, Event, LocalDir, Session, SessionConfig, SolveRequest};
-use kiln_compile::CA_BUNDLE_SECRET;
+use std::future::Future;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kiln_buildkit::{
+    Client, Event, LocalDir, ResolveMode, Returned, Session, SessionConfig, SolveRequest,
+};
+use kiln_compile::{BaseConfigs, CA_BUNDLE_SECRET, CompiledTarget, EffectiveConfig};
 use kiln_graph::{PackagesMode, StageKind};
-use kiln_manifest::{CaCertificates, Manifest, NetworkMode};
+use kiln_manifest::{Base, CaCertificates, Manifest, NetworkMode};
+use kiln_reference::Reference;
 use tokio::sync::mpsc;
 
-use crate::{AppError, Settings, load};
+use crate::{AppError, Loaded, Settings, load};
 
 /// The host's CA bundle on Debian.
 pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -59,128 +67,287 @@ pub fn build(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Built>, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
-    let (selected, compiled) = loaded.compile(&options.targets)?;
+    let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
     let socket = crate::engine::docker_socket(settings)?;
-    let config = session_config(&settings.cwd, &loaded.manifest, &selected)?;
-    let entitlements = entitlements(&loaded.manifest, &selected);
+    let job = Job {
+        config: session_config(&settings.cwd, &loaded.manifest, &selected)?,
+        entitlements: entitlements(&loaded.manifest, &selected),
+        socket,
+        loaded: &loaded,
+        selected: &selected,
+        options,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
-    let work = async {
-        let client = Client::connect_docker(&socket).await.map_err(|e| {
-            AppError::Build(format!(
-                "{e}\n  hint: is the engine running? `kiln engine status`, `kiln engine up`"
-            ))
-        })?;
-        let mut built = Vec::new();
-        for target in &compiled {
-            let manifest_target = &loaded.manifest.targets[&target.name];
-            let output = options.output.as_ref().map(|dir| {
-                if compiled.len() == 1 {
-                    dir.clone()
-                } else {
-                    dir.join(&target.name)
-                }
-            });
-            let stages: Vec<StageKind> = [StageKind::SmokeTest, StageKind::Image]
-                .into_iter()
-                .filter(|k| target.stage(*k).is_some())
-                .collect();
-            let mut image_id = None;
-            for kind in stages {
-                let state = target.stage(kind).expect("filtered above");
-                let definition =
-                    kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
-                let exporter = match (kind, &output, &manifest_target.image) {
-                    (StageKind::Image, Some(_), _) => Some(("local".to_string(), BTreeMap::new())),
-                    (StageKind::Image, None, Some(image)) => Some((
-                        "moby".to_string(),
-                        BTreeMap::from([("name".to_string(), image.to_string())]),
-                    )),
-                    _ => None,
-                };
-                let mut stage_config = config.clone();
-                stage_config.output = if kind == StageKind::Image {
-                    output.clone()
-                } else {
-                    None
-                };
-                let session = Session::start_docker(&socket, stage_config)
-                    .await
-                    .map_err(|e| AppError::Build(e.to_string()))?;
-                let request = SolveRequest {
-                    definition,
-                    exporter,
-                    session: Some(session.id().to_string()),
-                    entitlements: entitlements.clone(),
-                };
-                progress(Progress::Stage {
-                    target: target.name.clone(),
-                    stage: kind.as_str(),
-                });
-                let response =
-                    solve_with_progress(&client, request, &target.name, kind.as_str(), progress)
-                        .await;
-                session.close().await;
-                let response = response?;
-                if kind == StageKind::Image {
-                    image_id = response.get("containerimage.digest").cloned();
-                }
-            }
-            built.push(Built {
-                target: target.name.clone(),
-                image: if output.is_none() {
-                    manifest_target.image.as_ref().map(|i| i.to_string())
-                } else {
-                    None
-                },
-                image_id: if output.is_none() { image_id } else { None },
-                output,
-            });
-        }
-        Ok(built)
-    };
-    // Ctrl-C drops the in-flight solve, which cancels its gRPC call and so the job.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Ctrl-C drops the in-flight solves, which cancels their gRPC calls and so the jobs.
     let result = runtime.block_on(async {
-        tokio::select! {
-            result = work => result,
-            _ = tokio::signal::ctrl_c() => Err(AppError::Interrupted),
+        let work = job.run(tx);
+        tokio::pin!(work);
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        loop {
+            tokio::select! {
+                result = &mut work => {
+                    while let Ok(p) = rx.try_recv() {
+                        progress(p);
+                    }
+                    break result;
+                }
+                Some(p) = rx.recv() => progress(p),
+                _ = &mut interrupted => break Err(AppError::Interrupted),
+            }
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }
 
-async fn solve_with_progress(
-    client: &Client,
-    request: SolveRequest,
+/// One `kiln build`: what every target's solves share.
+struct Job<'a> {
+    config: SessionConfig,
+    entitlements: Vec<String>,
+    socket: PathBuf,
+    loaded: &'a Loaded,
+    selected: &'a [String],
+    options: &'a BuildOptions,
+}
+
+type Events = mpsc::UnboundedSender<Progress>;
+
+impl Job<'_> {
+    /// Resolve the base images' configs, lower the targets with them, then build every target
+    /// once the targets it depends on are built; independent targets build concurrently.
+    async fn run(&self, tx: Events) -> Result<Vec<Built>, AppError> {
+        let client = Client::connect_docker(&self.socket).await.map_err(|e| {
+            AppError::Build(format!(
+                "{e}\n  hint: is the engine running? `kiln engine status`, `kiln engine up`"
+            ))
+        })?;
+        let bases = self.resolve_bases(&client, &tx).await?;
+        let manifest = &self.loaded.manifest;
+        let compiled = kiln_compile::compile(manifest, &self.loaded.graph, self.selected, &bases)?;
+
+        let mut waiting: Vec<&CompiledTarget> = compiled.iter().collect();
+        let mut built: BTreeMap<String, Built> = BTreeMap::new();
+        let mut running = FuturesUnordered::new();
+        loop {
+            let graph = &self.loaded.graph;
+            let (ready, rest): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|t| {
+                graph
+                    .depends_on(&t.name)
+                    .iter()
+                    .all(|d| built.contains_key(*d))
+            });
+            waiting = rest;
+            for target in ready {
+                running.push(self.build_target(&client, target, tx.clone()));
+            }
+            // The first failure ends the build; dropping the other solves cancels them.
+            match running.next().await {
+                Some(done) => {
+                    let done = done?;
+                    built.insert(done.target.clone(), done);
+                }
+                None => break,
+            }
+        }
+        Ok(compiled
+            .iter()
+            .filter_map(|t| built.remove(&t.name))
+            .collect())
+    }
+
+    /// The image configs of the selected targets' base images, asked of the engine in one job.
+    async fn resolve_bases(&self, client: &Client, tx: &Events) -> Result<BaseConfigs, AppError> {
+        let mut wanted: BTreeMap<Reference, kiln_llb::Platform> = BTreeMap::new();
+        for name in self.selected {
+            let target = &self.loaded.manifest.targets[name];
+            if let (Base::Image(reference), Ok(platform)) = (&target.from, target.platform.parse())
+            {
+                wanted.insert(reference.clone(), platform);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(BaseConfigs::new());
+        }
+        let session = self.session(None).await?;
+        let request = SolveRequest {
+            session: Some(session.id().to_string()),
+            ..SolveRequest::default()
+        };
+        let resolved = staged(tx, "base images", "resolve", |events| {
+            client.build(request, events, |gateway| async move {
+                let mut bases = BaseConfigs::new();
+                for (reference, platform) in wanted {
+                    let name = reference.to_string();
+                    let image = gateway
+                        .resolve_image_config(&name, &platform, ResolveMode::Default)
+                        .await?;
+                    let config =
+                        EffectiveConfig::from_image_config(&image.config).map_err(|e| {
+                            kiln_buildkit::Error::Failed {
+                                action: "resolve image config",
+                                message: format!("{name}: the engine returned a bad config: {e}"),
+                            }
+                        })?;
+                    bases.insert(reference, config);
+                }
+                Ok((bases, Returned::default()))
+            })
+        })
+        .await;
+        session.close().await;
+        Ok(resolved?.0)
+    }
+
+    /// A session serving the contexts and secrets, and `output` as the local exporter's
+    /// destination.
+    async fn session(&self, output: Option<PathBuf>) -> Result<Session, AppError> {
+        let mut config = self.config.clone();
+        config.output = output;
+        Session::start_docker(&self.socket, config)
+            .await
+            .map_err(|e| AppError::Build(e.to_string()))
+    }
+
+    /// One target: its smoke test when it has one, then its image — loaded into the image
+    /// store with its config (through the gateway, so the exporter gets the config), or
+    /// exported to a directory.
+    async fn build_target(
+        &self,
+        client: &Client,
+        target: &CompiledTarget,
+        tx: Events,
+    ) -> Result<Built, AppError> {
+        let manifest_target = &self.loaded.manifest.targets[&target.name];
+        let output = self.options.output.as_ref().map(|dir| {
+            if self.selected.len() == 1 {
+                dir.clone()
+            } else {
+                dir.join(&target.name)
+            }
+        });
+        let image_name = manifest_target
+            .image
+            .as_ref()
+            .filter(|_| output.is_none())
+            .map(|i| i.to_string());
+        let mut image_id = None;
+        for kind in [StageKind::SmokeTest, StageKind::Image] {
+            let Some(state) = target.stage(kind) else {
+                continue;
+            };
+            let definition =
+                kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
+            let exporting = kind == StageKind::Image;
+            let session = self.session(output.clone().filter(|_| exporting)).await?;
+            let mut request = SolveRequest {
+                definition,
+                session: Some(session.id().to_string()),
+                entitlements: self.entitlements.clone(),
+                ..SolveRequest::default()
+            };
+            let stage = kind.as_str();
+            let response = match (&image_name, exporting) {
+                (Some(image), true) => {
+                    request.exporter = Some((
+                        "moby".to_string(),
+                        BTreeMap::from([("name".to_string(), image.clone())]),
+                    ));
+                    let platform: kiln_llb::Platform = manifest_target
+                        .platform
+                        .parse()
+                        .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
+                    let image_config = target.config.image_config(&platform);
+                    staged(&tx, &target.name, stage, |events| async {
+                        let definition = request.definition.clone();
+                        let (_, response) = client
+                            .build(request, events, |gateway| async move {
+                                let result = gateway.solve(&definition).await?;
+                                let metadata = BTreeMap::from([(
+                                    "containerimage.config".to_string(),
+                                    image_config,
+                                )]);
+                                Ok((
+                                    (),
+                                    Returned {
+                                        result: Some(result),
+                                        metadata,
+                                    },
+                                ))
+                            })
+                            .await?;
+                        Ok(response)
+                    })
+                    .await
+                }
+                _ => {
+                    if exporting && output.is_some() {
+                        request.exporter = Some(("local".to_string(), BTreeMap::new()));
+                    }
+                    staged(&tx, &target.name, stage, |events| {
+                        client.solve(request, events)
+                    })
+                    .await
+                }
+            };
+            session.close().await;
+            if exporting {
+                image_id = response?.get("containerimage.digest").cloned();
+            } else {
+                response?;
+            }
+        }
+        Ok(Built {
+            target: target.name.clone(),
+            image: image_name,
+            image_id: if output.is_none() { image_id } else { None },
+            output,
+        })
+    }
+}
+
+/// Run one stage's solve (`solve` gets the channel for its events), labelling its events with
+/// the target and stage; a failure names the failed step and shows the end of its output.
+async fn staged<T, F, Fut>(
+    tx: &Events,
     target: &str,
     stage: &'static str,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<BTreeMap<String, String>, AppError> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let solve = client.solve(request, tx);
+    solve: F,
+) -> Result<T, AppError>
+where
+    F: FnOnce(mpsc::UnboundedSender<Event>) -> Fut,
+    Fut: Future<Output = Result<T, kiln_buildkit::Error>>,
+{
+    let _ = tx.send(Progress::Stage {
+        target: target.to_string(),
+        stage,
+    });
+    let (events, mut rx) = mpsc::unbounded_channel();
+    let solve = solve(events);
     tokio::pin!(solve);
     let mut logs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut names: BTreeMap<String, String> = BTreeMap::new();
-    let result = loop {
-        tokio::select! {
-            result = &mut solve => break result,
-            Some(event) = rx.recv() => {
-                remember(&event, &mut names, &mut logs);
-                progress(Progress::Engine { target: target.to_string(), stage, event });
-            }
-        }
-    };
-    while let Ok(event) = rx.try_recv() {
+    let mut forward = |event: Event| {
         remember(&event, &mut names, &mut logs);
-        progress(Progress::Engine {
+        let _ = tx.send(Progress::Engine {
             target: target.to_string(),
             stage,
             event,
         });
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut solve => break result,
+            Some(event) = rx.recv() => forward(event),
+        }
+    };
+    while let Ok(event) = rx.try_recv() {
+        forward(event);
     }
     result.map_err(|e| {
         // A failed RUN: name the command and show the end of its output.

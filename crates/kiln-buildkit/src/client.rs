@@ -2,6 +2,7 @@
 //! daemon's status stream.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +10,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use crate::gateway::{Gateway, Returned};
 use crate::proto::control::{self, control_client::ControlClient};
 use crate::{Error, Event};
 
@@ -19,6 +21,7 @@ pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 #[derive(Clone)]
 pub struct Client {
     control: ControlClient<Channel>,
+    channel: Channel,
     socket: PathBuf,
 }
 
@@ -81,11 +84,12 @@ impl Client {
                 endpoint: format!("unix://{}", socket.display()),
                 reason: crate::error::chain(&e),
             })?;
-        let control = ControlClient::new(channel)
+        let control = ControlClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         Ok(Client {
             control,
+            channel,
             socket: socket.to_path_buf(),
         })
     }
@@ -125,28 +129,63 @@ impl Client {
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<BTreeMap<String, String>, Error> {
         let job = new_ref();
-        let (exporter, exporter_attrs) = request.exporter.clone().unwrap_or_default();
-        let exporters = request
-            .exporter
-            .iter()
-            .map(|(t, a)| control::Exporter {
-                r#type: t.clone(),
-                attrs: a.clone(),
-            })
-            .collect();
-        let solve = control::SolveRequest {
-            r#ref: job.clone(),
-            definition: Some(request.definition.to_pb()),
-            exporter,
-            exporter_attrs,
-            session: request.session.clone().unwrap_or_default(),
-            entitlements: request.entitlements.clone(),
-            exporters,
-            ..control::SolveRequest::default()
+        let solve = request.to_control(&job, Some(request.definition.to_pb()));
+        self.run_job(solve, events).await
+    }
+
+    /// Run a job with kiln as its frontend: `frontend` gets the job's [`Gateway`] to resolve
+    /// images, solve and read results, and returns what the daemon should export
+    /// (`request.definition` is not used). Returns `frontend`'s value and the exporter's
+    /// response. A failing `frontend` fails the job with its message.
+    pub async fn build<T, F, Fut>(
+        &self,
+        request: SolveRequest,
+        events: mpsc::UnboundedSender<Event>,
+        frontend: F,
+    ) -> Result<(T, BTreeMap<String, String>), Error>
+    where
+        F: FnOnce(Gateway) -> Fut,
+        Fut: Future<Output = Result<(T, Returned), Error>>,
+    {
+        let job = new_ref();
+        let solve = self.run_job(request.to_control(&job, None), events);
+        let gateway = Gateway::new(self.channel.clone(), job);
+        let front = async {
+            let outcome = frontend(gateway.clone()).await;
+            // The job waits for Return whatever happened; an error fails it with that message.
+            let returned = match &outcome {
+                Ok((_, returned)) => Ok(returned.clone()),
+                Err(e) => Err(e.to_string()),
+            };
+            let finished = gateway.finish(returned).await;
+            outcome.and_then(|(value, _)| finished.map(|()| value))
         };
+        tokio::pin!(solve);
+        tokio::pin!(front);
+        tokio::select! {
+            // The job ended first (cancelled, daemon gone): the frontend's calls are moot.
+            response = &mut solve => {
+                let response = response?;
+                let value = front.await?;
+                Ok((value, response))
+            }
+            value = &mut front => {
+                // The frontend's own error says more than the job's echo of it.
+                let value = value?;
+                Ok((value, solve.await?))
+            }
+        }
+    }
+
+    /// Control.Solve for `solve`, following its status stream until the job ends.
+    async fn run_job(
+        &self,
+        solve: control::SolveRequest,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<BTreeMap<String, String>, Error> {
         let mut control = self.control.clone();
         let mut status_client = self.control.clone();
-        let status_ref = job.clone();
+        let status_ref = solve.r#ref.clone();
         let status = async move {
             let stream = status_client
                 .status(control::StatusRequest { r#ref: status_ref })
@@ -166,6 +205,35 @@ impl Client {
         let (result, ()) = tokio::join!(solved, status);
         let response = result.map_err(|s| Error::from_status("solve", s))?;
         Ok(response.into_inner().exporter_response)
+    }
+}
+
+impl SolveRequest {
+    /// The Control.Solve message for job `job`; no definition makes kiln the job's frontend.
+    fn to_control(
+        &self,
+        job: &str,
+        definition: Option<kiln_llb::pb::Definition>,
+    ) -> control::SolveRequest {
+        let (exporter, exporter_attrs) = self.exporter.clone().unwrap_or_default();
+        let exporters = self
+            .exporter
+            .iter()
+            .map(|(t, a)| control::Exporter {
+                r#type: t.clone(),
+                attrs: a.clone(),
+            })
+            .collect();
+        control::SolveRequest {
+            r#ref: job.to_string(),
+            definition,
+            exporter,
+            exporter_attrs,
+            session: self.session.clone().unwrap_or_default(),
+            entitlements: self.entitlements.clone(),
+            exporters,
+            ..control::SolveRequest::default()
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A BuildKit client: connects to a daemon (Docker Engine's embedded BuildKit through its
 //! `/grpc` and `/session` upgrades), serves the session a build needs (context upload, secrets,
-//! registry credentials, health), solves LLB with an exporter and turns the daemon's status
-//! stream into progress events.
+//! registry credentials, health), solves LLB with an exporter — directly or with kiln as the
+//! job's frontend through the LLB bridge — and turns the daemon's status stream into progress
+//! events.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
@@ -14,6 +15,9 @@ pub mod proto {
     pub mod secrets {
         tonic::include_proto!("moby.buildkit.secrets.v1");
     }
+    pub mod gateway {
+        tonic::include_proto!("moby.buildkit.v1.frontend");
+    }
     pub mod health {
         tonic::include_proto!("grpc.health.v1");
     }
@@ -22,10 +26,12 @@ pub mod proto {
 mod client;
 mod error;
 mod event;
+mod gateway;
 mod hijack;
 mod session;
 
 pub use client::{Client, SolveRequest, Worker, new_ref};
 pub use error::Error;
 pub use event::Event;
+pub use gateway::{Gateway, ResolveMode, ResolvedImage, ResultRef, Returned};
 pub use session::{LocalDir, Session, SessionConfig, Transfer};

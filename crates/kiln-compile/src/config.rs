@@ -80,6 +80,70 @@ impl EffectiveConfig {
         state
     }
 
+    /// What an image inherits from a base whose OCI image config JSON is `json` (as the
+    /// engine's ResolveImageConfig returns it). Fields kiln does not control are dropped.
+    pub fn from_image_config(json: &[u8]) -> Result<EffectiveConfig, String> {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "PascalCase", default)]
+        struct Inner {
+            entrypoint: Option<Vec<String>>,
+            cmd: Option<Vec<String>>,
+            env: Option<Vec<String>>,
+            working_dir: Option<String>,
+            user: Option<String>,
+            exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+            labels: Option<BTreeMap<String, String>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Outer {
+            #[serde(default)]
+            config: Option<Inner>,
+        }
+        let outer: Outer = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let inner = outer.config.unwrap_or_default();
+        Ok(EffectiveConfig {
+            entrypoint: inner.entrypoint,
+            cmd: inner.cmd,
+            env: inner
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (kv, String::new()),
+                })
+                .collect(),
+            workdir: inner.working_dir.filter(|d| !d.is_empty()),
+            user: inner.user.filter(|u| !u.is_empty()),
+            exposed_ports: inner
+                .exposed_ports
+                .unwrap_or_default()
+                .into_keys()
+                .collect(),
+            labels: inner.labels.unwrap_or_default(),
+        })
+    }
+
+    /// The OCI image config JSON for an image of `platform` with this config, as an image
+    /// exporter takes it (it fills in the layers and history itself).
+    pub fn image_config(&self, platform: &kiln_llb::Platform) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Image<'a> {
+            architecture: &'a str,
+            os: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            variant: Option<&'a str>,
+            config: &'a EffectiveConfig,
+        }
+        serde_json::to_vec(&Image {
+            architecture: &platform.architecture,
+            os: &platform.os,
+            variant: platform.variant.as_deref(),
+            config: self,
+        })
+        .expect("config serialises")
+    }
+
     /// Canonical JSON (keys in a fixed order), as hashed into the image stage's config digest.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("config serialises")

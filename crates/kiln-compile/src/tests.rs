@@ -215,3 +215,35 @@ fn managers_are_data() {
 }
 
 use kiln_manifest::Manager;
+
+#[test]
+fn base_image_config_round_trips_through_oci_json() {
+    let json = br#"{"architecture":"amd64","os":"linux","config":{
+        "Env":["PATH=/usr/local/bin:/usr/bin","LANG=C.UTF-8"],"Cmd":["python3"],
+        "WorkingDir":"","User":"app","ExposedPorts":{"8080/tcp":{}},"Labels":{"a":"b"}},
+        "rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let base = EffectiveConfig::from_image_config(json).unwrap();
+    assert_eq!(
+        base.env,
+        vec![
+            ("PATH".to_string(), "/usr/local/bin:/usr/bin".to_string()),
+            ("LANG".to_string(), "C.UTF-8".to_string())
+        ]
+    );
+    assert_eq!(base.cmd, Some(vec!["python3".to_string()]));
+    assert_eq!(base.workdir, None, "an empty WorkingDir is no workdir");
+    assert_eq!(base.user.as_deref(), Some("app"));
+    assert_eq!(base.exposed_ports, vec!["8080/tcp".to_string()]);
+
+    let out = base.image_config(&kiln_llb::Platform::linux_amd64());
+    let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(value["architecture"], "amd64");
+    assert_eq!(value["os"], "linux");
+    assert_eq!(value["config"]["Env"][1], "LANG=C.UTF-8");
+    assert_eq!(
+        value["config"]["ExposedPorts"]["8080/tcp"],
+        serde_json::json!({})
+    );
+    assert_eq!(EffectiveConfig::from_image_config(&out).unwrap(), base);
+    assert!(EffectiveConfig::from_image_config(b"not json").is_err());
+}

@@ -27,7 +27,7 @@ pub enum PacketType {
 
 /// One file's metadata. `mode` is Go's `os.FileMode` (dir = 1<<31, symlink = 1<<27), not
 /// Unix `st_mode`; `mod_time` is Unix nanoseconds.
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
 pub struct Stat {
     #[prost(string, tag = "1")]
     pub path: String,

@@ -33,7 +33,7 @@ pub mod op {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
 pub struct Platform {
     #[prost(string, tag = "1")]
     pub architecture: String,
