@@ -364,6 +364,12 @@ where
                 message.push_str(line);
             }
         }
+        if message.contains("network bridge not found") {
+            message.push_str(
+                "\n  hint: this engine has no bridge network (dockerd --bridge=none, as `kiln engine up` \
+                 starts it); set `network = \"host\"` or `network = \"none\"` on the target or in [defaults]",
+            );
+        }
         AppError::Build(message)
     })
 }

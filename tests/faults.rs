@@ -1,0 +1,197 @@
+//! Faults during a real build (Docker Engine's embedded BuildKit, started by `cargo xtask
+//! test`): Ctrl-C cancels and exits 130 promptly; the engine's socket closing mid-build (what
+//! kiln sees when the daemon dies) gives a clear error and a non-zero exit, never a hang.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BASE: &str = "kiln-base/debian-python:bookworm";
+
+/// A project whose only step prints `marker` and then sleeps for a minute; the marker is unique
+/// per run, so the step is never a cache hit.
+fn sleeping_project(marker: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        r#"version = 1
+[target.slow]
+from = "{BASE}"
+network = "host"
+run  = ["echo {marker} && sleep 60"]
+"#
+    );
+    std::fs::write(dir.path().join("kiln.toml"), manifest).unwrap();
+    dir
+}
+
+fn marker(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// Start `kiln build --progress plain` in `dir` with `docker_host`, and wait until the step
+/// has printed `marker`. Returns the child and everything it printed so far.
+fn start_build(dir: &Path, docker_host: &str, marker: &str) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--progress", "plain"])
+        .current_dir(dir)
+        .env("DOCKER_HOST", docker_host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kiln");
+    let stderr = child.stderr.take().unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = seen.clone();
+    let marker_owned = marker.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let hit = line.contains(&marker_owned) && !line.contains("echo");
+            log.lock().unwrap().push_str(&format!("{line}\n"));
+            if hit {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        panic!(
+            "the step never started; kiln said:\n{}",
+            seen.lock().unwrap()
+        );
+    }
+    (child, seen)
+}
+
+/// Wait up to `limit` for `child` to exit; its exit code and how long it took.
+fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kiln still running {limit:?} after the fault: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether the step's process (`sh -c "echo MARKER && sleep 60"`) is gone within 5 s: the
+/// daemon cancelled the job rather than leaving it running.
+fn step_stops(marker: &str) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if !step_runs(marker) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn step_runs(marker: &str) -> bool {
+    let found = Command::new("pgrep").args(["-f", marker]).output().unwrap();
+    found.status.success()
+}
+
+#[test]
+fn ctrl_c_cancels_the_build_and_exits_130_within_2_seconds() {
+    let marker = marker("interrupt");
+    let dir = sleeping_project(&marker);
+    let (mut child, seen) = start_build(dir.path(), "unix:///var/run/docker.sock", &marker);
+    assert!(step_runs(&marker), "the step runs before Ctrl-C");
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(100));
+    let said = seen.lock().unwrap().clone();
+    assert_eq!(code, Some(130), "{said}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(said.contains("interrupted"), "{said}");
+    assert!(step_stops(&marker), "the step still runs after Ctrl-C");
+}
+
+/// A unix socket that forwards to the engine's until `cut`, which closes every connection.
+struct Proxy {
+    path: PathBuf,
+    streams: Arc<Mutex<Vec<UnixStream>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    fn start(upstream: &'static str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let streams: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+        let open = streams.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = UnixStream::connect(upstream) else {
+                    break;
+                };
+                let mut list = open.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy {
+            path,
+            streams,
+            _dir: dir,
+        }
+    }
+
+    fn cut(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        for stream in self.streams.lock().unwrap().iter() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn the_engine_going_away_mid_build_is_a_clear_error_not_a_hang() {
+    let marker = marker("cut");
+    let dir = sleeping_project(&marker);
+    let proxy = Proxy::start("/var/run/docker.sock");
+    let host = format!("unix://{}", proxy.path.display());
+    let (mut child, seen) = start_build(dir.path(), &host, &marker);
+    assert!(step_runs(&marker), "the step runs before the cut");
+    proxy.cut();
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(100));
+    let said = seen.lock().unwrap().clone();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        said.contains("lost the connection to BuildKit"),
+        "the error says what happened: {said}"
+    );
+    assert!(step_stops(&marker), "the step still runs with no client");
+}
