@@ -58,6 +58,12 @@ pub enum Progress {
         stage: &'static str,
         event: Event,
     },
+    /// A stage finished solving, successfully or not.
+    Finished {
+        target: String,
+        stage: &'static str,
+        ok: bool,
+    },
 }
 
 /// Build the selected targets, calling `progress` as things happen.
@@ -349,6 +355,11 @@ where
     while let Ok(event) = rx.try_recv() {
         forward(event);
     }
+    let _ = tx.send(Progress::Finished {
+        target: target.to_string(),
+        stage,
+        ok: result.is_ok(),
+    });
     result.map_err(|e| {
         // A failed RUN: name the command and show the end of its output.
         let failed = names

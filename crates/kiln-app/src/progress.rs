@@ -1,26 +1,32 @@
-//! Progress of a build as lines of text: `plain` for logs and CI (one line per step started,
-//! finished or failed, and each line of a step's output, all prefixed with the stage), `json`
-//! for tools (one event object per line).
+//! Progress of a build: `tty` for a terminal (one live line per running stage with its current
+//! step and elapsed time, drawn with indicatif), `plain` for logs and CI (one line per step
+//! started, finished or failed, and each line of a step's output, all prefixed with the
+//! stage), `json` for tools (one event object per line).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_buildkit::Event;
 
 use crate::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressFormat {
+    Tty,
     Plain,
     Json,
 }
 
-/// Turns progress into lines; remembers what it has said so repeats are dropped.
+/// Turns progress into lines (plain, json) or live lines on stderr (tty); remembers what it has
+/// said so repeats are dropped.
 pub struct Renderer {
     format: ProgressFormat,
     started: BTreeSet<String>,
     done: BTreeSet<String>,
     names: BTreeMap<String, String>,
     partial: BTreeMap<(String, i64), String>,
+    tty: Option<Tty>,
 }
 
 impl Renderer {
@@ -31,20 +37,35 @@ impl Renderer {
             done: BTreeSet::new(),
             names: BTreeMap::new(),
             partial: BTreeMap::new(),
+            tty: (format == ProgressFormat::Tty).then(|| Tty::new(ProgressDrawTarget::stderr())),
         }
     }
 
-    /// The lines to print for `progress` (possibly none).
+    /// The lines to print for `progress` (possibly none; tty draws itself and returns none).
     pub fn render(&mut self, progress: &Progress) -> Vec<String> {
         match self.format {
             ProgressFormat::Json => vec![json(progress).to_string()],
             ProgressFormat::Plain => self.plain(progress),
+            ProgressFormat::Tty => {
+                if let Some(tty) = &mut self.tty {
+                    tty.show(progress);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stop drawing: live lines still running are left as they are.
+    pub fn finish(&mut self) {
+        if let Some(tty) = &mut self.tty {
+            tty.finish();
         }
     }
 
     fn plain(&mut self, progress: &Progress) -> Vec<String> {
         let (target, stage, event) = match progress {
             Progress::Stage { target, stage } => return vec![format!("==> {target}/{stage}")],
+            Progress::Finished { .. } => return Vec::new(),
             Progress::Engine {
                 target,
                 stage,
@@ -102,11 +123,119 @@ impl Renderer {
     }
 }
 
+/// One live line per stage: spinner, `target/stage`, the step running now, elapsed time; a
+/// finished stage keeps its line with a summary.
+struct Tty {
+    multi: MultiProgress,
+    bars: BTreeMap<(String, &'static str), Bar>,
+}
+
+struct Bar {
+    bar: ProgressBar,
+    steps: BTreeSet<String>,
+    cached: BTreeSet<String>,
+    names: BTreeMap<String, String>,
+    failed: Option<String>,
+}
+
+impl Tty {
+    fn new(target: ProgressDrawTarget) -> Tty {
+        Tty {
+            multi: MultiProgress::with_draw_target(target),
+            bars: BTreeMap::new(),
+        }
+    }
+
+    fn show(&mut self, progress: &Progress) {
+        match progress {
+            Progress::Stage { target, stage } => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {prefix:.bold} {wide_msg} {elapsed:>4}",
+                    )
+                    .expect("valid template"),
+                );
+                bar.set_prefix(format!("{target}/{stage}"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.bars.insert(
+                    (target.clone(), stage),
+                    Bar {
+                        bar,
+                        steps: BTreeSet::new(),
+                        cached: BTreeSet::new(),
+                        names: BTreeMap::new(),
+                        failed: None,
+                    },
+                );
+            }
+            Progress::Engine {
+                target,
+                stage,
+                event:
+                    Event::Vertex {
+                        digest,
+                        name,
+                        cached,
+                        started,
+                        completed,
+                        error,
+                    },
+            } => {
+                let Some(bar) = self.bars.get_mut(&(target.clone(), *stage)) else {
+                    return;
+                };
+                bar.names.insert(digest.clone(), name.clone());
+                bar.steps.insert(digest.clone());
+                if *cached {
+                    bar.cached.insert(digest.clone());
+                }
+                if let Some(error) = error {
+                    bar.failed = Some(format!("{name}: {error}"));
+                } else if *started && !*completed {
+                    bar.bar.set_message(name.clone());
+                }
+            }
+            Progress::Engine { .. } => {}
+            Progress::Finished { target, stage, ok } => {
+                let Some(bar) = self.bars.remove(&(target.clone(), *stage)) else {
+                    return;
+                };
+                let elapsed = bar.bar.elapsed().as_secs_f64();
+                let summary = match (ok, &bar.failed) {
+                    (true, _) => format!(
+                        "done: {} steps, {} cached",
+                        bar.steps.len(),
+                        bar.cached.len()
+                    ),
+                    (false, Some(failed)) => format!("FAILED {failed}"),
+                    (false, None) => "FAILED".to_string(),
+                };
+                bar.bar.set_style(
+                    ProgressStyle::with_template("{prefix:.bold} {wide_msg}")
+                        .expect("valid template"),
+                );
+                bar.bar
+                    .finish_with_message(format!("{summary} ({elapsed:.1}s)"));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for (_, bar) in std::mem::take(&mut self.bars) {
+            bar.bar.abandon();
+        }
+    }
+}
+
 fn json(progress: &Progress) -> serde_json::Value {
     use serde_json::json;
     match progress {
         Progress::Stage { target, stage } => {
             json!({"event": "stage", "target": target, "stage": stage})
+        }
+        Progress::Finished { target, stage, ok } => {
+            json!({"event": "finished", "target": target, "stage": stage, "ok": ok})
         }
         Progress::Engine {
             target,
@@ -191,6 +320,33 @@ mod tests {
             ["[app/image] DONE echo hi"]
         );
         assert_eq!(r.render(&vertex(true, true, false)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn tty_shows_the_running_step_then_a_summary_per_stage() {
+        let mut tty = Tty::new(ProgressDrawTarget::hidden());
+        tty.show(&Progress::Stage {
+            target: "app".into(),
+            stage: "image",
+        });
+        tty.show(&vertex(true, false, false));
+        let key = ("app".to_string(), "image");
+        let bar = tty.bars[&key].bar.clone();
+        assert_eq!(bar.message(), "echo hi");
+        assert_eq!(bar.prefix(), "app/image");
+        tty.show(&vertex(true, true, true));
+        tty.show(&Progress::Finished {
+            target: "app".into(),
+            stage: "image",
+            ok: true,
+        });
+        assert!(bar.is_finished());
+        assert!(
+            bar.message().starts_with("done: 1 steps, 1 cached ("),
+            "{}",
+            bar.message()
+        );
+        assert!(tty.bars.is_empty());
     }
 
     #[test]

@@ -51,7 +51,7 @@ enum Command {
     Build {
         /// Targets or groups (default: the `default` group, else every target).
         targets: Vec<String>,
-        /// How to show progress (`auto` is `plain`).
+        /// How to show progress (`auto`: `tty` on a terminal, else `plain`).
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
     },
@@ -83,6 +83,7 @@ enum Format {
 #[derive(Clone, Copy, ValueEnum)]
 enum ProgressArg {
     Auto,
+    Tty,
     Plain,
     Json,
 }
@@ -113,6 +114,10 @@ fn main() -> ExitCode {
         Command::Check => kiln_app::check(&settings).map(|s| Output::Text(s + "\n")),
         Command::Build { targets, progress } => {
             let format = match progress {
+                ProgressArg::Auto if std::io::stderr().is_terminal() => {
+                    kiln_app::ProgressFormat::Tty
+                }
+                ProgressArg::Tty => kiln_app::ProgressFormat::Tty,
                 ProgressArg::Auto | ProgressArg::Plain => kiln_app::ProgressFormat::Plain,
                 ProgressArg::Json => kiln_app::ProgressFormat::Json,
             };
@@ -127,7 +132,9 @@ fn main() -> ExitCode {
                     let _ = writeln!(err, "{line}");
                 }
             };
-            kiln_app::build(&settings, &options, &mut show).map(|built| {
+            let built = kiln_app::build(&settings, &options, &mut show);
+            renderer.finish();
+            built.map(|built| {
                 let mut text = String::new();
                 for b in built {
                     match (&b.output, &b.image, &b.image_id) {
