@@ -13,7 +13,7 @@ use std::future::Future;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kiln_buildkit::{
-    Client, Event, LocalDir, ResolveMode, Returned, Session, SessionConfig, SolveRequest,
+    Client, Event, LocalDir, ResolveMode, Returned, Session, SessionConfig, SolveRequest, Transfer,
 };
 use kiln_compile::{BaseConfigs, CA_BUNDLE_SECRET, CompiledTarget, EffectiveConfig};
 use kiln_graph::{PackagesMode, StageKind};
@@ -45,6 +45,9 @@ pub struct Built {
     pub image_id: Option<String>,
     /// The directory it was exported to (`BuildOptions::output`).
     pub output: Option<PathBuf>,
+    /// What the daemon pulled from the build context for this target (only changed files
+    /// travel on a rebuild).
+    pub context: Transfer,
 }
 
 /// Something to show while building.
@@ -243,6 +246,7 @@ impl Job<'_> {
             .filter(|_| output.is_none())
             .map(|i| i.to_string());
         let mut image_id = None;
+        let mut context = Transfer::default();
         for kind in [StageKind::SmokeTest, StageKind::Image] {
             let Some(state) = target.stage(kind) else {
                 continue;
@@ -301,6 +305,10 @@ impl Job<'_> {
                     .await
                 }
             };
+            let sent = session.transfer();
+            context.entries += sent.entries;
+            context.files += sent.files;
+            context.bytes += sent.bytes;
             session.close().await;
             if exporting {
                 image_id = response?.get("containerimage.digest").cloned();
@@ -313,6 +321,7 @@ impl Job<'_> {
             image: image_name,
             image_id: if output.is_none() { image_id } else { None },
             output,
+            context,
         })
     }
 }
