@@ -23,6 +23,7 @@ pub mod proto {
     }
 }
 
+mod auth;
 mod client;
 mod error;
 mod event;
@@ -30,6 +31,7 @@ mod gateway;
 mod hijack;
 mod session;
 
+pub use auth::{AuthError, Credentials, DockerConfig};
 pub use client::{Client, SolveRequest, Worker, new_ref};
 pub use error::Error;
 pub use event::Event;
