@@ -13,6 +13,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("dockerd", "docker.io"),
     ("docker", "docker.io"),
     ("debootstrap", "debootstrap"),
+    // The builder tests: a TLS-terminating proxy, test certificates, process checks.
+    ("socat", "socat"),
+    ("openssl", "openssl"),
+    ("pgrep", "procps"),
 ];
 
 fn have(program: &str) -> bool {

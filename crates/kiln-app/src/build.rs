@@ -13,7 +13,8 @@ use std::future::Future;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kiln_buildkit::{
-    Client, Event, LocalDir, ResolveMode, Returned, Session, SessionConfig, SolveRequest, Transfer,
+    Client, Endpoint, Event, LocalDir, ResolveMode, Returned, Session, SessionConfig, SolveRequest,
+    Transfer,
 };
 use kiln_compile::{BaseConfigs, CA_BUNDLE_SECRET, CompiledTarget, EffectiveConfig};
 use kiln_graph::{PackagesMode, StageKind};
@@ -77,11 +78,11 @@ pub fn build(
 ) -> Result<Vec<Built>, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
     let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
-    let socket = crate::engine::docker_socket(settings)?;
+    let (endpoint, _) = crate::builder::choose(settings)?;
     let job = Job {
         config: session_config(&settings.cwd, &loaded.manifest, &selected)?,
         entitlements: entitlements(&loaded.manifest, &selected),
-        socket,
+        endpoint,
         loaded: &loaded,
         selected: &selected,
         options,
@@ -119,7 +120,7 @@ pub fn build(
 struct Job<'a> {
     config: SessionConfig,
     entitlements: Vec<String>,
-    socket: PathBuf,
+    endpoint: Endpoint,
     loaded: &'a Loaded,
     selected: &'a [String],
     options: &'a BuildOptions,
@@ -131,11 +132,8 @@ impl Job<'_> {
     /// Resolve the base images' configs, lower the targets with them, then build every target
     /// once the targets it depends on are built; independent targets build concurrently.
     async fn run(&self, tx: Events) -> Result<Vec<Built>, AppError> {
-        let client = Client::connect_docker(&self.socket).await.map_err(|e| {
-            AppError::Build(format!(
-                "{e}\n  hint: is the engine running? `kiln engine status`, `kiln engine up`"
-            ))
-        })?;
+        let client = connect(&self.endpoint).await?;
+        let image_exporter = image_exporter(&client).await?;
         let bases = self.resolve_bases(&client, &tx).await?;
         let manifest = &self.loaded.manifest;
         let compiled = kiln_compile::compile(manifest, &self.loaded.graph, self.selected, &bases)?;
@@ -153,7 +151,7 @@ impl Job<'_> {
             });
             waiting = rest;
             for target in ready {
-                running.push(self.build_target(&client, target, tx.clone()));
+                running.push(self.build_target(&client, image_exporter, target, tx.clone()));
             }
             // The first failure ends the build; dropping the other solves cancels them.
             match running.next().await {
@@ -183,7 +181,7 @@ impl Job<'_> {
         if wanted.is_empty() {
             return Ok(BaseConfigs::new());
         }
-        let session = self.session(None).await?;
+        let session = self.session(client, None).await?;
         let request = SolveRequest {
             session: Some(session.id().to_string()),
             ..SolveRequest::default()
@@ -215,10 +213,10 @@ impl Job<'_> {
 
     /// A session serving the contexts and secrets, and `output` as the local exporter's
     /// destination.
-    async fn session(&self, output: Option<PathBuf>) -> Result<Session, AppError> {
+    async fn session(&self, client: &Client, output: Option<PathBuf>) -> Result<Session, AppError> {
         let mut config = self.config.clone();
         config.output = output;
-        Session::start_docker(&self.socket, config)
+        Session::start(client, config)
             .await
             .map_err(|e| AppError::Build(e.to_string()))
     }
@@ -229,6 +227,7 @@ impl Job<'_> {
     async fn build_target(
         &self,
         client: &Client,
+        image_exporter: &'static str,
         target: &CompiledTarget,
         tx: Events,
     ) -> Result<Built, AppError> {
@@ -254,7 +253,9 @@ impl Job<'_> {
             let definition =
                 kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
             let exporting = kind == StageKind::Image;
-            let session = self.session(output.clone().filter(|_| exporting)).await?;
+            let session = self
+                .session(client, output.clone().filter(|_| exporting))
+                .await?;
             let mut request = SolveRequest {
                 definition,
                 session: Some(session.id().to_string()),
@@ -265,7 +266,7 @@ impl Job<'_> {
             let response = match (&image_name, exporting) {
                 (Some(image), true) => {
                     request.exporter = Some((
-                        "moby".to_string(),
+                        image_exporter.to_string(),
                         BTreeMap::from([("name".to_string(), image.clone())]),
                     ));
                     let platform: kiln_llb::Platform = manifest_target
@@ -324,6 +325,40 @@ impl Job<'_> {
             context,
         })
     }
+}
+
+/// Connect to the builder, saying how to start one when none answers.
+async fn connect(endpoint: &Endpoint) -> Result<Client, AppError> {
+    let endpoint = endpoint.clone().probe().await;
+    Client::connect(&endpoint)
+        .await
+        .map_err(|e| AppError::Build(format!("{e}\n  hint: {}", crate::builder::hint(&endpoint))))
+}
+
+/// The exporter that stores an image where `docker run` finds it: Docker Engine's BuildKit
+/// (one worker named `moby`, also when reached through a proxy) has `moby`; a standalone
+/// buildkitd stores it in its own image store with `image`.
+async fn image_exporter(client: &Client) -> Result<&'static str, AppError> {
+    if client.endpoint().is_docker() {
+        return Ok("moby");
+    }
+    let workers = client.workers().await.map_err(|e| {
+        AppError::Build(format!(
+            "{e}\n  hint: {}",
+            crate::builder::hint(client.endpoint())
+        ))
+    })?;
+    if workers.is_empty() {
+        return Err(AppError::Build(format!(
+            "the builder at {} has no workers; it cannot build anything",
+            client.endpoint()
+        )));
+    }
+    Ok(if workers.iter().any(|w| w.id == "moby") {
+        "moby"
+    } else {
+        "image"
+    })
 }
 
 /// Run one stage's solve (`solve` gets the channel for its events), labelling its events with

@@ -35,8 +35,46 @@ fn engine_error(e: kiln_docker::EngineError) -> AppError {
     AppError::Engine(e.to_string())
 }
 
-/// `kiln engine status`.
+/// `kiln engine status`: which builder kiln would use and what it is.
 pub fn engine_status(settings: &Settings) -> Result<String, AppError> {
+    let (endpoint, source) = crate::builder::choose(settings)?;
+    let status = match &endpoint {
+        kiln_buildkit::Endpoint::Docker { socket } => {
+            let mut settings = settings.clone();
+            settings
+                .env
+                .insert("DOCKER_HOST".into(), format!("unix://{}", socket.display()));
+            docker_status(&settings)
+        }
+        _ => buildkitd_status(&endpoint),
+    }?;
+    Ok(format!("builder: {endpoint} (from {source})\n{status}"))
+}
+
+/// A standalone buildkitd (or anything speaking its API): its workers and their platforms.
+fn buildkitd_status(endpoint: &kiln_buildkit::Endpoint) -> Result<String, AppError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let endpoint = endpoint.clone().probe().await;
+        let failed = |e: kiln_buildkit::Error| {
+            AppError::Engine(format!("{e}\n  hint: {}", crate::builder::hint(&endpoint)))
+        };
+        let client = kiln_buildkit::Client::connect(&endpoint)
+            .await
+            .map_err(failed)?;
+        let workers = client.workers().await.map_err(failed)?;
+        let mut out = format!("buildkit: {} worker(s) at {endpoint}", workers.len());
+        for w in workers {
+            out.push_str(&format!("\n  worker {}: {}", w.id, w.platforms.join(", ")));
+        }
+        Ok(out)
+    })
+}
+
+fn docker_status(settings: &Settings) -> Result<String, AppError> {
     let engine = engine(settings)?;
     let socket = engine.socket().display().to_string();
     match engine.api().version() {

@@ -3,6 +3,7 @@
 //! is returned as data so it can be tested without a terminal.
 
 mod build;
+mod builder;
 mod discover;
 mod engine;
 mod error;
@@ -11,6 +12,7 @@ mod plan;
 mod progress;
 
 pub use build::{BuildOptions, Built, HOST_CA_BUNDLE, Progress, build};
+pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
 pub use error::AppError;
@@ -37,6 +39,8 @@ pub struct Settings {
     pub set: Vec<(String, String)>,
     /// The process environment.
     pub env: BTreeMap<String, String>,
+    /// `--builder` and its TLS files.
+    pub builder: BuilderOptions,
 }
 
 /// Manifests read, resolved and laid out as a graph.

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use crate::endpoint::{Endpoint, Tls};
 use crate::gateway::{Gateway, Returned};
 use crate::proto::control::{self, control_client::ControlClient};
 use crate::{Error, Event};
@@ -22,7 +23,7 @@ pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 pub struct Client {
     control: ControlClient<Channel>,
     channel: Channel,
-    socket: PathBuf,
+    endpoint: Endpoint,
 }
 
 /// One solve: the LLB, what to export it to, and the session serving its local sources.
@@ -68,35 +69,86 @@ pub fn new_ref() -> String {
 impl Client {
     /// Connect to Docker Engine's embedded BuildKit through `POST /grpc` on its unix socket.
     pub async fn connect_docker(socket: &Path) -> Result<Client, Error> {
-        let path = socket.to_path_buf();
-        let connector = tower::service_fn(move |_: http::Uri| {
-            let path = path.clone();
-            async move {
-                crate::hijack::upgrade(&path, "/grpc", &[])
+        Client::connect(&Endpoint::Docker {
+            socket: socket.to_path_buf(),
+        })
+        .await
+    }
+
+    /// Connect to `endpoint`'s Control API (and, on the same connection, its LLB bridge).
+    pub async fn connect(endpoint: &Endpoint) -> Result<Client, Error> {
+        let failed = |e: &dyn std::error::Error| Error::Connect {
+            endpoint: endpoint.to_string(),
+            reason: crate::error::chain(e),
+        };
+        let channel = match endpoint {
+            Endpoint::Docker { socket } => {
+                let path = socket.clone();
+                let connector = tower::service_fn(move |_: http::Uri| {
+                    let path = path.clone();
+                    async move {
+                        crate::hijack::upgrade(&path, "/grpc", &[])
+                            .await
+                            .map(hyper_util::rt::TokioIo::new)
+                    }
+                });
+                tonic::transport::Endpoint::from_static("http://docker.invalid")
+                    .connect_with_connector(connector)
                     .await
-                    .map(hyper_util::rt::TokioIo::new)
+                    .map_err(|e| failed(&e))?
             }
-        });
-        let channel = tonic::transport::Endpoint::from_static("http://docker.invalid")
-            .connect_with_connector(connector)
-            .await
-            .map_err(|e| Error::Connect {
-                endpoint: format!("unix://{}", socket.display()),
-                reason: crate::error::chain(&e),
-            })?;
+            Endpoint::Unix { path } => {
+                let path = path.clone();
+                let connector = tower::service_fn(move |_: http::Uri| {
+                    let path = path.clone();
+                    async move {
+                        tokio::net::UnixStream::connect(&path)
+                            .await
+                            .map(hyper_util::rt::TokioIo::new)
+                    }
+                });
+                tonic::transport::Endpoint::from_static("http://buildkitd.invalid")
+                    .connect_with_connector(connector)
+                    .await
+                    .map_err(|e| failed(&e))?
+            }
+            Endpoint::Tcp { host, port, tls } => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let host_part = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                let mut builder = tonic::transport::Endpoint::from_shared(format!(
+                    "{scheme}://{host_part}:{port}"
+                ))
+                .map_err(|e| failed(&e))?
+                .connect_timeout(std::time::Duration::from_secs(10));
+                if let Some(tls) = tls {
+                    builder = builder
+                        .tls_config(tls_config(host, tls)?)
+                        .map_err(|e| failed(&e))?;
+                }
+                builder.connect().await.map_err(|e| failed(&e))?
+            }
+        };
         let control = ControlClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         Ok(Client {
             control,
             channel,
-            socket: socket.to_path_buf(),
+            endpoint: endpoint.clone(),
         })
     }
 
-    /// The unix socket this client talks to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// The daemon this client talks to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub(crate) fn control(&self) -> ControlClient<Channel> {
+        self.control.clone()
     }
 
     pub async fn workers(&self) -> Result<Vec<Worker>, Error> {
@@ -206,6 +258,45 @@ impl Client {
         let response = result.map_err(|s| Error::from_status("solve", s))?;
         Ok(response.into_inner().exporter_response)
     }
+}
+
+/// rustls settings for `tls`: the CA to trust (else the system's roots) and the client
+/// identity for mutual TLS.
+fn tls_config(host: &str, tls: &Tls) -> Result<tonic::transport::ClientTlsConfig, Error> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            Error::Endpoint(format!(
+                "cannot read the TLS {what} {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    // buildkitd negotiates h2 by ALPN; a TLS proxy in front of it may not, and gRPC is h2
+    // either way.
+    let mut config = tonic::transport::ClientTlsConfig::new()
+        .domain_name(tls.server_name.clone().unwrap_or_else(|| host.to_string()))
+        .assume_http2(true);
+    if let Some(ca) = &tls.ca {
+        config = config.ca_certificate(tonic::transport::Certificate::from_pem(read(
+            ca,
+            "CA certificate",
+        )?));
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read(cert, "client certificate")?,
+                read(key, "client key")?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Endpoint(
+                "mutual TLS needs both a client certificate and its key".to_string(),
+            ));
+        }
+    }
+    Ok(config)
 }
 
 impl SolveRequest {

@@ -3,6 +3,8 @@
 /// A BuildKit client error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("bad builder address {0}")]
+    Endpoint(String),
     #[error("cannot reach BuildKit at {endpoint}: {reason}")]
     Connect { endpoint: String, reason: String },
     #[error("cannot start the build session: {0}")]
@@ -26,9 +28,12 @@ pub enum Error {
 impl Error {
     pub(crate) fn from_status(action: &'static str, status: tonic::Status) -> Error {
         match status.code() {
+            // The transport's own error (e.g. a TLS alert) is in the source chain.
             tonic::Code::Unavailable | tonic::Code::Cancelled => Error::Lost {
                 action,
-                message: status.message().to_string(),
+                message: chain(&status)
+                    .trim_start_matches(&format!("status: {:?}, message: ", status.code()))
+                    .to_string(),
             },
             tonic::Code::Unimplemented => {
                 Error::Unsupported(format!("{action} ({})", status.message()))

@@ -1,5 +1,6 @@
 //! A BuildKit client: connects to a daemon (Docker Engine's embedded BuildKit through its
-//! `/grpc` and `/session` upgrades), serves the session a build needs (context upload, secrets,
+//! `/grpc` and `/session` upgrades, or a standalone buildkitd on a unix socket or TCP with
+//! mutual TLS, its session tunnelled through `Control.Session`), serves the session a build needs (context upload, secrets,
 //! registry credentials, health), solves LLB with an exporter — directly or with kiln as the
 //! job's frontend through the LLB bridge — and turns the daemon's status stream into progress
 //! events.
@@ -25,6 +26,7 @@ pub mod proto {
 
 mod auth;
 mod client;
+mod endpoint;
 mod error;
 mod event;
 mod gateway;
@@ -33,6 +35,7 @@ mod session;
 
 pub use auth::{AuthError, Credentials, DockerConfig};
 pub use client::{Client, SolveRequest, Worker, new_ref};
+pub use endpoint::{DOCKER_SOCKET, Endpoint, Tls};
 pub use error::Error;
 pub use event::Event;
 pub use gateway::{Gateway, ResolveMode, ResolvedImage, ResultRef, Returned};

@@ -1,7 +1,8 @@
 //! The session kiln serves to the daemon for one build: the build contexts (FileSync), the
 //! local exporter's target directory (FileSend), secrets (Secrets), registry credentials
 //! (Auth) and the health check the daemon polls. On Docker Engine it runs over `POST
-//! /session`; the daemon is the h2 client and kiln the server.
+//! /session`, on a standalone buildkitd through the `Control.Session` byte tunnel; either way
+//! the daemon is the h2 client and kiln the server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,12 +14,53 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::Error;
+use crate::proto::control::BytesMessage;
 use crate::proto::filesync::{
     CredentialsRequest, CredentialsResponse, auth_server, file_send_server, file_sync_server,
 };
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse, health_server};
 use crate::proto::secrets::{GetSecretRequest, GetSecretResponse, secrets_server};
+use crate::{Client, Endpoint, Error};
+
+/// The kiln end of a `Control.Session` tunnel.
+struct Tunnel(tokio::io::DuplexStream);
+
+impl tokio::io::AsyncRead for Tunnel {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tunnel {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Tunnel {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
 
 /// What the session offers.
 #[derive(Debug, Clone, Default)]
@@ -67,29 +109,106 @@ const METHODS: &[&str] = &[
 ];
 
 impl Session {
-    /// Open the session on Docker Engine's `/session` endpoint and start serving it.
-    pub async fn start_docker(socket: &Path, config: SessionConfig) -> Result<Session, Error> {
-        let id = crate::client::new_ref();
+    /// Open a session with `client`'s daemon and start serving it: `POST /session` on Docker
+    /// Engine, the `Control.Session` byte tunnel on a standalone buildkitd.
+    pub async fn start(client: &Client, config: SessionConfig) -> Result<Session, Error> {
+        match client.endpoint() {
+            Endpoint::Docker { socket } => Session::start_docker(socket, config).await,
+            _ => Session::start_tunnel(client, config).await,
+        }
+    }
+
+    /// The session headers: id, name, shared key and one entry per method served.
+    fn headers(id: &str, config: &SessionConfig) -> Vec<(&'static str, String)> {
         let mut headers = vec![
-            ("X-Docker-Expose-Session-Uuid".to_string(), id.clone()),
+            ("X-Docker-Expose-Session-Uuid", id.to_string()),
+            ("X-Docker-Expose-Session-Name", config.name.clone()),
             (
-                "X-Docker-Expose-Session-Name".to_string(),
-                config.name.clone(),
-            ),
-            (
-                "X-Docker-Expose-Session-Sharedkey".to_string(),
+                "X-Docker-Expose-Session-Sharedkey",
                 config.shared_key.clone(),
             ),
         ];
         for m in METHODS {
-            headers.push((
-                "X-Docker-Expose-Session-Grpc-Method".to_string(),
-                m.to_string(),
-            ));
+            headers.push(("X-Docker-Expose-Session-Grpc-Method", m.to_string()));
         }
+        headers
+    }
+
+    /// Open the session on Docker Engine's `/session` endpoint and start serving it.
+    pub async fn start_docker(socket: &Path, config: SessionConfig) -> Result<Session, Error> {
+        let id = crate::client::new_ref();
+        let headers: Vec<(String, String)> = Session::headers(&id, &config)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         let upgraded = crate::hijack::upgrade(socket, "/session", &headers)
             .await
             .map_err(|e| Error::Session(e.to_string()))?;
+        Ok(Session::serve(id, config, upgraded))
+    }
+
+    /// Open the session as `Control.Session`, a stream of byte chunks that carries an h2
+    /// connection on which the daemon is the client, and start serving it. The headers travel
+    /// as gRPC metadata with lower-case keys.
+    async fn start_tunnel(client: &Client, config: SessionConfig) -> Result<Session, Error> {
+        let id = crate::client::new_ref();
+        let (to_daemon, outgoing) = mpsc::channel::<BytesMessage>(16);
+        let mut request = Request::new(ReceiverStream::new(outgoing));
+        for (key, value) in Session::headers(&id, &config) {
+            let value = value
+                .parse()
+                .map_err(|_| Error::Session(format!("{key}: not a valid header value")))?;
+            let key = tonic::metadata::MetadataKey::from_bytes(key.to_lowercase().as_bytes())
+                .expect("session header names are valid metadata keys");
+            request.metadata_mut().append(key, value);
+        }
+        let mut incoming = client
+            .control()
+            .session(request)
+            .await
+            .map_err(|s| Error::Session(crate::Error::from_status("open session", s).to_string()))?
+            .into_inner();
+        // The server side of the tunnel's h2 connection is one end of an in-memory pipe; two
+        // pumps move bytes between the other end and the gRPC stream.
+        let (ours, pipe) = tokio::io::duplex(1 << 20);
+        let (mut pipe_read, mut pipe_write) = tokio::io::split(pipe);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some(Ok(message)) = incoming.next().await {
+                if pipe_write.write_all(&message.data).await.is_err() {
+                    break;
+                }
+            }
+            let _ = pipe_write.shutdown().await;
+        });
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                match pipe_read.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let data = buffer[..n].to_vec();
+                        if to_daemon.send(BytesMessage { data }).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Session::serve(id, config, Tunnel(ours)))
+    }
+
+    /// Serve the session services on `io`, one h2 connection the daemon dials into.
+    fn serve<IO>(id: String, config: SessionConfig, io: IO) -> Session
+    where
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+    {
         let transfer = Arc::new(Mutex::new(Transfer::default()));
         let shared = Arc::new(Shared {
             config,
@@ -112,17 +231,17 @@ impl Session {
             .add_service(auth_server::AuthServer::new(Services(shared.clone())))
             .add_service(secrets_server::SecretsServer::new(Services(shared)));
         // One connection, then nothing: the server lives until `close`.
-        let incoming = futures::stream::once(async move { Ok::<_, std::io::Error>(upgraded) })
+        let incoming = futures::stream::once(async move { Ok::<_, std::io::Error>(io) })
             .chain(futures::stream::pending());
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = rx.await;
         }));
-        Ok(Session {
+        Session {
             id,
             shutdown: Some(tx),
             task,
             transfer,
-        })
+        }
     }
 
     /// The id a solve names to use this session.

@@ -23,6 +23,23 @@ struct Cli {
     /// Set a manifest variable; wins over the environment and defaults (repeatable).
     #[arg(long = "set", global = true, value_name = "K=V", value_parser = parse_set)]
     set: Vec<(String, String)>,
+    /// BuildKit to use: docker:// (Docker Engine's embedded BuildKit), unix:///path (a
+    /// buildkitd socket), tcp://host:port. Default: BUILDKIT_HOST, else the Docker Engine at
+    /// DOCKER_HOST or /var/run/docker.sock.
+    #[arg(long, global = true, value_name = "URL")]
+    builder: Option<String>,
+    /// CA certificate to verify a tcp:// builder with (or KILN_TLS_CA).
+    #[arg(long, global = true, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS with a tcp:// builder (or KILN_TLS_CERT).
+    #[arg(long, global = true, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS with a tcp:// builder (or KILN_TLS_KEY).
+    #[arg(long, global = true, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name the builder's certificate must carry (default: the host of the URL).
+    #[arg(long, global = true, value_name = "NAME")]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,6 +126,13 @@ fn main() -> ExitCode {
         profile: cli.profile,
         set: cli.set,
         env: std::env::vars().collect(),
+        builder: kiln_app::BuilderOptions {
+            url: cli.builder,
+            tls_ca: cli.tls_ca,
+            tls_cert: cli.tls_cert,
+            tls_key: cli.tls_key,
+            tls_server_name: cli.tls_server_name,
+        },
     };
     let result = match cli.command {
         Command::Check => kiln_app::check(&settings).map(|s| Output::Text(s + "\n")),
