@@ -418,3 +418,34 @@ fn the_repository_examples_check_and_plan() {
         "docker.io/kiln-examples/hello:t1"
     );
 }
+
+#[test]
+fn build_refuses_a_malformed_docker_config_naming_file_and_line_before_building() {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        "{\n  \"auths\": {\n    oops\n  }\n}\n",
+    )
+    .unwrap();
+    let dir = fixtures().join("app");
+    let docker_config = config.path().to_str().unwrap();
+    // A socket that does not exist: the error must come before any connection attempt.
+    let run = kiln_in(
+        &dir,
+        &["build"],
+        &[
+            ("DOCKER_CONFIG", docker_config),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let file = config.path().join("config.json");
+    assert!(
+        run.stderr.contains(&format!(
+            "registry credentials: {} is not a valid Docker config",
+            file.display()
+        )) && run.stderr.contains("line 3"),
+        "{}",
+        run.stderr
+    );
+}

@@ -6,7 +6,7 @@
 //! filesystems against Docker 20.10.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use std::future::Future;
 
@@ -80,7 +80,7 @@ pub fn build(
     let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
     let (endpoint, _) = crate::builder::choose(settings)?;
     let job = Job {
-        config: session_config(&settings.cwd, &loaded.manifest, &selected)?,
+        config: session_config(settings, &loaded.manifest, &selected)?,
         entitlements: entitlements(&loaded.manifest, &selected),
         endpoint,
         loaded: &loaded,
@@ -446,16 +446,21 @@ fn remember(
     }
 }
 
-/// Every selected target's context, its ignore files, and the CA bundle secret.
+/// Every selected target's context, its ignore files, the CA bundle secret and registry
+/// credentials.
 fn session_config(
-    cwd: &Path,
+    settings: &Settings,
     manifest: &Manifest,
     selected: &[String],
 ) -> Result<SessionConfig, AppError> {
+    let cwd = &settings.cwd;
+    let registry_auth = kiln_buildkit::DockerConfig::load(&settings.env)
+        .map_err(|e| AppError::Build(format!("registry credentials: {e}")))?;
     // A stable key per working tree lets the daemon reuse its last copy of each context.
     let mut config = SessionConfig {
         name: "kiln".to_string(),
         shared_key: format!("kiln:{}", cwd.display()),
+        registry_auth,
         ..SessionConfig::default()
     };
     for name in selected {

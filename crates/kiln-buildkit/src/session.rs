@@ -76,6 +76,8 @@ pub struct SessionConfig {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// Where the local exporter writes, if this build exports to a directory.
     pub output: Option<PathBuf>,
+    /// Registry credentials the daemon asks for; the default answers anonymously.
+    pub registry_auth: crate::DockerConfig,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -365,12 +367,24 @@ impl file_send_server::FileSend for Services {
 
 #[tonic::async_trait]
 impl auth_server::Auth for Services {
-    /// Anonymous: registries kiln builds from here need no login.
+    /// From the Docker CLI config (auths, credsStore, credHelpers); anonymous when it has
+    /// nothing for the host.
     async fn credentials(
         &self,
-        _: Request<CredentialsRequest>,
+        request: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
-        Ok(Response::new(CredentialsResponse::default()))
+        let host = request.into_inner().host;
+        let auth = self.0.config.registry_auth.clone();
+        // A credential helper is a child process: keep it off the async workers.
+        let found = tokio::task::spawn_blocking(move || auth.credentials(&host))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unknown(e.to_string()))?;
+        let c = found.unwrap_or_default();
+        Ok(Response::new(CredentialsResponse {
+            username: c.username,
+            secret: c.secret,
+        }))
     }
 }
 
