@@ -330,9 +330,14 @@ impl Job<'_> {
 /// Connect to the builder, saying how to start one when none answers.
 async fn connect(endpoint: &Endpoint) -> Result<Client, AppError> {
     let endpoint = endpoint.clone().probe().await;
-    Client::connect(&endpoint)
-        .await
-        .map_err(|e| AppError::Build(format!("{e}\n  hint: {}", crate::builder::hint(&endpoint))))
+    Client::connect(&endpoint).await.map_err(|e| {
+        let mut message = e.to_string();
+        explain(&mut message);
+        if !message.contains("hint:") {
+            message.push_str(&format!("\n  hint: {}", crate::builder::hint(&endpoint)));
+        }
+        AppError::Build(message)
+    })
 }
 
 /// The exporter that stores an image where `docker run` finds it: Docker Engine's BuildKit
@@ -359,6 +364,36 @@ async fn image_exporter(client: &Client) -> Result<&'static str, AppError> {
     } else {
         "image"
     })
+}
+
+/// What a daemon's error means for a kiln user, for errors that say it poorly.
+const HINTS: &[(&str, &str)] = &[
+    (
+        "network bridge not found",
+        "this engine has no bridge network (dockerd --bridge=none, as `kiln engine up` starts \
+         it); set `network = \"host\"` or `network = \"none\"` on the target or in [defaults]",
+    ),
+    (
+        "network.host is not allowed",
+        "this buildkitd does not grant host networking; start it with \
+         `--allow-insecure-entitlement network.host`, or use `network = \"default\"`",
+    ),
+    (
+        "unknown exporter",
+        "this daemon lacks the exporter kiln picked for it; `kiln engine status` shows what it is",
+    ),
+    (
+        "was not upgraded: HTTP/1.1 404",
+        "this Docker Engine has no BuildKit API (`POST /grpc`); it needs Docker 18.09 or newer",
+    ),
+];
+
+/// Add the hint for a known symptom in `message`, if any.
+fn explain(message: &mut String) {
+    if let Some((_, hint)) = HINTS.iter().find(|(symptom, _)| message.contains(symptom)) {
+        message.push_str("\n  hint: ");
+        message.push_str(hint);
+    }
 }
 
 /// Run one stage's solve (`solve` gets the channel for its events), labelling its events with
@@ -419,12 +454,7 @@ where
                 message.push_str(line);
             }
         }
-        if message.contains("network bridge not found") {
-            message.push_str(
-                "\n  hint: this engine has no bridge network (dockerd --bridge=none, as `kiln engine up` \
-                 starts it); set `network = \"host\"` or `network = \"none\"` on the target or in [defaults]",
-            );
-        }
+        explain(&mut message);
         AppError::Build(message)
     })
 }
@@ -500,5 +530,20 @@ fn entitlements(manifest: &Manifest, selected: &[String]) -> Vec<String> {
         vec!["network.host".to_string()]
     } else {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_symptoms_get_a_hint_and_others_stay_as_they_are() {
+        let mut m = "executor failed running [/bin/sh -c x]: network bridge not found".to_string();
+        explain(&mut m);
+        assert!(m.ends_with("on the target or in [defaults]"), "{m}");
+        let mut m = "exit code: 3".to_string();
+        explain(&mut m);
+        assert_eq!(m, "exit code: 3");
     }
 }
