@@ -1,7 +1,9 @@
 //! Project automation, run as `cargo xtask <task>` (see matklad/cargo-xtask).
 //!
 //! - `test`: what CI runs: formatting, clippy, and the whole test suite.
-//! - `bench`: the planning benchmark (1,000-target manifest: parse, validate, plan, marshal).
+//! - `bench [plan|engine|rebuild|context|all]`: the benchmarks and their goals (default all):
+//!   planning a 1,000-target manifest; a cached rebuild against `docker build` on the same
+//!   engine; a 20,000-file context rebuilt after one change (see `bench.rs`).
 
 mod bench;
 mod env;
@@ -16,7 +18,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the planning benchmark and check its goals"
+                "usage: cargo xtask <task>\n\ntasks:\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|all]"
             );
             return ExitCode::from(2);
         }
