@@ -389,7 +389,7 @@ impl Lowering<'_> {
 /// The local-source include pattern for a context path (`./src/` → `src`).
 fn include_pattern(path: &str) -> String {
     let p = path.trim_start_matches("./").trim_end_matches('/');
-    if p.is_empty() {
+    if p.is_empty() || p == "." {
         "**".to_string()
     } else {
         p.to_string()

@@ -247,3 +247,11 @@ fn base_image_config_round_trips_through_oci_json() {
     assert_eq!(EffectiveConfig::from_image_config(&out).unwrap(), base);
     assert!(EffectiveConfig::from_image_config(b"not json").is_err());
 }
+
+#[test]
+fn the_whole_context_is_every_file_however_it_is_spelled() {
+    for spelling in [".", "./", "", "./."] {
+        assert_eq!(include_pattern(spelling), "**", "{spelling:?}");
+    }
+    assert_eq!(include_pattern("./src/"), "src");
+}
