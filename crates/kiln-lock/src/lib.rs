@@ -1,0 +1,48 @@
+//! Lock files: what versions a package manager's lock file pins and how two of them differ;
+//! kiln.lock (what kiln built from what) read and written; files replaced atomically.
+
+mod atomic;
+mod diff;
+mod kiln_lock;
+mod pins;
+
+pub use atomic::write_atomic;
+pub use diff::{Changes, diff};
+pub use kiln_lock::{Base, KilnLock, Target};
+pub use pins::{LockFormat, normalize_python_name, pins};
+
+/// Why a lock file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// The text is not valid for its format; `line` and `column` are 1-based.
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The text parses but its content is not what kiln can use.
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+impl LockError {
+    /// A syntax error at byte offset `at` of `text`.
+    pub(crate) fn at(file: &str, text: &str, at: usize, message: impl Into<String>) -> Self {
+        let before = &text[..at.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        LockError::Syntax {
+            file: file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn from_toml(file: &str, text: &str, e: &toml::de::Error) -> Self {
+        let at = e.span().map_or(0, |s| s.start);
+        Self::at(file, text, at, e.message().trim_end())
+    }
+}
