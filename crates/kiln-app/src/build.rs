@@ -27,6 +27,19 @@ use crate::{AppError, Loaded, Settings, load};
 /// The host's CA bundle on Debian.
 pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// What a run is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Goal {
+    /// `kiln build`: pinned packages, smoke test, then the image.
+    #[default]
+    Image,
+    /// `kiln smoke-test`: pinned packages and the smoke test only.
+    SmokeTest,
+    /// `kiln refresh`: re-resolve packages, smoke-test the result and read the new lock files
+    /// out of it (nothing is exported).
+    Refresh,
+}
+
 /// `kiln build` options.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -34,6 +47,9 @@ pub struct BuildOptions {
     pub targets: Vec<String>,
     /// Export each selected target's filesystem into `DIR/<target>` instead of the image store.
     pub output: Option<PathBuf>,
+    pub goal: Goal,
+    /// Solve even what `kiln.lock` says is up to date.
+    pub force: bool,
 }
 
 /// What happened to one target.
@@ -49,6 +65,11 @@ pub struct Built {
     /// What the daemon pulled from the build context for this target (only changed files
     /// travel on a rebuild).
     pub context: Transfer,
+    /// `Goal::Refresh`: each lock file (as the manifest names it) as the refresh wrote it.
+    pub locks: BTreeMap<String, Vec<u8>>,
+    /// The base image and the manifest digest the engine resolved it to (none for an image
+    /// only in the engine's local store, or a `target:` base).
+    pub base: Option<(String, Option<String>)>,
 }
 
 /// Something to show while building.
@@ -76,8 +97,15 @@ pub fn build(
     options: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Built>, AppError> {
-    let loaded = load(settings, PackagesMode::Pinned)?;
+    let mode = match options.goal {
+        Goal::Refresh => PackagesMode::Refresh,
+        Goal::Image | Goal::SmokeTest => PackagesMode::Pinned,
+    };
+    let loaded = load(settings, mode)?;
     let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
+    if options.goal == Goal::Refresh {
+        check_refreshable(&loaded.manifest, &options.targets, &selected)?;
+    }
     let (endpoint, _) = crate::builder::choose(settings)?;
     let job = Job {
         config: session_config(settings, &loaded.manifest, &selected)?,
@@ -134,7 +162,7 @@ impl Job<'_> {
     async fn run(&self, tx: Events) -> Result<Vec<Built>, AppError> {
         let client = connect(&self.endpoint).await?;
         let image_exporter = image_exporter(&client).await?;
-        let bases = self.resolve_bases(&client, &tx).await?;
+        let (bases, digests) = self.resolve_bases(&client, &tx).await?;
         let manifest = &self.loaded.manifest;
         let compiled = kiln_compile::compile(manifest, &self.loaded.graph, self.selected, &bases)?;
 
@@ -165,11 +193,22 @@ impl Job<'_> {
         Ok(compiled
             .iter()
             .filter_map(|t| built.remove(&t.name))
+            .map(|mut b| {
+                if let Base::Image(reference) = &manifest.targets[&b.target].from {
+                    b.base = Some((reference.to_string(), digests.get(reference).cloned()));
+                }
+                b
+            })
             .collect())
     }
 
-    /// The image configs of the selected targets' base images, asked of the engine in one job.
-    async fn resolve_bases(&self, client: &Client, tx: &Events) -> Result<BaseConfigs, AppError> {
+    /// The image configs of the selected targets' base images, and the manifest digests they
+    /// resolved to, asked of the engine in one job.
+    async fn resolve_bases(
+        &self,
+        client: &Client,
+        tx: &Events,
+    ) -> Result<(BaseConfigs, BTreeMap<Reference, String>), AppError> {
         let mut wanted: BTreeMap<Reference, kiln_llb::Platform> = BTreeMap::new();
         for name in self.selected {
             let target = &self.loaded.manifest.targets[name];
@@ -179,7 +218,7 @@ impl Job<'_> {
             }
         }
         if wanted.is_empty() {
-            return Ok(BaseConfigs::new());
+            return Ok(Default::default());
         }
         let session = self.session(client, None).await?;
         let request = SolveRequest {
@@ -189,6 +228,7 @@ impl Job<'_> {
         let resolved = staged(tx, "base images", "resolve", |events| {
             client.build(request, events, |gateway| async move {
                 let mut bases = BaseConfigs::new();
+                let mut digests = BTreeMap::new();
                 for (reference, platform) in wanted {
                     let name = reference.to_string();
                     let image = gateway
@@ -201,9 +241,12 @@ impl Job<'_> {
                                 message: format!("{name}: the engine returned a bad config: {e}"),
                             }
                         })?;
+                    if let Some(digest) = image.digest {
+                        digests.insert(reference.clone(), digest);
+                    }
                     bases.insert(reference, config);
                 }
-                Ok((bases, Returned::default()))
+                Ok(((bases, digests), Returned::default()))
             })
         })
         .await;
@@ -246,7 +289,14 @@ impl Job<'_> {
             .map(|i| i.to_string());
         let mut image_id = None;
         let mut context = Transfer::default();
-        for kind in [StageKind::SmokeTest, StageKind::Image] {
+        if self.options.goal == Goal::Refresh {
+            return self.refresh_target(client, target, tx).await;
+        }
+        let kinds: &[StageKind] = match self.options.goal {
+            Goal::SmokeTest => &[StageKind::SmokeTest],
+            _ => &[StageKind::SmokeTest, StageKind::Image],
+        };
+        for &kind in kinds {
             let Some(state) = target.stage(kind) else {
                 continue;
             };
@@ -323,8 +373,98 @@ impl Job<'_> {
             image_id: if output.is_none() { image_id } else { None },
             output,
             context,
+            locks: BTreeMap::new(),
+            base: None,
         })
     }
+
+    /// `Goal::Refresh` for one target: one gateway job solves its smoke test on the refreshed
+    /// packages (or, without a smoke test, the stage after the packages) and reads each lock
+    /// file out of that result. A target without packages has nothing to refresh.
+    async fn refresh_target(
+        &self,
+        client: &Client,
+        target: &CompiledTarget,
+        tx: Events,
+    ) -> Result<Built, AppError> {
+        let manifest_target = &self.loaded.manifest.targets[&target.name];
+        let mut built = Built {
+            target: target.name.clone(),
+            image: None,
+            image_id: None,
+            output: None,
+            context: Transfer::default(),
+            locks: BTreeMap::new(),
+            base: None,
+        };
+        let Some(packages) = &manifest_target.packages else {
+            return Ok(built);
+        };
+        let state = target
+            .stage(StageKind::SmokeTest)
+            .or_else(|| target.stage(StageKind::Post))
+            .expect("every target has a post stage");
+        let definition = kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
+        let session = self.session(client, None).await?;
+        let request = SolveRequest {
+            session: Some(session.id().to_string()),
+            entitlements: self.entitlements.clone(),
+            ..SolveRequest::default()
+        };
+        let dir = packages.dir.trim_end_matches('/').to_string();
+        let locks = packages.lock.clone();
+        let read = staged(&tx, &target.name, "refresh", |events| {
+            client.build(request, events, |gateway| async move {
+                let result = gateway.solve(&definition).await?;
+                let mut files = BTreeMap::new();
+                for lock in locks {
+                    let path = format!("{dir}/{lock}");
+                    let data = gateway.read_file(&result, &path).await.map_err(|e| {
+                        kiln_buildkit::Error::Failed {
+                            action: "read the refreshed lock file",
+                            message: format!(
+                                "{path}: {e} (the refresh command must write `{lock}` in {dir})"
+                            ),
+                        }
+                    })?;
+                    files.insert(lock, data);
+                }
+                Ok((files, Returned::default()))
+            })
+        })
+        .await;
+        built.context = session.transfer();
+        session.close().await;
+        built.locks = read?.0;
+        Ok(built)
+    }
+}
+
+/// `kiln refresh` needs packages: a target named on the command line without them is an
+/// error, and so is a selection with none.
+fn check_refreshable(
+    manifest: &Manifest,
+    named: &[String],
+    selected: &[String],
+) -> Result<(), AppError> {
+    for name in named {
+        if let Some(target) = manifest.targets.get(name) {
+            if target.packages.is_none() {
+                return Err(AppError::Usage(format!(
+                    "target `{name}` has no [target.{name}.packages]: there is nothing to refresh"
+                )));
+            }
+        }
+    }
+    if !selected
+        .iter()
+        .any(|t| manifest.targets[t].packages.is_some())
+    {
+        return Err(AppError::Usage(
+            "none of the selected targets has packages: there is nothing to refresh".to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Connect to the builder, saying how to start one when none answers.
@@ -496,12 +636,7 @@ fn session_config(
     for name in selected {
         let target = &manifest.targets[name];
         let path = cwd.join(&target.context);
-        let mut exclude = Vec::new();
-        for ignore in [".dockerignore", ".kilnignore"] {
-            if let Ok(text) = std::fs::read_to_string(path.join(ignore)) {
-                exclude.extend(kiln_fsutil::Filter::from_ignore_file(&text));
-            }
-        }
+        let exclude = ignored(&path);
         config
             .contexts
             .insert(name.clone(), LocalDir { path, exclude });
@@ -520,6 +655,17 @@ fn session_config(
         }
     }
     Ok(config)
+}
+
+/// The exclude patterns of a context's `.dockerignore` and `.kilnignore`.
+pub(crate) fn ignored(context: &std::path::Path) -> Vec<String> {
+    let mut exclude = Vec::new();
+    for ignore in [".dockerignore", ".kilnignore"] {
+        if let Ok(text) = std::fs::read_to_string(context.join(ignore)) {
+            exclude.extend(kiln_fsutil::Filter::from_ignore_file(&text));
+        }
+    }
+    exclude
 }
 
 fn entitlements(manifest: &Manifest, selected: &[String]) -> Vec<String> {

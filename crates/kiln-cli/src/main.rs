@@ -71,6 +71,30 @@ enum Command {
         /// How to show progress (`auto`: `tty` on a terminal, else `plain`).
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
+        /// Solve even targets that kiln.lock says are up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Install from the committed locks and run the smoke tests; no image is produced.
+    SmokeTest {
+        /// Targets or groups (default: the `default` group, else every target).
+        targets: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+        progress: ProgressArg,
+    },
+    /// Re-resolve packages inside the build, smoke-test the result and, only if it passes,
+    /// replace the lock files in the tree (atomically) and say what changed.
+    Refresh {
+        /// Targets or groups with packages (default: the `default` group, else every target).
+        targets: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+        progress: ProgressArg,
+        /// Show what would change without writing anything.
+        #[arg(long, conflicts_with = "commit")]
+        dry_run: bool,
+        /// Commit the changed lock files (and nothing else) with the change list as message.
+        #[arg(long)]
+        commit: bool,
     },
     /// Which engine kiln uses; start or stop one that kiln owns.
     Engine {
@@ -136,47 +160,39 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check => kiln_app::check(&settings).map(|s| Output::Text(s + "\n")),
-        Command::Build { targets, progress } => {
-            let format = match progress {
-                ProgressArg::Auto if std::io::stderr().is_terminal() => {
-                    kiln_app::ProgressFormat::Tty
-                }
-                ProgressArg::Tty => kiln_app::ProgressFormat::Tty,
-                ProgressArg::Auto | ProgressArg::Plain => kiln_app::ProgressFormat::Plain,
-                ProgressArg::Json => kiln_app::ProgressFormat::Json,
-            };
-            let mut renderer = kiln_app::Renderer::new(format);
+        Command::Build {
+            targets,
+            progress,
+            force,
+        } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
-                output: None,
+                force,
+                ..kiln_app::BuildOptions::default()
             };
-            let mut show = |p: kiln_app::Progress| {
-                let mut err = std::io::stderr().lock();
-                for line in renderer.render(&p) {
-                    let _ = writeln!(err, "{line}");
-                }
+            kiln_app::build_images(&settings, &options, show)
+        }),
+        Command::SmokeTest { targets, progress } => with_progress(progress, |show| {
+            let options = kiln_app::BuildOptions {
+                targets,
+                goal: kiln_app::Goal::SmokeTest,
+                ..kiln_app::BuildOptions::default()
             };
-            let built = kiln_app::build(&settings, &options, &mut show);
-            renderer.finish();
-            built.map(|built| {
-                let mut text = String::new();
-                for b in built {
-                    match (&b.output, &b.image, &b.image_id) {
-                        (Some(dir), _, _) => {
-                            text.push_str(&format!("{}: exported to {}\n", b.target, dir.display()))
-                        }
-                        (None, Some(image), Some(id)) => {
-                            text.push_str(&format!("{}: {image} ({id})\n", b.target))
-                        }
-                        _ => text.push_str(&format!(
-                            "{}: built (no `image` name, kept in the build cache)\n",
-                            b.target
-                        )),
-                    }
-                }
-                Output::Text(text)
-            })
-        }
+            kiln_app::build_images(&settings, &options, show)
+        }),
+        Command::Refresh {
+            targets,
+            progress,
+            dry_run,
+            commit,
+        } => with_progress(progress, |show| {
+            let options = kiln_app::RefreshOptions {
+                targets,
+                dry_run,
+                commit,
+            };
+            kiln_app::refresh(&settings, &options, show)
+        }),
         Command::Engine { action } => match action {
             EngineAction::Status => kiln_app::engine_status(&settings),
             EngineAction::Up => kiln_app::engine_up(&settings),
@@ -216,6 +232,28 @@ fn main() -> ExitCode {
 enum Output {
     Text(String),
     Bytes(Vec<u8>),
+}
+
+/// Run `work` with progress rendered on stderr as `progress` asks; its text goes to stdout.
+fn with_progress(
+    progress: ProgressArg,
+    work: impl FnOnce(&mut dyn FnMut(kiln_app::Progress)) -> Result<String, AppError>,
+) -> Result<Output, AppError> {
+    let format = match progress {
+        ProgressArg::Auto if std::io::stderr().is_terminal() => kiln_app::ProgressFormat::Tty,
+        ProgressArg::Tty => kiln_app::ProgressFormat::Tty,
+        ProgressArg::Auto | ProgressArg::Plain => kiln_app::ProgressFormat::Plain,
+        ProgressArg::Json => kiln_app::ProgressFormat::Json,
+    };
+    let mut renderer = kiln_app::Renderer::new(format);
+    let result = work(&mut |p: kiln_app::Progress| {
+        let mut err = std::io::stderr().lock();
+        for line in renderer.render(&p) {
+            let _ = writeln!(err, "{line}");
+        }
+    });
+    renderer.finish();
+    result.map(Output::Text)
 }
 
 fn write_output(output: Output) -> ExitCode {

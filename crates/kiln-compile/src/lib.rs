@@ -9,7 +9,7 @@ mod managers;
 pub use config::{BaseConfigs, EffectiveConfig};
 pub use managers::{ManagerSpec, spec};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_graph::{Graph, PackagesMode, StageId, StageKind};
 use kiln_llb::{CacheSharing, CopyOptions, Exec, FileActions, LocalOptions, Mount, NetMode, State};
@@ -57,6 +57,9 @@ pub struct CompiledTarget {
     pub name: String,
     pub stages: Vec<CompiledStage>,
     pub config: EffectiveConfig,
+    /// The include patterns of every context source the stages read: the files of the context
+    /// that can change what this target builds.
+    pub context_includes: Vec<String>,
 }
 
 impl CompiledTarget {
@@ -146,6 +149,7 @@ fn compile_target(
     let lower = Lowering {
         target,
         config: &config,
+        includes: Default::default(),
     };
 
     let mut stages = Vec::new();
@@ -229,10 +233,12 @@ fn compile_target(
     }
     push(StageKind::Image, &state);
 
+    let context_includes = lower.includes.into_inner().into_iter().collect();
     Ok(CompiledTarget {
         name: target.name.clone(),
         stages,
         config,
+        context_includes,
     })
 }
 
@@ -240,6 +246,8 @@ fn compile_target(
 struct Lowering<'a> {
     target: &'a Target,
     config: &'a EffectiveConfig,
+    /// Every include pattern the target's context sources use.
+    includes: std::cell::RefCell<BTreeSet<String>>,
 }
 
 impl Lowering<'_> {
@@ -273,6 +281,7 @@ impl Lowering<'_> {
 
     /// The build context, narrowed to `include` patterns so unrelated edits keep the cache.
     fn context(&self, include: Vec<String>) -> State {
+        self.includes.borrow_mut().extend(include.iter().cloned());
         State::local(
             &self.target.name,
             &LocalOptions {
@@ -308,11 +317,23 @@ impl Lowering<'_> {
             );
         }
         for lock in &packages.lock {
-            // A refresh may start without a lock; a pinned install requires it.
+            // A refresh may start without a lock; a pinned install requires it. BuildKit only
+            // tolerates a missing source for a wildcard, so a refresh names the lock file with
+            // a one-character class (`uv.loc[k]`) that matches exactly that file, copied into
+            // its directory.
+            let (src, dest) = if refresh {
+                let dest = match lock.rsplit_once('/') {
+                    Some((sub, _)) => format!("{}/{sub}/", packages.dir),
+                    None => format!("{}/", packages.dir),
+                };
+                (format!("/{}", wildcard_of(lock)), dest)
+            } else {
+                (format!("/{lock}"), format!("{}/{lock}", packages.dir))
+            };
             actions = actions.copy(
                 &context,
-                &format!("/{lock}"),
-                &format!("{}/{lock}", packages.dir),
+                &src,
+                &dest,
                 CopyOptions {
                     create_dest_path: true,
                     allow_wildcard: refresh,
@@ -383,6 +404,25 @@ impl Lowering<'_> {
             state = state.run(exec).root();
         }
         state
+    }
+}
+
+/// `path` as a wildcard that matches only itself: its last character as a class (`a.lock` →
+/// `a.loc[k]`; glob metacharacters are escaped first).
+fn wildcard_of(path: &str) -> String {
+    let escaped: String = path
+        .chars()
+        .map(|c| match c {
+            '*' | '?' | '[' | ']' | '\\' => format!("\\{c}"),
+            c => c.to_string(),
+        })
+        .collect();
+    match path.chars().last() {
+        Some(last) if !"*?[]\\".contains(last) => {
+            let cut = escaped.len() - last.len_utf8();
+            format!("{}[{last}]", &escaped[..cut])
+        }
+        _ => escaped,
     }
 }
 

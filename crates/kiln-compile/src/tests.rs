@@ -255,3 +255,12 @@ fn the_whole_context_is_every_file_however_it_is_spelled() {
     }
     assert_eq!(include_pattern("./src/"), "src");
 }
+
+#[test]
+fn a_lock_wildcard_matches_only_that_file() {
+    assert_eq!(wildcard_of("uv.lock"), "uv.loc[k]");
+    assert_eq!(
+        wildcard_of("sub/requirements.txt"),
+        "sub/requirements.tx[t]"
+    );
+}

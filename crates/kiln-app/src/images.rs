@@ -1,0 +1,281 @@
+//! `kiln build` and `kiln smoke-test` around the solve: skip targets that are up to date,
+//! and record what was built in `kiln.lock`.
+//!
+//! A target's inputs hash covers what decides its image: the LLB of its image and smoke-test
+//! stages as planned offline (the manifest entry after profile and vars: base reference, run
+//! steps, copies, package commands, config), the content of every context file those stages
+//! read (package files, lock files, copied files, tests), the inputs of the targets it builds
+//! on, and its base image as pinned in `kiln.lock`. A target is up to date when that hash
+//! equals the one `kiln.lock` recorded, its base is pinned, and the engine still has the
+//! recorded image under the target's name. An unpinned base always solves.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiln_compile::CompiledTarget;
+use kiln_graph::{PackagesMode, StageKind};
+use kiln_lock::KilnLock;
+use kiln_manifest::Base;
+use sha2::{Digest, Sha256};
+
+use crate::{AppError, BuildOptions, Goal, Loaded, Progress, Settings, load};
+
+/// The inputs of one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    pub hash: String,
+    /// Whether every base image it rests on is pinned in `kiln.lock`.
+    pub pinned: bool,
+}
+
+/// Where `kiln.lock` lives: next to the first manifest.
+pub fn kiln_lock_path(settings: &Settings, loaded: &Loaded) -> PathBuf {
+    let first = loaded.files.first().map(PathBuf::as_path);
+    let dir = first.and_then(Path::parent).unwrap_or(Path::new(""));
+    settings.cwd.join(dir).join("kiln.lock")
+}
+
+/// `kiln.lock` as committed, or an empty one when there is none yet.
+pub fn read_kiln_lock(path: &Path) -> Result<KilnLock, AppError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => KilnLock::parse(&path.display().to_string(), &text).map_err(|e| {
+            AppError::Build(format!(
+                "{e}\n  hint: kiln.lock is generated; restore it from git or delete it"
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KilnLock::default()),
+        Err(source) => Err(AppError::Io {
+            path: path.to_path_buf(),
+            action: "read",
+            source,
+        }),
+    }
+}
+
+/// The inputs of every compiled target (compiled in dependency order, offline).
+pub fn inputs(
+    settings: &Settings,
+    loaded: &Loaded,
+    compiled: &[CompiledTarget],
+    lock: &KilnLock,
+) -> Result<BTreeMap<String, Inputs>, AppError> {
+    let mut out: BTreeMap<String, Inputs> = BTreeMap::new();
+    for target in compiled {
+        let manifest_target = &loaded.manifest.targets[&target.name];
+        let mut h = Sha256::new();
+        h.update(b"kiln-inputs/1\n");
+        for kind in [StageKind::SmokeTest, StageKind::Image] {
+            if let Some(digest) = target.stage(kind).and_then(|s| s.digest()) {
+                h.update(format!("{}={digest}\n", kind.as_str()));
+            }
+        }
+        h.update(target.config.to_json());
+        h.update(b"\n");
+        let context = settings.cwd.join(&manifest_target.context);
+        hash_context(&mut h, &context, &target.context_includes)?;
+        let mut pinned = true;
+        for dep in loaded.graph.depends_on(&target.name) {
+            let dep = &out[dep];
+            h.update(format!("dep={}\n", dep.hash));
+            pinned &= dep.pinned;
+        }
+        if let Base::Image(reference) = &manifest_target.from {
+            let name = reference.to_string();
+            match lock.base(&name) {
+                Some(base) if base.digest.is_some() || base.image_id.is_some() => {
+                    h.update(format!(
+                        "base={name}@{}/{}\n",
+                        base.digest.as_deref().unwrap_or(""),
+                        base.image_id.as_deref().unwrap_or("")
+                    ));
+                }
+                _ => pinned = false,
+            }
+        }
+        let hash = format!("sha256:{}", hex::encode(h.finalize()));
+        out.insert(target.name.clone(), Inputs { hash, pinned });
+    }
+    Ok(out)
+}
+
+/// Path, mode and content of every context file matching `includes` (minus the context's
+/// ignore files), in walk order.
+fn hash_context(h: &mut Sha256, context: &Path, includes: &[String]) -> Result<(), AppError> {
+    if includes.is_empty() {
+        return Ok(());
+    }
+    let filter = kiln_fsutil::Filter {
+        include: includes.to_vec(),
+        exclude: crate::build::ignored(context),
+    };
+    let entries = kiln_fsutil::walk(context, &filter).map_err(|e| {
+        AppError::Build(format!(
+            "cannot read the context {}: {e}",
+            context.display()
+        ))
+    })?;
+    for entry in entries {
+        h.update(format!(
+            "{}\0{:o}\0{}\0",
+            entry.path_rel, entry.stat.mode, entry.stat.linkname
+        ));
+        if entry.is_requestable() {
+            let data = std::fs::read(&entry.abs).map_err(|source| AppError::Io {
+                path: entry.abs.clone(),
+                action: "read",
+                source,
+            })?;
+            h.update(Sha256::digest(&data));
+        }
+        h.update(b"\n");
+    }
+    Ok(())
+}
+
+/// `kiln build` / `kiln smoke-test`: solve what is not up to date, then (for `build`) record
+/// the images in `kiln.lock`. Returns one line per target.
+pub fn build_images(
+    settings: &Settings,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<String, AppError> {
+    let loaded = load(settings, PackagesMode::Pinned)?;
+    let (selected, compiled) = loaded.compile(&options.targets)?;
+    let lock_path = kiln_lock_path(settings, &loaded);
+    let lock = read_kiln_lock(&lock_path)?;
+    let inputs = inputs(settings, &loaded, &compiled, &lock)?;
+    let engine = docker_api(settings)?;
+
+    let mut out = String::new();
+    if options.goal == Goal::Image && !options.force {
+        let fresh: Vec<&String> = selected
+            .iter()
+            .filter(|t| up_to_date(t, &loaded, &lock, &inputs, engine.as_ref()))
+            .collect();
+        if fresh.len() == selected.len() {
+            for t in &selected {
+                let recorded = lock.target(t).expect("up to date means recorded");
+                out.push_str(&format!(
+                    "{t}: {} ({}) up to date\n",
+                    recorded.image.as_deref().unwrap_or("-"),
+                    recorded.image_id.as_deref().unwrap_or("-")
+                ));
+            }
+            return Ok(out);
+        }
+    }
+
+    let built = crate::build(settings, options, progress)?;
+    for b in &built {
+        match (options.goal, &b.output, &b.image, &b.image_id) {
+            (Goal::SmokeTest, ..) => out.push_str(&format!("{}: smoke test passed\n", b.target)),
+            (_, Some(dir), _, _) => {
+                out.push_str(&format!("{}: exported to {}\n", b.target, dir.display()))
+            }
+            (_, None, Some(image), Some(id)) => {
+                out.push_str(&format!("{}: {image} ({id})\n", b.target))
+            }
+            _ => out.push_str(&format!(
+                "{}: built (no `image` name, kept in the build cache)\n",
+                b.target
+            )),
+        }
+    }
+    if options.goal == Goal::Image && options.output.is_none() {
+        let mut lock = lock;
+        for b in &built {
+            if let Some((reference, digest)) = &b.base {
+                let image_id = engine
+                    .as_ref()
+                    .and_then(|api| api.image(reference).ok().flatten())
+                    .map(|i| i.id);
+                lock.set_base(kiln_lock::Base {
+                    reference: reference.clone(),
+                    digest: digest.clone(),
+                    image_id,
+                });
+            }
+        }
+        // Inputs again: the bases just pinned are part of them.
+        let inputs = self::inputs(settings, &loaded, &compiled, &lock)?;
+        for b in &built {
+            let pushed = lock.target(&b.target).and_then(|t| t.digest.clone());
+            lock.set_target(kiln_lock::Target {
+                name: b.target.clone(),
+                image: b.image.clone(),
+                image_id: b.image_id.clone(),
+                // A new image id means a new image: an old push digest no longer describes it.
+                digest: pushed.filter(|_| {
+                    lock.target(&b.target).and_then(|t| t.image_id.as_ref()) == b.image_id.as_ref()
+                }),
+                inputs: inputs[&b.target].hash.clone(),
+            });
+        }
+        let text = lock.to_toml();
+        if std::fs::read_to_string(&lock_path).ok().as_deref() != Some(text.as_str()) {
+            kiln_lock::write_atomic(&lock_path, text.as_bytes()).map_err(|source| {
+                AppError::Io {
+                    path: lock_path.clone(),
+                    action: "write",
+                    source,
+                }
+            })?;
+            out.push_str(&format!(
+                "wrote {}\n",
+                relative(settings, &lock_path).display()
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The Docker Engine API when the builder is a Docker Engine (to check and pin local images).
+fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError> {
+    let (endpoint, _) = crate::builder::choose(settings)?;
+    Ok(match endpoint {
+        kiln_buildkit::Endpoint::Docker { socket } => Some(kiln_docker::Api::new(socket)),
+        _ => None,
+    })
+}
+
+fn up_to_date(
+    target: &str,
+    loaded: &Loaded,
+    lock: &KilnLock,
+    inputs: &BTreeMap<String, Inputs>,
+    engine: Option<&kiln_docker::Api>,
+) -> bool {
+    let (Some(recorded), Some(now), Some(engine)) =
+        (lock.target(target), inputs.get(target), engine)
+    else {
+        return false;
+    };
+    if !now.pinned || recorded.inputs != now.hash {
+        return false;
+    }
+    // Every local base still the image that was pinned.
+    if let Base::Image(reference) = &loaded.manifest.targets[target].from {
+        let name = reference.to_string();
+        if let Some(pinned) = lock.base(&name).and_then(|b| b.image_id.clone()) {
+            let current = engine.image(&name).ok().flatten().map(|i| i.id);
+            if current.as_deref() != Some(pinned.as_str()) {
+                return false;
+            }
+        }
+    }
+    match (&recorded.image, &recorded.image_id) {
+        (Some(image), Some(id)) => engine
+            .image(image)
+            .ok()
+            .flatten()
+            .is_some_and(|i| &i.id == id),
+        _ => false,
+    }
+}
+
+/// `path` relative to the working directory, for messages.
+pub(crate) fn relative(settings: &Settings, path: &Path) -> PathBuf {
+    path.strip_prefix(&settings.cwd)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| path.to_path_buf())
+}

@@ -1,0 +1,196 @@
+//! `kiln refresh`: re-resolve packages inside the build, smoke-test the refreshed image, and
+//! only when that passes replace the lock files in the tree (atomically) and say what changed;
+//! `--commit` commits exactly those files. Nothing is touched before the build succeeds, and
+//! a lock file with uncommitted edits is never overwritten.
+
+use std::path::PathBuf;
+
+use kiln_graph::PackagesMode;
+use kiln_lock::{Changes, LockFormat};
+
+use crate::images::relative;
+use crate::{AppError, BuildOptions, Goal, Progress, Settings, git, load};
+
+/// `kiln refresh` options.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshOptions {
+    pub targets: Vec<String>,
+    /// Show the changes, write nothing.
+    pub dry_run: bool,
+    /// Commit the changed lock files.
+    pub commit: bool,
+}
+
+/// One lock file after a refresh.
+struct Refreshed {
+    target: String,
+    path: PathBuf,
+    data: Vec<u8>,
+    changed: bool,
+    /// Package changes, when the format is known and both sides parse.
+    changes: Option<Changes>,
+}
+
+/// Run `kiln refresh`; returns what to print.
+pub fn refresh(
+    settings: &Settings,
+    options: &RefreshOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<String, AppError> {
+    let loaded = load(settings, PackagesMode::Refresh)?;
+    let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
+    let lock_files: Vec<PathBuf> = selected
+        .iter()
+        .filter_map(|t| {
+            let target = &loaded.manifest.targets[t];
+            target.packages.as_ref().map(|p| (target, p))
+        })
+        .flat_map(|(target, p)| {
+            p.lock
+                .iter()
+                .map(|l| settings.cwd.join(&target.context).join(l))
+        })
+        .collect();
+
+    // Everything that could make us refuse is checked before any work.
+    let repo = git::open(&settings.cwd);
+    if let Some(repo) = &repo {
+        let dirty = git::dirty(repo, &lock_files)?;
+        if !dirty.is_empty() && !options.dry_run {
+            let list: Vec<String> = dirty.iter().map(|p| p.display().to_string()).collect();
+            return Err(AppError::Build(format!(
+                "refusing to refresh: {} {} uncommitted edits that the refresh would overwrite\n  hint: commit or stash them first, or run with --dry-run to only see what would change",
+                list.join(", "),
+                if list.len() == 1 { "has" } else { "have" }
+            )));
+        }
+    }
+    if options.commit {
+        let Some(repo) = &repo else {
+            return Err(AppError::Usage(format!(
+                "--commit: {} is not in a git repository",
+                settings.cwd.display()
+            )));
+        };
+        if let Some(why) = git::cannot_commit(repo) {
+            return Err(AppError::Build(format!(
+                "refusing to refresh with --commit: {why}"
+            )));
+        }
+    }
+
+    let build = BuildOptions {
+        targets: options.targets.clone(),
+        goal: Goal::Refresh,
+        ..BuildOptions::default()
+    };
+    let built = crate::build(settings, &build, progress)?;
+
+    let mut refreshed = Vec::new();
+    for b in &built {
+        let target = &loaded.manifest.targets[&b.target];
+        for (lock, data) in &b.locks {
+            let path = settings.cwd.join(&target.context).join(lock);
+            let old = std::fs::read(&path).ok();
+            let changed = old.as_deref() != Some(data.as_slice());
+            let changes = LockFormat::for_file(lock).and_then(|format| {
+                let new = kiln_lock::pins(format, &String::from_utf8_lossy(data)).ok()?;
+                let old = match &old {
+                    Some(old) => kiln_lock::pins(format, &String::from_utf8_lossy(old)).ok()?,
+                    None => Default::default(),
+                };
+                Some(kiln_lock::diff(&old, &new))
+            });
+            refreshed.push(Refreshed {
+                target: b.target.clone(),
+                path,
+                data: data.clone(),
+                changed,
+                changes,
+            });
+        }
+    }
+
+    let mut out = String::new();
+    let mut written = Vec::new();
+    for r in &refreshed {
+        let shown = relative(settings, &r.path);
+        if !r.changed {
+            out.push_str(&format!("{}: {} unchanged\n", r.target, shown.display()));
+            continue;
+        }
+        match &r.changes {
+            Some(c) if !c.is_empty() => {
+                out.push_str(&format!(
+                    "{}: {} ({})\n",
+                    r.target,
+                    shown.display(),
+                    c.summary()
+                ));
+                for line in c.to_string().lines() {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+            _ if !r.path.exists() => {
+                out.push_str(&format!("{}: {} created\n", r.target, shown.display()))
+            }
+            _ => out.push_str(&format!(
+                "{}: {} rewritten (same versions)\n",
+                r.target,
+                shown.display()
+            )),
+        }
+        if !options.dry_run {
+            kiln_lock::write_atomic(&r.path, &r.data).map_err(|source| AppError::Io {
+                path: r.path.clone(),
+                action: "write",
+                source,
+            })?;
+            written.push(r.path.clone());
+        }
+    }
+    if options.dry_run {
+        out.push_str("dry run: nothing written\n");
+    } else if options.commit {
+        let repo = repo.as_ref().expect("checked above");
+        if written.is_empty() {
+            out.push_str("nothing changed: no commit\n");
+        } else {
+            let message = commit_message(&refreshed, settings);
+            let id = git::commit_files(repo, &written, &message)?;
+            out.push_str(&format!(
+                "committed {} ({} file(s))\n",
+                &id[..12],
+                written.len()
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `kiln refresh: …` with every change, for the commit.
+fn commit_message(refreshed: &[Refreshed], settings: &Settings) -> String {
+    let changed: Vec<&Refreshed> = refreshed.iter().filter(|r| r.changed).collect();
+    let mut summary: Vec<String> = Vec::new();
+    let mut body = String::new();
+    for r in &changed {
+        let shown = relative(settings, &r.path);
+        match &r.changes {
+            Some(c) if !c.is_empty() => {
+                summary.push(format!("{} {}", r.target, c.summary()));
+                body.push_str(&format!("{}:\n", shown.display()));
+                for line in c.to_string().lines() {
+                    body.push_str(&format!("  {line}\n"));
+                }
+            }
+            _ => {
+                summary.push(format!("{} rewritten", r.target));
+                body.push_str(&format!("{}: rewritten\n", shown.display()));
+            }
+        }
+    }
+    format!(
+        "kiln refresh: {}\n\n{body}\nSmoke-tested on the refreshed image before writing.\n",
+        summary.join("; ")
+    )
+}
