@@ -1,0 +1,3 @@
+from uv_app import main
+
+main()
