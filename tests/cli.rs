@@ -404,7 +404,7 @@ fn the_repository_examples_check_and_plan() {
     let run = kiln_in(&root.join("examples/hello"), &["check"], &[]);
     assert_eq!(
         (run.code, run.stdout().as_str()),
-        (0, "ok: 1 target in 1 manifest\n"),
+        (0, "ok: 3 targets in 1 manifest\n"),
         "{}",
         run.stderr
     );

@@ -9,19 +9,24 @@ use std::time::Instant;
 
 /// The base image the examples and integration tests build on.
 pub const BASE_IMAGE: &str = "kiln-base/debian-python:bookworm";
+/// What the tests need from Debian: a shell check that passes when it is there, and the
+/// package that provides it.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    ("dockerd", "docker.io"),
-    ("docker", "docker.io"),
-    ("debootstrap", "debootstrap"),
+    ("command -v dockerd", "docker.io"),
+    ("command -v docker", "docker.io"),
+    ("command -v debootstrap", "debootstrap"),
     // The builder tests: a TLS-terminating proxy, test certificates, process checks.
-    ("socat", "socat"),
-    ("openssl", "openssl"),
-    ("pgrep", "procps"),
+    ("command -v socat", "socat"),
+    ("command -v openssl", "openssl"),
+    ("command -v pgrep", "procps"),
+    // The lock tests: git repositories, and a venv on the host for the package index test.
+    ("command -v git", "git"),
+    ("python3 -c 'import venv, ensurepip'", "python3-venv"),
 ];
 
-fn have(program: &str) -> bool {
+fn have(check: &str) -> bool {
     Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
+        .args(["-c", &format!("{check} >/dev/null 2>&1")])
         .env("PATH", path_with_sbin())
         .stdout(Stdio::null())
         .status()

@@ -1,0 +1,325 @@
+//! The lock lifecycle end to end on the real engine with a real (local, generated) package
+//! index: refresh writes a lock, a newer release moves it and `--commit` commits exactly the
+//! lock, a pinned build keeps installing what is locked, a failing smoke test writes nothing,
+//! a dirty lock file is never overwritten, and an interrupted write never tears a lock file.
+//! The package tools themselves (uv, pip-tools) are installed from PyPI through the host's CA
+//! bundle, once; every package the apps depend on comes from the local index.
+
+#[path = "support/pyindex.rs"]
+mod pyindex;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pyindex::PyIndex;
+
+const BASE: &str = "kiln-base/debian-python:bookworm";
+const LIB: &str = "kiln-demo-lib";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn kiln(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .args(["--progress", "plain"])
+        .current_dir(dir)
+        .env_remove("DOCKER_HOST")
+        .env_remove("BUILDKIT_HOST")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kiln");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
+}
+
+/// A unique image name, removed at the end.
+struct Image(String);
+
+impl Image {
+    fn new(name: &str) -> Image {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Image(format!("kiln-test/{name}:{}-{nanos}", std::process::id()))
+    }
+
+    /// What `python -c CODE` prints in the image, with `python` the app's interpreter.
+    fn python(&self, python: &str, code: &str) -> String {
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                &self.0,
+                python,
+                "-c",
+                code,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+/// A git repository holding a project that depends on `kiln-demo-lib` through `manager`.
+fn project(manager: &str, index: &PyIndex, image: &Image) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, env, python): (&[(&str, &str)], String, &str) = match manager {
+        "uv" => (
+            &[(
+                "pyproject.toml",
+                "[project]\nname = \"lifecycle-app\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"kiln-demo-lib\"]\n",
+            )],
+            format!(
+                "UV_INDEX_URL = \"{}\"\nUV_PYTHON_DOWNLOADS = \"never\"\nUV_LINK_MODE = \"copy\"",
+                index.url()
+            ),
+            "/app/.venv/bin/python",
+        ),
+        _ => (
+            &[("requirements.in", "kiln-demo-lib\n")],
+            // pip-tools itself comes from PyPI; the app's packages from the local index.
+            format!("PIP_EXTRA_INDEX_URL = \"{}\"", index.url()),
+            "/opt/venv/bin/python",
+        ),
+    };
+    let manifest = format!(
+        r#"version = 1
+[target.app]
+from  = "{BASE}"
+image = "{image}"
+network = "host"
+ca-certificates = "host"
+
+[target.app.packages]
+manager = "{manager}"
+
+[target.app.build-env]
+{env}
+
+[target.app.smoke-test]
+copy = ["tests/"]
+run  = ["{python} tests/smoke.py"]
+
+[target.app.config]
+workdir = "/app"
+"#,
+        image = image.0
+    );
+    std::fs::write(dir.path().join("kiln.toml"), manifest).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    std::fs::write(
+        dir.path().join("tests/smoke.py"),
+        "import os, sys\nimport kiln_demo_lib\nprint('smoke: kiln-demo-lib', kiln_demo_lib.__version__)\nif os.path.exists('tests/fail'):\n    sys.exit('smoke test failed on purpose')\n",
+    )
+    .unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["config", "user.name", "kiln test"]);
+    git(
+        dir.path(),
+        &["config", "user.email", "kiln-test@example.invalid"],
+    );
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "project"]);
+    dir
+}
+
+/// The whole lifecycle for one package manager.
+fn lifecycle(manager: &str, lock: &str, pinned_line: impl Fn(&str) -> String, python: &str) {
+    let index = PyIndex::start();
+    index.publish(LIB, "1.0.0", &[]);
+    let image = Image::new(&format!("lifecycle-{manager}"));
+    let dir = project(manager, &index, &image);
+    let d = dir.path();
+
+    // 1. The first refresh writes a lock pinning 1.0.0.
+    let run = kiln(d, &["refresh"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("smoke: kiln-demo-lib 1.0.0"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        read(d, lock).contains(&pinned_line("1.0.0")),
+        "{}",
+        read(d, lock)
+    );
+    assert!(
+        run.stdout.contains(&format!("{lock} (1 added)")),
+        "{}",
+        run.stdout
+    );
+    git(d, &["add", lock]);
+    git(d, &["commit", "-q", "-m", "lock"]);
+
+    // 2. 1.1.0 is published: refresh --commit moves the lock and commits only the lock.
+    index.publish(LIB, "1.1.0", &[]);
+    std::fs::write(d.join("unrelated.txt"), "staged, not kiln's\n").unwrap();
+    git(d, &["add", "unrelated.txt"]);
+    let run = kiln(d, &["refresh", "--commit"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("kiln-demo-lib 1.0.0 → 1.1.0"),
+        "{}",
+        run.stdout
+    );
+    assert!(read(d, lock).contains(&pinned_line("1.1.0")));
+    assert_eq!(
+        git(d, &["show", "--name-only", "--format=", "HEAD"]).trim(),
+        lock
+    );
+    let message = git(d, &["log", "-1", "--format=%B"]);
+    assert!(message.contains("kiln-demo-lib 1.0.0 → 1.1.0"), "{message}");
+    assert_eq!(
+        git(d, &["status", "--porcelain"]).trim(),
+        "A  unrelated.txt",
+        "the user's staged file stays staged and uncommitted"
+    );
+    git(d, &["reset", "-q", "unrelated.txt"]);
+    std::fs::remove_file(d.join("unrelated.txt")).unwrap();
+
+    // 3. 1.2.0 is published; a pinned build still installs 1.1.0, and records kiln.lock.
+    index.publish(LIB, "1.2.0", &[]);
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        image.python(
+            python,
+            "import kiln_demo_lib; print(kiln_demo_lib.__version__)"
+        ),
+        "1.1.0"
+    );
+    let kiln_lock = read(d, "kiln.lock");
+    assert!(
+        kiln_lock.contains(&format!("image = \"docker.io/{}\"", image.0)),
+        "{kiln_lock}"
+    );
+    git(d, &["add", "kiln.lock"]);
+    git(d, &["commit", "-q", "-m", "kiln.lock"]);
+    // Nothing changed: no work.
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("up to date"), "{}", run.stdout);
+    assert!(
+        !run.stderr.contains("==>"),
+        "nothing solved: {}",
+        run.stderr
+    );
+
+    // 4. A failing smoke test leaves the lock, kiln.lock and git untouched.
+    std::fs::write(d.join("tests/fail"), "").unwrap();
+    let head = git(d, &["rev-parse", "HEAD"]);
+    let (lock_before, kiln_before) = (read(d, lock), read(d, "kiln.lock"));
+    let run = kiln(d, &["refresh", "--commit"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("smoke test failed on purpose"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read(d, lock), lock_before);
+    assert_eq!(read(d, "kiln.lock"), kiln_before);
+    assert_eq!(git(d, &["rev-parse", "HEAD"]), head);
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 1, "a failing smoke test fails the build");
+    assert_eq!(read(d, "kiln.lock"), kiln_before);
+    std::fs::remove_file(d.join("tests/fail")).unwrap();
+
+    // 5. A lock file with uncommitted edits is never overwritten.
+    let edited = format!("{lock_before}# my edit\n");
+    std::fs::write(d.join(lock), &edited).unwrap();
+    let run = kiln(d, &["refresh"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("uncommitted edits"), "{}", run.stderr);
+    assert_eq!(read(d, lock), edited);
+    git(d, &["checkout", "-q", lock]);
+
+    // 6. Killed between writing the new lock and renaming it over the old: the old lock is
+    // whole, and the half-done file is not the lock.
+    let marker = d.join("paused");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["refresh", "--progress", "plain"])
+        .current_dir(d)
+        .env("KILN_TEST_PAUSE_BEFORE_RENAME", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kiln ended before the rename hook"
+        );
+        assert!(start.elapsed() < Duration::from_secs(300), "no rename hook");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(read(d, lock), lock_before, "the lock is the old one, whole");
+}
+
+#[test]
+fn uv_refresh_commit_pinned_build_and_safety() {
+    lifecycle(
+        "uv",
+        "uv.lock",
+        |v| format!("name = \"kiln-demo-lib\"\nversion = \"{v}\""),
+        "/app/.venv/bin/python",
+    );
+}
+
+#[test]
+fn pip_refresh_commit_pinned_build_and_safety() {
+    lifecycle(
+        "pip",
+        "requirements.txt",
+        |v| format!("kiln-demo-lib=={v}"),
+        "/opt/venv/bin/python",
+    );
+}
