@@ -1,5 +1,9 @@
 //! Project automation, run as `cargo xtask <task>` (see matklad/cargo-xtask).
 //!
+//! - `build`: the main job on a fresh machine: install what is missing, start the engine,
+//!   make the base image from Debian packages, then `kiln refresh` (only for a missing lock)
+//!   and `kiln build` of `manifests/examples.toml` with the `debian` profile, and run the
+//!   images.
 //! - `test`: what CI runs: formatting, clippy, and the whole test suite.
 //! - `bench [plan|engine|rebuild|context|all]`: the benchmarks and their goals (default all):
 //!   planning a 1,000-target manifest; a cached rebuild against `docker build` on the same
@@ -15,10 +19,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("build") => build(&args[1..]),
         Some("bench") => bench::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|all]"
+                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|all]"
             );
             return ExitCode::from(2);
         }
@@ -59,6 +64,47 @@ pub fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(),
     } else {
         Err(format!("`{program} {}` failed: {status}", args.join(" ")))
     }
+}
+
+/// The examples and the lock file each one needs before a pinned build.
+const EXAMPLES: &[(&str, Option<&str>)] = &[
+    ("hello", None),
+    ("uv-app", Some("examples/uv-app/uv.lock")),
+    ("pip-app", Some("examples/pip-app/requirements.txt")),
+];
+
+fn build(extra: &[String]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    run(&cargo, &["build", "--quiet", "-p", "kiln-cli"])?;
+    let kiln = root().join("target/debug/kiln");
+    let kiln_s = kiln.to_str().expect("UTF-8 path");
+    env::up(&kiln)?;
+    let manifest = ["-f", "manifests/examples.toml", "--profile", "debian"];
+    let missing: Vec<&str> = EXAMPLES
+        .iter()
+        .filter(|(_, lock)| lock.is_some_and(|l| !root().join(l).exists()))
+        .map(|(name, _)| *name)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("build: no lock yet for {}: refreshing", missing.join(", "));
+        let mut args = vec!["refresh"];
+        args.extend(manifest);
+        args.extend(&missing);
+        run(kiln_s, &args)?;
+    }
+    let mut args = vec!["build"];
+    args.extend(manifest);
+    args.extend(extra.iter().map(String::as_str));
+    run(kiln_s, &args)?;
+    for (name, _) in EXAMPLES {
+        let image = format!("kiln-examples/{name}:dev");
+        run("docker", &["run", "--rm", "--network", "none", &image])?;
+    }
+    eprintln!(
+        "build: done. Set up: Debian packages as needed, the engine (`kiln engine status`), the \
+         base image kiln-base/debian-python:bookworm; built and ran the images kiln-examples/{{hello,uv-app,pip-app}}:dev"
+    );
+    Ok(())
 }
 
 fn test(extra: &[String]) -> Result<(), String> {

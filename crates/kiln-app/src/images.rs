@@ -275,7 +275,20 @@ fn up_to_date(
 
 /// `path` relative to the working directory, for messages.
 pub(crate) fn relative(settings: &Settings, path: &Path) -> PathBuf {
-    path.strip_prefix(&settings.cwd)
+    let path = path
+        .strip_prefix(&settings.cwd)
         .map(Path::to_path_buf)
-        .unwrap_or_else(|_| path.to_path_buf())
+        .unwrap_or_else(|_| path.to_path_buf());
+    // `manifests/../examples/x` → `examples/x`.
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
