@@ -102,6 +102,18 @@ pub struct Session {
     transfer: Arc<Mutex<Transfer>>,
 }
 
+/// Flow control on the session connection, where the daemon is the h2 client. h2 (0.4.16 and
+/// later) closes a connection with `GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames"` once the
+/// small (< 256 byte) DATA frames it holds unread cost more than a budget of half the connection
+/// window (the daemon then fails the build with "transport is closing"). fsutil's sender, in
+/// the local exporter's FileSend, sends one STAT per file and one tiny end-of-file DATA packet
+/// per file, each a separate frame, as fast as the stream window lets it, faster than any
+/// receiver creates files; so a full stream window of them must fit in the budget. The
+/// smallest packet is about 10 bytes and costs about 250, so the connection window is 64 times
+/// the stream window: the budget (32 MiB) covers a full 1 MiB stream window of such frames.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 64 * STREAM_WINDOW;
+
 const METHODS: &[&str] = &[
     "/grpc.health.v1.Health/Check",
     "/moby.filesync.v1.FileSync/DiffCopy",
@@ -219,6 +231,8 @@ impl Session {
         let (tx, rx) = oneshot::channel::<()>();
         let max = crate::client::MAX_MESSAGE;
         let router = tonic::transport::Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health_server::HealthServer::new(Services(shared.clone())))
             .add_service(
                 file_sync_server::FileSyncServer::new(Services(shared.clone()))

@@ -1,0 +1,92 @@
+//! Exporting a target's filesystem to a directory (`BuildOptions::output`) against the real
+//! engine: BuildKit's `local` exporter sends the whole base image, about 300 MB, to kiln's
+//! FileSend session service. The CLI has no flag for it, so this calls the library.
+
+use std::path::Path;
+use std::time::Instant;
+
+const BASE: &str = "kiln-base/debian-python:bookworm";
+
+/// Bytes in regular files under `dir` (not following symlinks), and how many there are.
+fn tree_size(dir: &Path) -> (u64, usize) {
+    let mut total = (0, 0);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = path.symlink_metadata().unwrap();
+        if meta.is_dir() {
+            let (bytes, files) = tree_size(&path);
+            total = (total.0 + bytes, total.1 + files);
+        } else if meta.is_file() {
+            total = (total.0 + meta.len(), total.1 + 1);
+        }
+    }
+    total
+}
+
+#[test]
+fn exports_a_whole_root_filesystem_to_a_directory() {
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    // A new target name per run: the daemon keeps each target's context under its name.
+    let target = format!("rootfs-{unique}");
+    let stamp = format!("exported by kiln {unique}\n");
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("kiln.toml"),
+        format!(
+            "version = 1\n[target.{target}]\nfrom = \"{BASE}\"\ncopy = [{{ src = \"stamp.txt\", dest = \"/etc/kiln-stamp\" }}]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(project.path().join("stamp.txt"), &stamp).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("rootfs");
+
+    let settings = kiln_app::Settings {
+        cwd: project.path().to_path_buf(),
+        env: std::env::vars()
+            .filter(|(k, _)| k != "DOCKER_HOST")
+            .collect(),
+        ..kiln_app::Settings::default()
+    };
+    let options = kiln_app::BuildOptions {
+        targets: vec![target.clone()],
+        output: Some(dest.clone()),
+        ..kiln_app::BuildOptions::default()
+    };
+    let start = Instant::now();
+    let built = kiln_app::build(&settings, &options, &mut |_| {}).expect("build and export");
+    let elapsed = start.elapsed();
+    assert_eq!(built.len(), 1);
+    assert_eq!(built[0].target, target);
+    assert_eq!(built[0].output.as_deref(), Some(dest.as_path()));
+
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/kiln-stamp")).unwrap(),
+        stamp
+    );
+    let python = dest.join("usr/bin/python3");
+    assert!(
+        python.symlink_metadata().is_ok(),
+        "{} is missing",
+        python.display()
+    );
+    assert!(
+        python.metadata().unwrap().len() > 1_000_000,
+        "the interpreter arrived whole (following its symlink)"
+    );
+    let (bytes, files) = tree_size(&dest);
+    eprintln!(
+        "exported {files} files, {:.0} MB, in {:.1} s (build and export)",
+        bytes as f64 / 1e6,
+        elapsed.as_secs_f64()
+    );
+    assert!(files > 1000, "only {files} files exported");
+    assert!(bytes > 100_000_000, "only {bytes} bytes exported");
+}
