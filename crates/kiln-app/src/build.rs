@@ -1,9 +1,8 @@
 //! `kiln build`: resolve the base images' configs, then solve every selected target on
 //! BuildKit in DAG order (independent targets concurrently) — its smoke test first when it has
 //! one, then its image, loaded into the Docker Engine's image store under the target's `image`
-//! name with its image config (base config with the manifest's `config` over it). `BuildOptions::output` exports to a directory through the local
-//! exporter instead; the CLI does not offer it yet because that transfer still stalls on large
-//! filesystems against Docker 20.10.
+//! name with its image config (base config with the manifest's `config` over it), or exported
+//! to a directory with the local exporter (`BuildOptions::output`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

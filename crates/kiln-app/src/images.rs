@@ -147,7 +147,7 @@ pub fn build_images(
     let engine = docker_api(settings)?;
 
     let mut out = String::new();
-    if options.goal == Goal::Image && !options.force {
+    if options.goal == Goal::Image && !options.force && options.output.is_none() {
         let fresh: Vec<&String> = selected
             .iter()
             .filter(|t| up_to_date(t, &loaded, &lock, &inputs, engine.as_ref()))

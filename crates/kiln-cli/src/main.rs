@@ -74,6 +74,10 @@ enum Command {
         /// Solve even targets that kiln.lock says are up to date.
         #[arg(long)]
         force: bool,
+        /// Export the filesystem to DIR (DIR/TARGET with several targets) instead of loading
+        /// an image; works on any builder.
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -164,10 +168,12 @@ fn main() -> ExitCode {
             targets,
             progress,
             force,
+            output,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
                 force,
+                output: output.map(|dir| settings.cwd.join(dir)),
                 ..kiln_app::BuildOptions::default()
             };
             kiln_app::build_images(&settings, &options, show)
