@@ -15,7 +15,7 @@ mod tests;
 pub use filter::Filter;
 pub use receive::{ReceiveStats, receive};
 pub use send::{CHUNK_SIZE, SendStats, send};
-pub use walk::{Entry, go_mode, make_stat, mode, walk};
+pub use walk::{Entry, content_mod_time, go_mode, make_stat, mode, walk};
 
 use std::path::{Path, PathBuf};
 

@@ -135,7 +135,10 @@ fn walk_mode_bits() {
     assert!(f.is_requestable());
     assert_eq!(l.stat.mode & mode::TYPE, 1 << 27);
     assert_eq!(l.stat.linkname, "f");
-    assert_eq!(l.stat.size, 0);
+    assert_eq!(
+        l.stat.size, 1,
+        "a symlink's size is its target's length, as in fsutil"
+    );
     assert!(!l.is_requestable());
     assert!(!d.is_requestable());
     assert_eq!(x.stat.mode, 0o755);
@@ -157,7 +160,45 @@ fn walk_mode_bits() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64;
-    assert_eq!(f.stat.mod_time, ns);
+    // Whole seconds are the file's; the nanoseconds come from its content.
+    assert_eq!(
+        f.stat.mod_time.div_euclid(1_000_000_000),
+        ns.div_euclid(1_000_000_000)
+    );
+    assert_eq!(f.stat.mod_time, crate::content_mod_time(&f.abs, ns));
+}
+
+/// The daemon re-requests a file only when its size, mtime, mode or owner differ from its
+/// copy; a content change that keeps size and mtime must still change what is announced, and
+/// unchanged content must announce the same value every time.
+#[test]
+fn content_change_with_the_same_size_and_mtime_changes_the_announced_mtime() {
+    let t = tempfile::tempdir().unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+    let set = |content: &[u8]| {
+        write(t.path(), "stamp.txt", content);
+        fs::File::options()
+            .write(true)
+            .open(t.path().join("stamp.txt"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        walk(t.path(), &Filter::default()).unwrap()[0].stat.clone()
+    };
+    let first = set(b"run-1");
+    let second = set(b"run-2");
+    let again = set(b"run-1");
+    assert_eq!(first.size, second.size);
+    assert_ne!(
+        first.mod_time, second.mod_time,
+        "same size and mtime, new content"
+    );
+    assert_eq!(
+        first.mod_time, again.mod_time,
+        "same content, same announcement"
+    );
+    assert_eq!(first.mod_time / 1_000_000_000, 1_700_000_000);
+    assert_eq!(second.mod_time / 1_000_000_000, 1_700_000_000);
 }
 
 #[test]

@@ -106,8 +106,12 @@ fn dev_major_minor(dev: u64) -> (i64, i64) {
     (major as i64, minor as i64)
 }
 
-/// The [`Stat`] fsutil's sender announces for `abs` (already `lstat`ed as `meta`), named `rel`.
-/// Owner is always 0:0 so cache keys don't depend on who uploads.
+/// Nanoseconds per second.
+const NANOS: i64 = 1_000_000_000;
+
+/// The [`Stat`] kiln announces for `abs` (already `lstat`ed as `meta`), named `rel`: fsutil's
+/// `mkstat`, except that owner is always 0:0 (so cache keys don't depend on who uploads) and a
+/// regular file's `mod_time` carries its content (see [`content_mod_time`]).
 pub fn make_stat(abs: &Path, rel: &str, meta: &Metadata) -> Result<Stat, Error> {
     let mode = go_mode(meta);
     let ft = meta.file_type();
@@ -130,13 +134,66 @@ pub fn make_stat(abs: &Path, rel: &str, meta: &Metadata) -> Result<Stat, Error> 
             .to_str()
             .ok_or_else(|| Error::NonUtf8Path(abs.to_path_buf()))?
             .to_string();
+        // As fsutil: a symlink's size is its target's length (what the daemon's copy lstats
+        // to, so an unchanged link is not rewritten on every build).
+        stat.size = i64::try_from(meta.len()).unwrap_or(i64::MAX);
     } else if !ft.is_dir() {
         stat.size = i64::try_from(meta.len()).unwrap_or(i64::MAX);
+    }
+    if ft.is_file() {
+        stat.mod_time = content_mod_time(abs, mod_time);
     }
     if ft.is_block_device() || ft.is_char_device() {
         (stat.devmajor, stat.devminor) = dev_major_minor(meta.rdev());
     }
     Ok(stat)
+}
+
+/// A regular file's announced `mod_time`: its mtime's whole seconds, plus sub-second
+/// nanoseconds taken from a SHA-256 of its content (instead of the real ones).
+///
+/// Why: the daemon (fsutil's receiver, BuildKit v0.8 and later alike) keeps a copy of each
+/// context per shared key and name and requests only the files whose size, mtime, mode,
+/// owner or link target differ from that copy; it never looks at content. A file rewritten
+/// with the same size and the same mtime (`touch -d`, `cp -p`, `rsync -t`, tar/zip extraction,
+/// fixed-mtime generators, two writes in one clock tick or on a coarse-timestamp filesystem)
+/// would be skipped, and the image would get the old bytes for as long as that copy lives.
+/// With the content in the nanoseconds, any content change changes the announced mtime
+/// (barring a 1 in 10^9 collision), while unchanged files announce the same value on every
+/// build and every machine, so incremental transfer and reproducible layers are kept. Whole
+/// seconds stay real (what `make`, Python's `.pyc` checks and tar without PAX see). A file that
+/// cannot be read keeps its real mtime (reading it fails later, when its content is requested).
+pub fn content_mod_time(abs: &Path, mod_time: i64) -> i64 {
+    match content_digest(abs) {
+        Ok(digest) => {
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            let nanos = (u64::from_be_bytes(first) % NANOS as u64) as i64;
+            mod_time
+                .div_euclid(NANOS)
+                .saturating_mul(NANOS)
+                .saturating_add(nanos)
+        }
+        Err(_) => mod_time,
+    }
+}
+
+fn content_digest(abs: &Path) -> io::Result<[u8; 32]> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(abs)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
 }
 
 /// A directory being walked.
