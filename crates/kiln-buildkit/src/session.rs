@@ -303,6 +303,86 @@ fn packets(rx: mpsc::Receiver<Packet>) -> PacketStream {
     Box::pin(ReceiverStream::new(rx).map(Ok))
 }
 
+/// `KILN_RECORD_FSUTIL=<dir>`: a debugging and fixture-recording aid. When set, every
+/// DiffCopy stream of this process (FileSync, the context upload, and FileSend, the local
+/// exporter) is copied to two files in `<dir>`, one per direction:
+/// `<service>-<dir-name>-<n>.daemon-to-kiln.bin` and `….kiln-to-daemon.bin`, where
+/// `<service>` is `filesync` or `filesend`, `<dir-name>` the context's name (`output` for
+/// FileSend) and `<n>` counts the streams of this process from 1. Each file is a sequence of
+/// packets as they travel in the gRPC messages (protobuf-encoded `fsutil.types.Packet`), each
+/// preceded by its length as a 4-byte big-endian integer. The fixtures of
+/// `crates/kiln-fsutil/tests/fixtures/` are recorded this way (see its README).
+pub const RECORD_ENV: &str = "KILN_RECORD_FSUTIL";
+
+/// One direction of a recorded stream.
+#[derive(Clone)]
+struct Recording(Arc<Mutex<std::fs::File>>);
+
+impl Recording {
+    /// The two files of a new recording (daemon to kiln, kiln to daemon), when
+    /// [`RECORD_ENV`] is set and they can be created.
+    fn start(service: &str, name: &str) -> Option<(Recording, Recording)> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static STREAMS: AtomicU64 = AtomicU64::new(0);
+        let dir = PathBuf::from(std::env::var_os(RECORD_ENV)?);
+        let n = STREAMS.fetch_add(1, Ordering::Relaxed) + 1;
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let open = |direction: &str| {
+            let path = dir.join(format!("{service}-{name}-{n}.{direction}.bin"));
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::File::create(&path))
+                .map(|f| Recording(Arc::new(Mutex::new(f))))
+                .map_err(|e| eprintln!("{RECORD_ENV}: {}: {e}", path.display()))
+                .ok()
+        };
+        Some((open("daemon-to-kiln")?, open("kiln-to-daemon")?))
+    }
+
+    fn write(&self, packet: &Packet) {
+        use prost::Message as _;
+        use std::io::Write as _;
+        let body = packet.encode_to_vec();
+        let mut record = (body.len() as u32).to_be_bytes().to_vec();
+        record.extend_from_slice(&body);
+        let _ = self.0.lock().expect("recording lock").write_all(&record);
+    }
+}
+
+/// The incoming packets, copied to `recording` as they are read.
+fn record_incoming<S>(incoming: S, recording: Option<Recording>) -> PacketStream
+where
+    S: Stream<Item = Result<Packet, Status>> + Send + 'static,
+{
+    match recording {
+        None => Box::pin(incoming),
+        Some(r) => Box::pin(incoming.inspect(move |p| {
+            if let Ok(p) = p {
+                r.write(p);
+            }
+        })),
+    }
+}
+
+/// The outgoing packets, copied to `recording` as they leave.
+fn record_outgoing(rx: mpsc::Receiver<Packet>, recording: Option<Recording>) -> PacketStream {
+    match recording {
+        None => packets(rx),
+        Some(r) => Box::pin(ReceiverStream::new(rx).map(move |p| {
+            r.write(&p);
+            Ok(p)
+        })),
+    }
+}
+
 #[tonic::async_trait]
 impl health_server::Health for Services {
     async fn check(
@@ -340,7 +420,8 @@ impl file_sync_server::FileSync for Services {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(format!("reading {}: {e}", dir.path.display())))?;
-        let incoming = request.into_inner();
+        let (from_daemon, to_daemon) = Recording::start("filesync", &name).unzip();
+        let incoming = record_incoming(request.into_inner(), from_daemon);
         let (tx, rx) = mpsc::channel(64);
         let transfer = self.0.transfer.clone();
         tokio::spawn(async move {
@@ -351,7 +432,7 @@ impl file_sync_server::FileSync for Services {
                 t.bytes += stats.bytes_sent;
             }
         });
-        Ok(Response::new(packets(rx)))
+        Ok(Response::new(record_outgoing(rx, to_daemon)))
     }
 }
 
@@ -370,12 +451,13 @@ impl file_send_server::FileSend for Services {
         };
         std::fs::create_dir_all(&dest)
             .map_err(|e| Status::internal(format!("create {}: {e}", dest.display())))?;
-        let incoming = request.into_inner();
+        let (from_daemon, to_daemon) = Recording::start("filesend", "output").unzip();
+        let incoming = record_incoming(request.into_inner(), from_daemon);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let _ = kiln_fsutil::receive(&dest, tx, incoming).await;
         });
-        Ok(Response::new(packets(rx)))
+        Ok(Response::new(record_outgoing(rx, to_daemon)))
     }
 }
 
