@@ -35,11 +35,27 @@ const PIP: ManagerSpec = ManagerSpec {
     cache_dir: Some("/root/.cache/pip"),
 };
 
+/// Poetry's default home for project venvs is under its cache dir, which kiln mounts as a cache:
+/// the installed packages would never reach the image. So the venv goes into the project
+/// (`<dir>/.venv`, as uv's does), and the venv path points away from the cache mount so that a
+/// venv left there by another build is never picked up. Either stays overridable by build-env.
+macro_rules! poetry_venv_in_project {
+    () => {
+        "export POETRY_VIRTUALENVS_IN_PROJECT=\"${POETRY_VIRTUALENVS_IN_PROJECT:-true}\" POETRY_VIRTUALENVS_PATH=\"${POETRY_VIRTUALENVS_PATH:-/opt/kiln/poetry-venvs}\" && "
+    };
+}
+
 const POETRY: ManagerSpec = ManagerSpec {
     manager: Manager::Poetry,
     setup: "command -v poetry >/dev/null 2>&1 || { python3 -m venv /opt/kiln/poetry && /opt/kiln/poetry/bin/pip install --quiet --disable-pip-version-check poetry && ln -sf /opt/kiln/poetry/bin/poetry /usr/local/bin/poetry; }",
-    refresh: "poetry update --no-interaction && poetry install --no-interaction --no-root",
-    install: "poetry check --lock --no-interaction && poetry install --no-interaction --no-root",
+    refresh: concat!(
+        poetry_venv_in_project!(),
+        "poetry update --no-interaction && poetry install --no-interaction --no-root"
+    ),
+    install: concat!(
+        poetry_venv_in_project!(),
+        "poetry check --lock --no-interaction && poetry install --no-interaction --no-root"
+    ),
     cache_dir: Some("/root/.cache/pypoetry"),
 };
 

@@ -1,0 +1,127 @@
+//! Driving the `kiln` binary against a throwaway git repository, and looking inside the images
+//! it builds: what the real-engine tests share.
+//!
+//! ```ignore
+//! #[path = "support/project.rs"]
+//! mod project;
+//!
+//! let image = project::Image::new("app");
+//! let repo = project::repo(&[("kiln.toml", &manifest), ("tests/smoke.py", "…")]);
+//! let run = project::kiln(repo.path(), &["build"]);
+//! assert_eq!(image.run(&["python3", "-c", "print(1)"]), "1");
+//! ```
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// What one `kiln` invocation did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `kiln ARGS --progress plain` in `dir` against the local Docker Engine.
+pub fn kiln(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .args(["--progress", "plain"])
+        .current_dir(dir)
+        .env_remove("DOCKER_HOST")
+        .env_remove("BUILDKIT_HOST")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kiln");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `git ARGS` in `dir`; panics with git's stderr when it fails. Returns stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The file's text, or "" when it does not exist.
+pub fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
+}
+
+/// Write `files` (path relative to the repository, text) into a new git repository on
+/// branch `main` and commit them.
+pub fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let d = dir.path();
+    git(d, &["init", "-q", "-b", "main"]);
+    git(d, &["config", "user.name", "kiln test"]);
+    git(d, &["config", "user.email", "kiln-test@example.invalid"]);
+    git(d, &["add", "."]);
+    git(d, &["commit", "-q", "-m", "project"]);
+    dir
+}
+
+/// A unique image name, removed at the end.
+pub struct Image(pub String);
+
+impl Image {
+    pub fn new(name: &str) -> Image {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        Image(format!("kiln-test/{name}:{}-{nanos}", std::process::id()))
+    }
+
+    /// What `COMMAND` prints when run in the image (no network, the image's workdir); panics
+    /// when it fails.
+    pub fn run(&self, command: &[&str]) -> String {
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--network", "none", &self.0])
+            .args(command)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command:?} in {}: {}",
+            self.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
