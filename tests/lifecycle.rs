@@ -256,7 +256,7 @@ fn lifecycle(manager: &str, lock: &str, pinned_line: impl Fn(&str) -> String, py
     let head = git(d, &["rev-parse", "HEAD"]);
     let (lock_before, kiln_before) = (read(d, lock), read(d, "kiln.lock"));
     let run = kiln(d, &["refresh", "--commit"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("smoke test failed on purpose"),
         "{}",

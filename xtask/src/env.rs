@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // The lock tests: git repositories, and a venv on the host for the package index test.
     ("command -v git", "git"),
     ("python3 -c 'import venv, ensurepip'", "python3-venv"),
+    // The registry tests: a real registry on 127.0.0.1:5000.
+    ("command -v docker-registry", "docker-registry"),
 ];
 
 fn have(check: &str) -> bool {
@@ -156,9 +158,89 @@ fn base_image() -> Result<(), String> {
     )
 }
 
+/// The local registry the tests push to and pull from.
+pub const REGISTRY: &str = "127.0.0.1:5000";
+
+/// Names the base image is pushed under: kiln's own, and the Docker Hub name it stands in for
+/// (Debian bookworm's python3 is 3.11), which the `local` profiles map onto this registry.
+pub const REGISTRY_BASES: &[&str] = &[
+    "127.0.0.1:5000/kiln/debian-python:bookworm",
+    "127.0.0.1:5000/library/python:3.11-slim-bookworm",
+];
+
+fn registry_answers() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &REGISTRY.parse().expect("an address"),
+        std::time::Duration::from_millis(300),
+    )
+    .is_ok_and(|mut s| {
+        use std::io::{Read, Write};
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let mut answer = [0u8; 12];
+        s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_ok()
+            && s.read_exact(&mut answer).is_ok()
+            && answer.starts_with(b"HTTP/1.")
+    })
+}
+
+/// Debian's `docker-registry` serving on 127.0.0.1:5000 without auth, its data and log in the
+/// cache dir; started in its own process group so it outlives this command. Then the base
+/// image is pushed under [`REGISTRY_BASES`].
+fn registry() -> Result<(), String> {
+    if !registry_answers() {
+        let dir = cache_dir().join("registry");
+        std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {REGISTRY}\n",
+                dir.join("data").display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("registry.log")).map_err(|e| e.to_string())?;
+        eprintln!(
+            "env: starting docker-registry on {REGISTRY} (log {})",
+            dir.join("registry.log").display()
+        );
+        use std::os::unix::process::CommandExt;
+        Command::new("docker-registry")
+            .args(["serve", config.to_str().expect("UTF-8 path")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start docker-registry: {e}"))?;
+        let start = Instant::now();
+        while !registry_answers() {
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                return Err(format!(
+                    "docker-registry did not answer on {REGISTRY} within 20 s"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    for name in REGISTRY_BASES {
+        crate::run("docker", &["tag", BASE_IMAGE, name])?;
+        let push = Command::new("docker")
+            .args(["push", name])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run docker push: {e}"))?;
+        if !push.success() {
+            return Err(format!("docker push {name} failed"));
+        }
+    }
+    Ok(())
+}
+
 /// Everything the integration tests need; `kiln` is the binary that runs `engine up`.
 pub fn up(kiln: &Path) -> Result<(), String> {
     packages()?;
     engine(kiln)?;
-    base_image()
+    base_image()?;
+    registry()
 }

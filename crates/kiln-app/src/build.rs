@@ -49,6 +49,8 @@ pub struct BuildOptions {
     pub goal: Goal,
     /// Solve even what `kiln.lock` says is up to date.
     pub force: bool,
+    /// Push each image to its registry and record the pushed digest.
+    pub push: bool,
 }
 
 /// What happened to one target.
@@ -69,6 +71,8 @@ pub struct Built {
     /// The base image and the manifest digest the engine resolved it to (none for an image
     /// only in the engine's local store, or a `target:` base).
     pub base: Option<(String, Option<String>)>,
+    /// The manifest digest the image was pushed as (`BuildOptions::push`).
+    pub pushed: Option<String>,
 }
 
 /// Something to show while building.
@@ -110,6 +114,7 @@ pub fn build(
         config: session_config(settings, &loaded.manifest, &selected)?,
         entitlements: entitlements(&loaded.manifest, &selected),
         endpoint,
+        cwd: settings.cwd.clone(),
         loaded: &loaded,
         selected: &selected,
         options,
@@ -148,6 +153,7 @@ struct Job<'a> {
     config: SessionConfig,
     entitlements: Vec<String>,
     endpoint: Endpoint,
+    cwd: PathBuf,
     loaded: &'a Loaded,
     selected: &'a [String],
     options: &'a BuildOptions,
@@ -163,7 +169,18 @@ impl Job<'_> {
         let image_exporter = image_exporter(&client).await?;
         let (bases, digests) = self.resolve_bases(&client, &tx).await?;
         let manifest = &self.loaded.manifest;
-        let compiled = kiln_compile::compile(manifest, &self.loaded.graph, self.selected, &bases)?;
+        // Concurrent builds of other working trees must not share this tree's contexts.
+        let unique = {
+            use sha2::Digest;
+            hex::encode(&sha2::Sha256::digest(self.cwd.to_string_lossy().as_bytes())[..12])
+        };
+        let compiled = kiln_compile::compile(
+            manifest,
+            &self.loaded.graph,
+            self.selected,
+            &bases,
+            Some(&unique),
+        )?;
 
         let mut waiting: Vec<&CompiledTarget> = compiled.iter().collect();
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
@@ -194,7 +211,11 @@ impl Job<'_> {
             .filter_map(|t| built.remove(&t.name))
             .map(|mut b| {
                 if let Base::Image(reference) = &manifest.targets[&b.target].from {
-                    b.base = Some((reference.to_string(), digests.get(reference).cloned()));
+                    // kiln.lock keys bases by the reference as written (without a pin).
+                    b.base = Some((
+                        reference.without_digest().to_string(),
+                        digests.get(reference).cloned(),
+                    ));
                 }
                 b
             })
@@ -287,6 +308,7 @@ impl Job<'_> {
             .filter(|_| output.is_none())
             .map(|i| i.to_string());
         let mut image_id = None;
+        let mut pushed = None;
         let mut context = Transfer::default();
         if self.options.goal == Goal::Refresh {
             return self.refresh_target(client, target, tx).await;
@@ -314,10 +336,13 @@ impl Job<'_> {
             let stage = kind.as_str();
             let response = match (&image_name, exporting) {
                 (Some(image), true) => {
-                    request.exporter = Some((
-                        image_exporter.to_string(),
-                        BTreeMap::from([("name".to_string(), image.clone())]),
-                    ));
+                    let mut attrs = BTreeMap::from([("name".to_string(), image.clone())]);
+                    // buildkitd pushes from its image exporter; Docker's moby exporter cannot,
+                    // so there kiln pushes through the engine afterwards.
+                    if self.options.push && image_exporter == "image" {
+                        attrs.insert("push".to_string(), "true".to_string());
+                    }
+                    request.exporter = Some((image_exporter.to_string(), attrs));
                     let platform: kiln_llb::Platform = manifest_target
                         .platform
                         .parse()
@@ -361,7 +386,16 @@ impl Job<'_> {
             context.bytes += sent.bytes;
             session.close().await;
             if exporting {
-                image_id = response?.get("containerimage.digest").cloned();
+                let response = response?;
+                // moby: the digest is the image id; image: the manifest's, with the config's
+                // (the image id) beside it.
+                image_id = response
+                    .get("containerimage.config.digest")
+                    .or_else(|| response.get("containerimage.digest"))
+                    .cloned();
+                if self.options.push && image_exporter == "image" {
+                    pushed = response.get("containerimage.digest").cloned();
+                }
             } else {
                 response?;
             }
@@ -374,6 +408,7 @@ impl Job<'_> {
             context,
             locks: BTreeMap::new(),
             base: None,
+            pushed,
         })
     }
 
@@ -395,6 +430,7 @@ impl Job<'_> {
             context: Transfer::default(),
             locks: BTreeMap::new(),
             base: None,
+            pushed: None,
         };
         let Some(packages) = &manifest_target.packages else {
             return Ok(built);

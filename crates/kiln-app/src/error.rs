@@ -35,6 +35,9 @@ pub enum AppError {
     /// Interrupted (Ctrl-C): in-flight solves were cancelled.
     #[error("error: interrupted; the in-flight build was cancelled")]
     Interrupted,
+    /// `kiln check --locked` found drift; every problem is listed.
+    #[error("{0}")]
+    Locked(String),
     /// A bad command-line value the argument parser could not catch.
     #[error("error: {0}")]
     Usage(String),

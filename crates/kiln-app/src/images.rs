@@ -29,10 +29,10 @@ pub struct Inputs {
 }
 
 /// Where `kiln.lock` lives: next to the first manifest.
-pub fn kiln_lock_path(settings: &Settings, loaded: &Loaded) -> PathBuf {
-    let first = loaded.files.first().map(PathBuf::as_path);
+pub fn kiln_lock_path(cwd: &Path, files: &[PathBuf]) -> PathBuf {
+    let first = files.first().map(PathBuf::as_path);
     let dir = first.and_then(Path::parent).unwrap_or(Path::new(""));
-    settings.cwd.join(dir).join("kiln.lock")
+    cwd.join(dir).join("kiln.lock")
 }
 
 /// `kiln.lock` as committed, or an empty one when there is none yet.
@@ -80,7 +80,7 @@ pub fn inputs(
             pinned &= dep.pinned;
         }
         if let Base::Image(reference) = &manifest_target.from {
-            let name = reference.to_string();
+            let name = reference.without_digest().to_string();
             match lock.base(&name) {
                 Some(base) if base.digest.is_some() || base.image_id.is_some() => {
                     h.update(format!(
@@ -141,13 +141,15 @@ pub fn build_images(
 ) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
     let (selected, compiled) = loaded.compile(&options.targets)?;
-    let lock_path = kiln_lock_path(settings, &loaded);
-    let lock = read_kiln_lock(&lock_path)?;
+    let lock_path = loaded.lock_path.clone();
+    let lock = loaded.lock.clone();
     let inputs = inputs(settings, &loaded, &compiled, &lock)?;
     let engine = docker_api(settings)?;
 
     let mut out = String::new();
-    if options.goal == Goal::Image && !options.force && options.output.is_none() {
+    // With --push, images are pushed even when up to date (a push of what the registry has is
+    // cheap, and the recorded digest is verified again).
+    if options.goal == Goal::Image && !options.force && !options.push && options.output.is_none() {
         let fresh: Vec<&String> = selected
             .iter()
             .filter(|t| up_to_date(t, &loaded, &lock, &inputs, engine.as_ref()))
@@ -181,6 +183,12 @@ pub fn build_images(
             )),
         }
     }
+    // A failed push stops here: kiln.lock records nothing.
+    let pushed = if options.push && options.output.is_none() {
+        push_all(settings, &built, engine.as_ref(), &mut out)?
+    } else {
+        BTreeMap::new()
+    };
     if options.goal == Goal::Image && options.output.is_none() {
         let mut lock = lock;
         for b in &built {
@@ -189,9 +197,12 @@ pub fn build_images(
                     .as_ref()
                     .and_then(|api| api.image(reference).ok().flatten())
                     .map(|i| i.id);
+                // A pin made by `kiln pin` stays; a build only fills in what is unknown.
+                let pinned = lock.base(reference).cloned().unwrap_or_default();
                 lock.set_base(kiln_lock::Base {
                     reference: reference.clone(),
-                    digest: digest.clone(),
+                    digest: pinned.digest.or_else(|| digest.clone()),
+                    platform_digest: pinned.platform_digest,
                     image_id,
                 });
             }
@@ -199,15 +210,17 @@ pub fn build_images(
         // Inputs again: the bases just pinned are part of them.
         let inputs = self::inputs(settings, &loaded, &compiled, &lock)?;
         for b in &built {
-            let pushed = lock.target(&b.target).and_then(|t| t.digest.clone());
+            let before = lock.target(&b.target);
+            // A new image id means a new image: an old push digest no longer describes it.
+            let kept = before
+                .filter(|t| t.image_id == b.image_id)
+                .and_then(|t| t.digest.clone());
+            let digest = pushed.get(&b.target).cloned().or(kept);
             lock.set_target(kiln_lock::Target {
                 name: b.target.clone(),
                 image: b.image.clone(),
                 image_id: b.image_id.clone(),
-                // A new image id means a new image: an old push digest no longer describes it.
-                digest: pushed.filter(|_| {
-                    lock.target(&b.target).and_then(|t| t.image_id.as_ref()) == b.image_id.as_ref()
-                }),
+                digest,
                 inputs: inputs[&b.target].hash.clone(),
             });
         }
@@ -227,6 +240,80 @@ pub fn build_images(
         }
     }
     Ok(out)
+}
+
+/// Push every built image (through the engine on Docker; buildkitd already pushed from its
+/// exporter), then check the registry reports the same digest for the tag. Returns the pushed
+/// digest per target.
+fn push_all(
+    settings: &Settings,
+    built: &[crate::Built],
+    engine: Option<&kiln_docker::Api>,
+    out: &mut String,
+) -> Result<BTreeMap<String, String>, AppError> {
+    let access = crate::pin::Access::new(settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
+    let mut pushed = BTreeMap::new();
+    for b in built {
+        let Some(image) = &b.image else { continue };
+        let reference = kiln_reference::Reference::parse(image)
+            .map_err(|e| AppError::Build(format!("{}: {e}", b.target)))?;
+        let digest = match (&b.pushed, engine) {
+            (Some(digest), _) => digest.clone(),
+            (None, Some(api)) => push_with_retry(api, image, &access.auth_header(&reference)?)?,
+            (None, None) => {
+                return Err(AppError::Build(format!(
+                    "{}: the builder did not push {image}",
+                    b.target
+                )));
+            }
+        };
+        let registry = access.registry(&reference)?;
+        let reported = runtime
+            .block_on(registry.tag_digest(&reference))
+            .map_err(|e| AppError::Build(format!("push of {image}: {e}")))?;
+        if reported != digest {
+            return Err(AppError::Build(format!(
+                "push of {image}: the engine reported {digest} but the registry has {reported} for the tag"
+            )));
+        }
+        out.push_str(&format!("{}: pushed {image}@{digest}\n", b.target));
+        pushed.insert(b.target.clone(), digest);
+    }
+    Ok(pushed)
+}
+
+/// `docker push` through the engine, retried (1 s, 2 s) on errors that may pass: the engine
+/// or registry unreachable, 5xx. A refusal (401/403, denied) is not retried.
+fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<String, AppError> {
+    let mut delay = std::time::Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        let error = match api.push(image, auth) {
+            Ok(digest) => return Ok(digest),
+            Err(e) => e.to_string(),
+        };
+        let lower = error.to_lowercase();
+        let refused = ["denied", "unauthorized", "401", "403", "does not exist"]
+            .iter()
+            .any(|s| lower.contains(s));
+        if refused || attempt == 3 {
+            let hint = if refused {
+                "\n  hint: log in with `docker login` (kiln reads ~/.docker/config.json)"
+            } else {
+                ""
+            };
+            return Err(AppError::Build(format!(
+                "push of {image} failed (attempt {attempt} of 3): {error}{hint}"
+            )));
+        }
+        std::thread::sleep(delay);
+        delay *= 2;
+        attempt += 1;
+    }
 }
 
 /// The Docker Engine API when the builder is a Docker Engine (to check and pin local images).
@@ -255,9 +342,13 @@ fn up_to_date(
     }
     // Every local base still the image that was pinned.
     if let Base::Image(reference) = &loaded.manifest.targets[target].from {
-        let name = reference.to_string();
+        let name = reference.without_digest().to_string();
         if let Some(pinned) = lock.base(&name).and_then(|b| b.image_id.clone()) {
-            let current = engine.image(&name).ok().flatten().map(|i| i.id);
+            let current = engine
+                .image(&reference.to_string())
+                .ok()
+                .flatten()
+                .map(|i| i.id);
             if current.as_deref() != Some(pinned.as_str()) {
                 return false;
             }

@@ -10,6 +10,7 @@ mod error;
 mod git;
 mod images;
 mod paths;
+mod pin;
 mod plan;
 mod progress;
 mod refresh;
@@ -21,6 +22,7 @@ pub use engine::{engine_down, engine_status, engine_up};
 pub use error::AppError;
 pub use images::{Inputs, build_images, kiln_lock_path};
 pub use kiln_graph::PackagesMode;
+pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use progress::{ProgressFormat, Renderer};
 pub use refresh::{RefreshOptions, refresh};
@@ -51,8 +53,12 @@ pub struct Settings {
 /// Manifests read, resolved and laid out as a graph.
 pub struct Loaded {
     pub files: Vec<PathBuf>,
+    /// Resolved, with the image references `kiln.lock` pins carrying their digest.
     pub manifest: Manifest,
     pub graph: Graph,
+    /// `kiln.lock` as committed (empty when there is none yet), and where it lives.
+    pub lock: kiln_lock::KilnLock,
+    pub lock_path: PathBuf,
 }
 
 impl Loaded {
@@ -68,6 +74,7 @@ impl Loaded {
             &self.graph,
             &selected,
             &kiln_compile::BaseConfigs::new(),
+            None,
         )?;
         Ok((selected, compiled))
     }
@@ -94,28 +101,148 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
         set: settings.set.iter().cloned().collect(),
         env: settings.env.clone(),
     };
-    let manifest = kiln_manifest::load(&sources, &options).map_err(AppError::Manifest)?;
+    let mut manifest = kiln_manifest::load(&sources, &options).map_err(AppError::Manifest)?;
     let graph = Graph::build(&manifest, mode).map_err(AppError::Graph)?;
+    let lock_path = images::kiln_lock_path(&settings.cwd, &files);
+    let lock = images::read_kiln_lock(&lock_path)?;
+    apply_pins(&mut manifest, &lock);
     Ok(Loaded {
         files,
         manifest,
         graph,
+        lock,
+        lock_path,
     })
+}
+
+/// Every image reference (bases and copy sources) that `kiln.lock` pins becomes
+/// `reference@digest`, so a moved tag changes nothing until `kiln pin --update`.
+fn apply_pins(manifest: &mut Manifest, lock: &kiln_lock::KilnLock) {
+    let pin = |reference: &mut kiln_reference::Reference| {
+        if reference.digest().is_none() {
+            if let Some(digest) = lock
+                .base(&reference.to_string())
+                .and_then(|b| b.digest.as_deref())
+            {
+                *reference = reference.with_digest(digest);
+            }
+        }
+    };
+    for target in manifest.targets.values_mut() {
+        if let kiln_manifest::Base::Image(reference) = &mut target.from {
+            pin(reference);
+        }
+        for copy in &mut target.copy {
+            if let kiln_manifest::CopySource::Image(reference) = &mut copy.from {
+                pin(reference);
+            }
+        }
+    }
 }
 
 /// `kiln check`: everything `load` checks, plus that every path the manifests name exists.
 /// Returns a one-line summary on success.
-pub fn check(settings: &Settings) -> Result<String, AppError> {
+pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
     let problems = paths::check_paths(&settings.cwd, &loaded.manifest);
     if !problems.is_empty() {
         return Err(AppError::Manifest(kiln_manifest::Diagnostics(problems)));
     }
+    if locked {
+        let problems = locked_problems(settings, &loaded)?;
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems.iter().map(|p| format!("error: {p}")).collect();
+            return Err(AppError::Locked(lines.join("\n")));
+        }
+    }
     let targets = loaded.manifest.targets.len();
     let files = loaded.files.len();
     Ok(format!(
-        "ok: {targets} target{} in {files} manifest{}",
+        "ok: {targets} target{} in {files} manifest{}{}",
         if targets == 1 { "" } else { "s" },
-        if files == 1 { "" } else { "s" }
+        if files == 1 { "" } else { "s" },
+        if locked {
+            ", every base pinned and every target as kiln.lock recorded"
+        } else {
+            ""
+        }
     ))
+}
+
+/// `kiln check --locked`: every base image pinned to a digest, every target's inputs what
+/// `kiln.lock` recorded at its last build, every lock file pinning what its package files
+/// declare.
+fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, AppError> {
+    let lock_file = images::relative(settings, &loaded.lock_path);
+    let lock_file = lock_file.display();
+    let mut problems = Vec::new();
+    let all: Vec<String> = loaded.manifest.targets.keys().cloned().collect();
+    let (_, compiled) = loaded.compile(&all)?;
+    let inputs = images::inputs(settings, loaded, &compiled, &loaded.lock)?;
+    for (name, target) in &loaded.manifest.targets {
+        if let kiln_manifest::Base::Image(reference) = &target.from {
+            let key = reference.without_digest().to_string();
+            if loaded
+                .lock
+                .base(&key)
+                .and_then(|b| b.digest.as_ref())
+                .is_none()
+            {
+                problems.push(format!(
+                    "target `{name}`: base {key} has no digest in {lock_file}; run `kiln pin`"
+                ));
+            }
+        }
+        match loaded.lock.target(name) {
+            None => problems.push(format!(
+                "target `{name}`: not in {lock_file}; run `kiln build {name}`"
+            )),
+            Some(recorded) if recorded.inputs != inputs[name].hash => problems.push(format!(
+                "target `{name}`: its inputs changed since {lock_file} was written (manifest entry, package or lock files, copied files, or base pin); run `kiln build {name}`"
+            )),
+            Some(_) => {}
+        }
+        if let Some(packages) = &target.packages {
+            let context = settings.cwd.join(&target.context);
+            for lock in &packages.lock {
+                let Some(format) = kiln_lock::LockFormat::for_file(lock) else {
+                    continue;
+                };
+                let path = context.join(lock);
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    problems.push(format!(
+                        "target `{name}`: {} is missing; run `kiln refresh {name}`",
+                        images::relative(settings, &path).display()
+                    ));
+                    continue;
+                };
+                let pins = match kiln_lock::pins(format, &text) {
+                    Ok(pins) => pins,
+                    Err(e) => {
+                        problems.push(format!("target `{name}`: {e}"));
+                        continue;
+                    }
+                };
+                for file in &packages.files {
+                    let Ok(declared_text) = std::fs::read_to_string(context.join(file)) else {
+                        continue;
+                    };
+                    let Some(declared) = kiln_lock::declared(file, &declared_text) else {
+                        continue;
+                    };
+                    let declared = declared.map_err(|e| AppError::Build(e.to_string()))?;
+                    let missing = kiln_lock::unlocked(&declared, &pins);
+                    if !missing.is_empty() {
+                        problems.push(format!(
+                            "target `{name}`: {} declares {} but {lock} does not pin {}; run `kiln refresh {name}`",
+                            file,
+                            missing.join(", "),
+                            if missing.len() == 1 { "it" } else { "them" }
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(problems)
 }

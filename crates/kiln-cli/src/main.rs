@@ -47,7 +47,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the manifests; exit non-zero naming every problem.
-    Check,
+    Check {
+        /// The CI gate: also fail, naming each problem, when a base image is not pinned in
+        /// kiln.lock, a target's inputs differ from what kiln.lock recorded, or a lock file
+        /// does not pin what its package files declare.
+        #[arg(long)]
+        locked: bool,
+    },
+    /// Resolve base images to registry digests and record them in kiln.lock; builds use them.
+    Pin {
+        /// Targets or groups (default: the `default` group, else every target).
+        targets: Vec<String>,
+        /// Resolve again what kiln.lock already pins (take a moved tag).
+        #[arg(long)]
+        update: bool,
+    },
     /// Show targets, their stages and LLB digests without building.
     Plan {
         /// Targets or groups (default: the `default` group, else every target).
@@ -76,8 +90,11 @@ enum Command {
         force: bool,
         /// Export the filesystem to DIR (DIR/TARGET with several targets) instead of loading
         /// an image; works on any builder.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "push")]
         output: Option<PathBuf>,
+        /// Push each image to its registry and record the pushed digest in kiln.lock.
+        #[arg(long)]
+        push: bool,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -163,16 +180,23 @@ fn main() -> ExitCode {
         },
     };
     let result = match cli.command {
-        Command::Check => kiln_app::check(&settings).map(|s| Output::Text(s + "\n")),
+        Command::Check { locked } => {
+            kiln_app::check(&settings, locked).map(|s| Output::Text(s + "\n"))
+        }
+        Command::Pin { targets, update } => {
+            kiln_app::pin(&settings, &kiln_app::PinOptions { targets, update }).map(Output::Text)
+        }
         Command::Build {
             targets,
             progress,
             force,
             output,
+            push,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
                 force,
+                push,
                 output: output.map(|dir| settings.cwd.join(dir)),
                 ..kiln_app::BuildOptions::default()
             };

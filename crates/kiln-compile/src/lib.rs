@@ -73,11 +73,16 @@ impl CompiledTarget {
 }
 
 /// Lower `targets` (in dependency order, as [`Graph::select`] returns them) to LLB.
+///
+/// `local_unique` names the client's working tree (e.g. a hash of its path) at solve time:
+/// it keeps concurrent builds of different trees from sharing a context (see
+/// [`kiln_llb::LocalOptions::unique`]). `None` when planning, so plans are reproducible.
 pub fn compile(
     manifest: &Manifest,
     graph: &Graph,
     targets: &[String],
     bases: &BaseConfigs,
+    local_unique: Option<&str>,
 ) -> Result<Vec<CompiledTarget>, CompileError> {
     let mut out: Vec<CompiledTarget> = Vec::with_capacity(targets.len());
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
@@ -87,7 +92,7 @@ pub fn compile(
             index: &index,
             compiled: &out,
         };
-        let compiled = compile_target(target, graph.mode(), done, bases)?;
+        let compiled = compile_target(target, graph.mode(), done, bases, local_unique)?;
         index.insert(name, out.len());
         out.push(compiled);
     }
@@ -112,6 +117,7 @@ fn compile_target(
     mode: PackagesMode,
     done: Done<'_>,
     bases: &BaseConfigs,
+    local_unique: Option<&str>,
 ) -> Result<CompiledTarget, CompileError> {
     let platform: kiln_llb::Platform =
         target
@@ -150,6 +156,7 @@ fn compile_target(
         target,
         config: &config,
         includes: Default::default(),
+        local_unique,
     };
 
     let mut stages = Vec::new();
@@ -248,6 +255,7 @@ struct Lowering<'a> {
     config: &'a EffectiveConfig,
     /// Every include pattern the target's context sources use.
     includes: std::cell::RefCell<BTreeSet<String>>,
+    local_unique: Option<&'a str>,
 }
 
 impl Lowering<'_> {
@@ -282,11 +290,19 @@ impl Lowering<'_> {
     /// The build context, narrowed to `include` patterns so unrelated edits keep the cache.
     fn context(&self, include: Vec<String>) -> State {
         self.includes.borrow_mut().extend(include.iter().cloned());
+        // BuildKit keeps one synced copy per (session shared key, name, hint) and makes it
+        // match the include patterns of each sync: sources with different patterns sharing a
+        // copy would undo each other's syncs (and race within one solve). One copy per
+        // pattern set keeps each incremental and correct.
+        let hint = format!("{}:{}", self.target.name, pattern_key(&include));
         State::local(
             &self.target.name,
             &LocalOptions {
                 include,
-                shared_key_hint: Some(self.target.name.clone()),
+                shared_key_hint: Some(hint),
+                unique: self
+                    .local_unique
+                    .map(|u| format!("{u}:{}", self.target.name)),
                 name: Some(format!("[{}] context", self.target.name)),
                 ..LocalOptions::default()
             },
@@ -405,6 +421,16 @@ impl Lowering<'_> {
         }
         state
     }
+}
+
+/// A short stable key for a set of include patterns (FNV-1a, hex).
+fn pattern_key(include: &[String]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in include.join("\n").bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// `path` as a wildcard that matches only itself: its last character as a class (`a.lock` →

@@ -12,7 +12,7 @@ fn compile_text(text: &str, mode: PackagesMode) -> Vec<CompiledTarget> {
     let manifest = load(&[source], &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let graph = Graph::build(&manifest, mode).unwrap();
     let targets = graph.select(&manifest, &[]).unwrap();
-    compile(&manifest, &graph, &targets, &BaseConfigs::new()).unwrap()
+    compile(&manifest, &graph, &targets, &BaseConfigs::new(), None).unwrap()
 }
 
 fn execs(state: &State) -> Vec<(pb::ExecOp, pb::OpMetadata)> {

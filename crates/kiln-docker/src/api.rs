@@ -99,6 +99,17 @@ impl Api {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, ApiError> {
+        self.request_with(method, path, body, &[])
+    }
+
+    /// [`Api::request`] with extra headers.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, ApiError> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|source| ApiError::Connect {
             socket: self.socket.clone(),
             source,
@@ -109,6 +120,9 @@ impl Api {
         };
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
         if let Some(body) = body {
             head.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -179,6 +193,54 @@ impl Api {
             Err(ApiError::Status { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Api {
+    /// `POST /images/{name}/push`: push `image` (`name:tag`) to its registry with
+    /// `registry_auth` (the base64url JSON the engine expects in `X-Registry-Auth`; `e30` is
+    /// `{}`, anonymous). Returns the pushed manifest digest the engine reports.
+    pub fn push(&self, image: &str, registry_auth: &str) -> Result<String, ApiError> {
+        let (name, tag) = match image.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, tag),
+            _ => (image, "latest"),
+        };
+        let path = format!(
+            "/images/{}/push?tag={}",
+            escape_path(name),
+            escape_path(tag)
+        );
+        let response =
+            self.request_with("POST", &path, None, &[("X-Registry-Auth", registry_auth)])?;
+        if !(200..300).contains(&response.status) {
+            return Err(ApiError::Status {
+                path,
+                status: response.status,
+                message: String::from_utf8_lossy(&response.body).trim().to_string(),
+            });
+        }
+        // A stream of JSON messages: progress, then `{"aux":{"Tag","Digest","Size"}}`, or an
+        // `{"error": …}` when the push failed after it started.
+        let mut digest = None;
+        for line in response.body.split(|b| *b == b'\n') {
+            let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(error) = message.get("error").and_then(|e| e.as_str()) {
+                return Err(ApiError::Status {
+                    path,
+                    status: 500,
+                    message: error.to_string(),
+                });
+            }
+            if let Some(d) = message.pointer("/aux/Digest").and_then(|d| d.as_str()) {
+                digest = Some(d.to_string());
+            }
+        }
+        digest.ok_or_else(|| ApiError::Malformed {
+            path,
+            reason: "the push finished without reporting a digest".to_string(),
+        })
     }
 }
 

@@ -201,6 +201,10 @@ impl State {
             attrs.insert("local.sharedkeyhint".to_string(), hint.clone());
             caps.push("source.local.sharedkeyhint");
         }
+        if let Some(unique) = &options.unique {
+            attrs.insert("local.unique".to_string(), unique.clone());
+            caps.push("source.local.unique");
+        }
         let op = pb::op::Op::Source(pb::SourceOp {
             identifier: format!("local://{name}"),
             attrs,
@@ -574,6 +578,10 @@ pub struct LocalOptions {
     pub follow_paths: Vec<String>,
     /// Lets BuildKit reuse the previous upload's files for incremental transfer.
     pub shared_key_hint: Option<String>,
+    /// Makes the op distinct per client directory. Without it, two concurrent builds whose
+    /// local sources have the same name and patterns are merged into one vertex, and BuildKit
+    /// reads the files from whichever build's session it picks.
+    pub unique: Option<String>,
     /// Progress name.
     pub name: Option<String>,
 }

@@ -2,11 +2,13 @@
 //! kiln.lock (what kiln built from what) read and written; files replaced atomically.
 
 mod atomic;
+mod declared;
 mod diff;
 mod kiln_lock;
 mod pins;
 
 pub use atomic::write_atomic;
+pub use declared::{declared, unlocked};
 pub use diff::{Changes, diff};
 pub use kiln_lock::{Base, KilnLock, Target};
 pub use pins::{LockFormat, normalize_python_name, pins};

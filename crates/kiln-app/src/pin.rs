@@ -1,0 +1,173 @@
+//! `kiln pin`: resolve every base image (and image a target copies from) to its digest in the
+//! registry — the multi-arch index and the platform's manifest — and record them in
+//! `kiln.lock`; builds then use `reference@digest`, so a re-pushed tag changes nothing until
+//! `kiln pin --update`. Resolution talks to the registry directly (`kiln-registry`), with
+//! credentials from the Docker CLI config and plain HTTP for loopback registries and those in
+//! `KILN_INSECURE_REGISTRIES` (comma-separated hosts).
+
+use std::collections::BTreeMap;
+
+use kiln_graph::PackagesMode;
+use kiln_manifest::{Base, CopySource};
+use kiln_reference::Reference;
+use kiln_registry::{Credentials, Registry};
+
+use crate::images::relative;
+use crate::{AppError, Settings, load};
+
+/// `kiln pin` options.
+#[derive(Debug, Clone, Default)]
+pub struct PinOptions {
+    pub targets: Vec<String>,
+    /// Resolve again even what `kiln.lock` already pins.
+    pub update: bool,
+}
+
+/// Registry access as the user configured it: credentials and insecure hosts.
+pub(crate) struct Access {
+    config: kiln_buildkit::DockerConfig,
+    insecure: Vec<String>,
+}
+
+impl Access {
+    pub(crate) fn new(settings: &Settings) -> Result<Access, AppError> {
+        let config = kiln_buildkit::DockerConfig::load(&settings.env)
+            .map_err(|e| AppError::Build(format!("registry credentials: {e}")))?;
+        let insecure = settings
+            .env
+            .get("KILN_INSECURE_REGISTRIES")
+            .map(|v| {
+                v.split(',')
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Access { config, insecure })
+    }
+
+    /// The engine's `X-Registry-Auth` header for `reference`'s registry: base64url JSON
+    /// credentials, or `{}` when there are none.
+    pub(crate) fn auth_header(&self, reference: &Reference) -> Result<String, AppError> {
+        use base64::Engine as _;
+        let json = match self.credentials(reference)? {
+            Some(c) => serde_json::json!({
+                "username": c.username,
+                "password": c.secret,
+                "serveraddress": reference.domain(),
+            }),
+            None => serde_json::json!({}),
+        };
+        Ok(base64::engine::general_purpose::URL_SAFE.encode(json.to_string()))
+    }
+
+    fn credentials(&self, reference: &Reference) -> Result<Option<Credentials>, AppError> {
+        Ok(self
+            .config
+            .credentials(reference.domain())
+            .map_err(|e| AppError::Build(format!("registry credentials: {e}")))?
+            .map(|c| Credentials {
+                username: c.username,
+                secret: c.secret,
+            }))
+    }
+
+    /// A client for `reference`'s registry.
+    pub(crate) fn registry(&self, reference: &Reference) -> Result<Registry, AppError> {
+        Ok(Registry::new(
+            reference,
+            self.credentials(reference)?,
+            &self.insecure,
+        ))
+    }
+}
+
+/// Run `kiln pin`; returns what to print.
+pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError> {
+    let loaded = load(settings, PackagesMode::Pinned)?;
+    let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
+    let mut wanted: BTreeMap<Reference, kiln_llb::Platform> = BTreeMap::new();
+    for name in &selected {
+        let target = &loaded.manifest.targets[name];
+        let platform: kiln_llb::Platform = target
+            .platform
+            .parse()
+            .map_err(|e| AppError::Build(format!("{name}: {e}")))?;
+        let images = std::iter::once(match &target.from {
+            Base::Image(r) => Some(r),
+            Base::Target(_) => None,
+        })
+        .chain(target.copy.iter().map(|c| match &c.from {
+            CopySource::Image(r) => Some(r),
+            _ => None,
+        }))
+        .flatten();
+        for reference in images {
+            wanted.insert(reference.without_digest(), platform.clone());
+        }
+    }
+    let access = Access::new(settings)?;
+    let mut lock = loaded.lock.clone();
+    let mut out = String::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
+    for (reference, platform) in &wanted {
+        let name = reference.to_string();
+        let old = lock.base(&name).cloned().unwrap_or_default();
+        if old.digest.is_some() && !options.update {
+            out.push_str(&format!(
+                "{name}: pinned {} (kept; --update resolves again)\n",
+                old.digest.as_deref().unwrap_or_default()
+            ));
+            continue;
+        }
+        let registry = access.registry(reference)?;
+        let resolved = runtime
+            .block_on(registry.resolve(
+                reference,
+                &platform.os,
+                &platform.architecture,
+                platform.variant.as_deref(),
+            ))
+            .map_err(|e| AppError::Build(format!("cannot pin {e}")))?;
+        let moved = old.digest.as_deref() != Some(resolved.digest.as_str());
+        out.push_str(&match (&old.digest, moved) {
+            (Some(before), true) => format!("{name}: {before} → {}", resolved.digest),
+            (Some(_), false) => format!("{name}: {} (unchanged)", resolved.digest),
+            (None, _) => format!("{name}: {}", resolved.digest),
+        });
+        if resolved.platform_digest != resolved.digest {
+            out.push_str(&format!(
+                " ({} manifest {})",
+                platform, resolved.platform_digest
+            ));
+        }
+        out.push('\n');
+        lock.set_base(kiln_lock::Base {
+            reference: name,
+            digest: Some(resolved.digest),
+            platform_digest: Some(resolved.platform_digest),
+            // The image the engine has under a new digest is a different one.
+            image_id: if moved { None } else { old.image_id },
+        });
+    }
+    if lock != loaded.lock {
+        kiln_lock::write_atomic(&loaded.lock_path, lock.to_toml().as_bytes()).map_err(
+            |source| AppError::Io {
+                path: loaded.lock_path.clone(),
+                action: "write",
+                source,
+            },
+        )?;
+        out.push_str(&format!(
+            "wrote {}\n",
+            relative(settings, &loaded.lock_path).display()
+        ));
+    }
+    if wanted.is_empty() {
+        out.push_str("nothing to pin: the selected targets use no image references\n");
+    }
+    Ok(out)
+}
