@@ -23,6 +23,9 @@ struct Cli {
     /// Set a manifest variable; wins over the environment and defaults (repeatable).
     #[arg(long = "set", global = true, value_name = "K=V", value_parser = parse_set)]
     set: Vec<(String, String)>,
+    /// How to show build progress: `auto` is `tty` on a terminal, else `plain`.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
     /// BuildKit to use: docker:// (Docker Engine's embedded BuildKit), unix:///path (a
     /// buildkitd socket), tcp://host:port. Default: BUILDKIT_HOST, else the Docker Engine at
     /// DOCKER_HOST or /var/run/docker.sock.
@@ -82,9 +85,6 @@ enum Command {
     Build {
         /// Targets or groups (default: the `default` group, else every target).
         targets: Vec<String>,
-        /// How to show progress (`auto`: `tty` on a terminal, else `plain`).
-        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
-        progress: ProgressArg,
         /// Solve even targets that kiln.lock says are up to date.
         #[arg(long)]
         force: bool,
@@ -100,16 +100,12 @@ enum Command {
     SmokeTest {
         /// Targets or groups (default: the `default` group, else every target).
         targets: Vec<String>,
-        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
-        progress: ProgressArg,
     },
     /// Re-resolve packages inside the build, smoke-test the result and, only if it passes,
     /// replace the lock files in the tree (atomically) and say what changed.
     Refresh {
         /// Targets or groups with packages (default: the `default` group, else every target).
         targets: Vec<String>,
-        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
-        progress: ProgressArg,
         /// Show what would change without writing anything.
         #[arg(long, conflicts_with = "commit")]
         dry_run: bool,
@@ -179,6 +175,7 @@ fn main() -> ExitCode {
             tls_server_name: cli.tls_server_name,
         },
     };
+    let progress = cli.progress;
     let result = match cli.command {
         Command::Check { locked } => {
             kiln_app::check(&settings, locked).map(|s| Output::Text(s + "\n"))
@@ -188,7 +185,6 @@ fn main() -> ExitCode {
         }
         Command::Build {
             targets,
-            progress,
             force,
             output,
             push,
@@ -202,7 +198,7 @@ fn main() -> ExitCode {
             };
             kiln_app::build_images(&settings, &options, show)
         }),
-        Command::SmokeTest { targets, progress } => with_progress(progress, |show| {
+        Command::SmokeTest { targets } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
                 goal: kiln_app::Goal::SmokeTest,
@@ -212,7 +208,6 @@ fn main() -> ExitCode {
         }),
         Command::Refresh {
             targets,
-            progress,
             dry_run,
             commit,
         } => with_progress(progress, |show| {

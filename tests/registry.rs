@@ -1,0 +1,266 @@
+//! The registry side against real services: Debian's docker-registry on 127.0.0.1:5000
+//! (started by `cargo xtask test`, which also pushes the Debian-built base image there) and
+//! the real engine. Every test pushes its own base under a unique name, so tests never move
+//! each other's tags.
+
+#[path = "support/project.rs"]
+mod project;
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use project::{Image, kiln, read, repo};
+
+const BASE: &str = "kiln-base/debian-python:bookworm";
+const REGISTRY: &str = "127.0.0.1:5000";
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A name in the local registry, unique to this test run; its local tags are removed at the
+/// end.
+struct Remote(String);
+
+impl Remote {
+    fn new(name: &str) -> Remote {
+        Remote(format!("{REGISTRY}/{}", Image::new(name).0))
+    }
+
+    /// Push `local` (an image in the engine) under this name.
+    fn push(&self, local: &str) {
+        docker(&["tag", local, &self.0]);
+        docker(&["push", &self.0]);
+    }
+
+    /// The registry's `Docker-Content-Digest` for this tag, asked with plain HTTP.
+    fn registry_digest(&self) -> String {
+        let rest = self.0.strip_prefix(&format!("{REGISTRY}/")).unwrap();
+        let (repo, tag) = rest.rsplit_once(':').unwrap();
+        let mut s = std::net::TcpStream::connect(REGISTRY).expect("the registry is up");
+        write!(
+            s,
+            "HEAD /v2/{repo}/manifests/{tag} HTTP/1.0\r\nAccept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = String::new();
+        s.read_to_string(&mut head).unwrap();
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("docker-content-digest")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no digest for {}: {head}", self.0))
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+fn manifest(base: &str, image: &str, extra: &str) -> String {
+    format!(
+        r#"version = 1
+[target.app]
+from    = "{base}"
+image   = "{image}"
+network = "host"
+copy    = [{{ src = "msg.txt", dest = "/msg.txt" }}]
+{extra}
+[target.app.smoke-test]
+run = ["test -s /msg.txt"]
+"#
+    )
+}
+
+#[test]
+fn pin_push_and_the_locked_gate() {
+    let base = Remote::new("base");
+    base.push(BASE);
+    let app = Remote::new("app");
+    let dir = repo(&[
+        ("kiln.toml", &manifest(&base.0, &app.0, "")),
+        ("msg.txt", "hello from the registry test\n"),
+    ]);
+    let d = dir.path();
+
+    // Nothing pinned or built yet: the gate names both problems.
+    let run = kiln(d, &["check", "--locked"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr
+            .contains("has no digest in kiln.lock; run `kiln pin`"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("target `app`: not in kiln.lock"),
+        "{run}"
+    );
+
+    // pin records the registry's digest for the base tag.
+    let run = kiln(d, &["pin"]);
+    assert_eq!(run.code, 0, "{run}");
+    let base_digest = base.registry_digest();
+    assert!(
+        read(d, "kiln.lock").contains(&format!("digest = \"{base_digest}\"")),
+        "{}",
+        read(d, "kiln.lock")
+    );
+
+    // build --push records the digest the registry reports for the pushed tag.
+    let run = kiln(d, &["build", "--push"]);
+    assert_eq!(run.code, 0, "{run}");
+    let pushed = app.registry_digest();
+    assert!(
+        run.stdout.contains(&format!("pushed {}@{pushed}", app.0)),
+        "{run}"
+    );
+    assert!(
+        read(d, "kiln.lock").contains(&format!("digest = \"{pushed}\"")),
+        "{}",
+        read(d, "kiln.lock")
+    );
+    // The image pulls by that digest and runs.
+    docker(&["image", "rm", "-f", &app.0]);
+    let by_digest = format!("{}@{pushed}", app.0.rsplit_once(':').unwrap().0);
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &by_digest,
+        "cat",
+        "/msg.txt",
+    ]);
+    assert_eq!(out, "hello from the registry test");
+    let _ = Command::new("docker")
+        .args(["image", "rm", "-f", &by_digest])
+        .output();
+
+    // Right after pin + build the gate passes.
+    let run = kiln(d, &["check", "--locked"]);
+    assert_eq!(run.code, 0, "{run}");
+
+    // A manifest change fails it, naming the target; a rebuild makes it pass again.
+    std::fs::write(
+        d.join("kiln.toml"),
+        manifest(&base.0, &app.0, "run = [\"echo changed > /changed\"]"),
+    )
+    .unwrap();
+    let run = kiln(d, &["check", "--locked"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains("target `app`: its inputs changed"),
+        "{run}"
+    );
+    assert_eq!(kiln(d, &["build"]).code, 0);
+    assert_eq!(kiln(d, &["check", "--locked"]).code, 0);
+
+    // So does a change to a file the target copies.
+    std::fs::write(d.join("msg.txt"), "changed\n").unwrap();
+    let run = kiln(d, &["check", "--locked"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains("target `app`: its inputs changed"),
+        "{run}"
+    );
+    assert_eq!(kiln(d, &["build"]).code, 0);
+    assert_eq!(kiln(d, &["check", "--locked"]).code, 0, "after rebuilding");
+}
+
+#[test]
+fn a_moved_base_tag_changes_nothing_until_pin_update() {
+    let base = Remote::new("moving-base");
+    base.push(BASE);
+    let image = Image::new("pinned");
+    let dir = repo(&[
+        ("kiln.toml", &manifest(&base.0, &image.0, "")),
+        ("msg.txt", "pinned\n"),
+    ]);
+    let d = dir.path();
+    assert_eq!(kiln(d, &["pin"]).code, 0);
+    let first = base.registry_digest();
+
+    // Someone pushes a different image under the same base tag.
+    let other = Image::new("other-base");
+    let other_dir = repo(&[(
+        "kiln.toml",
+        &format!(
+            "version = 1\n[target.o]\nfrom = \"{BASE}\"\nimage = \"{}\"\nnetwork = \"host\"\nrun = [\"echo moved > /moved\"]\n",
+            other.0
+        ),
+    )]);
+    assert_eq!(kiln(other_dir.path(), &["build"]).code, 0);
+    base.push(&other.0);
+    assert_ne!(base.registry_digest(), first, "the tag moved");
+
+    // The pinned build still uses the first image.
+    let run = kiln(d, &["build", "--force"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(
+        image.run(&["sh", "-c", "test -e /moved && echo moved || echo pinned"]),
+        "pinned"
+    );
+
+    // pin --update takes the moved tag, and the next build uses it.
+    let run = kiln(d, &["pin", "--update"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains(&format!("{first} → ")), "{run}");
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(
+        image.run(&["sh", "-c", "test -e /moved && echo moved || echo pinned"]),
+        "moved"
+    );
+}
+
+#[test]
+fn a_profile_maps_docker_hub_onto_the_local_registry() {
+    // Docker Hub is unreachable here: the build works only through the profile's mapping.
+    let image = Image::new("offline");
+    let manifest = format!(
+        r#"version = 1
+[profiles.local.image-overrides]
+"re:^docker\\.io/library/(.+)$" = "{REGISTRY}/library/$1"
+
+[target.app]
+from    = "python:3.11-slim-bookworm"
+image   = "{}"
+network = "host"
+copy    = [{{ src = "msg.txt", dest = "/msg.txt" }}]
+"#,
+        image.0
+    );
+    let dir = repo(&[("kiln.toml", &manifest), ("msg.txt", "offline\n")]);
+    let d = dir.path();
+    let run = kiln(d, &["plan", "--profile", "local"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout.contains(&format!(
+            "docker.io/library/python:3.11-slim-bookworm → {REGISTRY}/library/python:3.11-slim-bookworm"
+        )),
+        "{run}"
+    );
+    let run = kiln(d, &["--profile", "local", "build"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(image.run(&["cat", "/msg.txt"]), "offline");
+    assert_eq!(
+        read(d, "kiln.toml"),
+        manifest,
+        "the user's file is untouched"
+    );
+}
