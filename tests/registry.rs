@@ -264,3 +264,27 @@ copy    = [{{ src = "msg.txt", dest = "/msg.txt" }}]
         "the user's file is untouched"
     );
 }
+
+#[test]
+fn a_failed_push_is_reported_and_records_nothing() {
+    // Nothing listens on port 1: the push fails (after its retries) and kiln.lock stays as it
+    // was, with no digest for an image that never reached a registry.
+    let image = "127.0.0.1:1/kiln-test/unreachable:v1";
+    let dir = repo(&[
+        ("kiln.toml", &manifest(BASE, image, "")),
+        ("msg.txt", "never pushed\n"),
+    ]);
+    let d = dir.path();
+    let before = read(d, "kiln.lock");
+    let run = kiln(d, &["build", "--push"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr
+            .contains("push of 127.0.0.1:1/kiln-test/unreachable:v1 failed (attempt 3 of 3)"),
+        "{run}"
+    );
+    assert_eq!(read(d, "kiln.lock"), before, "nothing recorded");
+    let _ = Command::new("docker")
+        .args(["image", "rm", "-f", image])
+        .output();
+}
