@@ -198,6 +198,13 @@ run = ["echo checking-something && exit 3"]
         "{}",
         run.stderr
     );
+    // The error itself names the failed step and ends with its output.
+    let error = &run.stderr[run.stderr.find("error: ").unwrap()..];
+    assert!(
+        error.contains("step: [bad/smoke-test 1] echo checking-something && exit 3")
+            && error.contains("last output:\n    checking-something"),
+        "{error}"
+    );
     let (exists, _) = docker(&["image", "inspect", &image.0]);
     assert!(!exists, "no image is tagged when the smoke test fails");
 }

@@ -571,6 +571,9 @@ fn explain(message: &mut String) {
     }
 }
 
+/// How many lines of a failed step's output the error shows.
+const FAILURE_TAIL: usize = 40;
+
 /// Run one stage's solve (`solve` gets the channel for its events), labelling its events with
 /// the target and stage; a failure names the failed step and shows the end of its output.
 async fn staged<T, F, Fut>(
@@ -590,10 +593,9 @@ where
     let (events, mut rx) = mpsc::unbounded_channel();
     let solve = solve(events);
     tokio::pin!(solve);
-    let mut logs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen = Seen::default();
     let mut forward = |event: Event| {
-        remember(&event, &mut names, &mut logs);
+        remember(&event, &mut seen);
         let _ = tx.send(Progress::Engine {
             target: target.to_string(),
             stage,
@@ -616,17 +618,19 @@ where
     });
     result.map_err(|e| {
         // A failed RUN: name the command and show the end of its output.
-        let failed = names
-            .iter()
-            .find(|(d, _)| logs.contains_key(*d) && e.to_string().contains(names[*d].as_str()));
+        // A failed RUN: name the step the daemon marked failed and show the end of its output.
         let mut message = format!("{target}/{stage}: {e}");
-        if let Some((digest, name)) = failed {
-            let text = String::from_utf8_lossy(&logs[digest]).to_string();
-            let tail: Vec<&str> = text.lines().rev().take(20).collect();
-            message.push_str(&format!("\n  step: {name}\n  last output:"));
-            for line in tail.iter().rev() {
-                message.push_str("\n    ");
-                message.push_str(line);
+        if let Some(digest) = &seen.failed {
+            let name = seen.names.get(digest).map(String::as_str).unwrap_or("?");
+            message.push_str(&format!("\n  step: {name}"));
+            if let Some(log) = seen.logs.get(digest) {
+                let text = String::from_utf8_lossy(log).to_string();
+                let tail: Vec<&str> = text.lines().rev().take(FAILURE_TAIL).collect();
+                message.push_str("\n  last output:");
+                for line in tail.iter().rev() {
+                    message.push_str("\n    ");
+                    message.push_str(line);
+                }
             }
         }
         explain(&mut message);
@@ -634,14 +638,32 @@ where
     })
 }
 
-fn remember(
-    event: &Event,
-    names: &mut BTreeMap<String, String>,
-    logs: &mut BTreeMap<String, Vec<u8>>,
-) {
+/// What a failure message needs from the events: step names, their output, and which step
+/// the daemon said failed.
+#[derive(Default)]
+struct Seen {
+    names: BTreeMap<String, String>,
+    logs: BTreeMap<String, Vec<u8>>,
+    failed: Option<String>,
+}
+
+fn remember(event: &Event, seen: &mut Seen) {
+    let Seen {
+        names,
+        logs,
+        failed,
+    } = seen;
     match event {
-        Event::Vertex { digest, name, .. } => {
+        Event::Vertex {
+            digest,
+            name,
+            error,
+            ..
+        } => {
             names.insert(digest.clone(), name.clone());
+            if error.is_some() {
+                *failed = Some(digest.clone());
+            }
         }
         Event::Log { vertex, data, .. } => logs
             .entry(vertex.clone())

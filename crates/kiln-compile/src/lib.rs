@@ -358,14 +358,16 @@ impl Lowering<'_> {
                 },
             );
         }
-        let mut state = state
-            .file(actions.name(&format!("[{t}/{}] copy package files", kind.as_str())))
-            .with_cwd(&packages.dir);
+        // The tool first: editing the package files must not reinstall it.
         let setup = self.exec(
             spec.setup,
             &format!("[{t}/{}] set up {}", kind.as_str(), spec.manager.as_str()),
         );
-        state = state.run(setup).root();
+        let state = state
+            .run(setup)
+            .root()
+            .file(actions.name(&format!("[{t}/{}] copy package files", kind.as_str())))
+            .with_cwd(&packages.dir);
         let command = match (refresh, &packages.refresh, &packages.install) {
             (true, Some(custom), _) | (false, _, Some(custom)) => custom.as_str(),
             (true, None, _) => spec.refresh,
