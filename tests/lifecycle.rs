@@ -323,3 +323,32 @@ fn pip_refresh_commit_pinned_build_and_safety() {
         "/opt/venv/bin/python",
     );
 }
+
+#[test]
+fn a_whole_context_copy_is_up_to_date_after_its_build_and_never_holds_kiln_lock() {
+    let image = Image::new("whole-context");
+    let manifest = format!(
+        "version = 1\n[target.app]\nfrom = \"{BASE}\"\nimage = \"{}\"\nnetwork = \"host\"\ncopy = [{{ src = \".\", dest = \"/ctx\" }}]\n",
+        image.0
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("kiln.toml"), manifest).unwrap();
+    std::fs::write(d.join("data.txt"), "data\n").unwrap();
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(read(d, "kiln.lock").contains("[[target]]"));
+    // kiln.lock was written by that build; it is not an input, so nothing is out of date.
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("up to date"), "{}", run.stdout);
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", &image.0, "ls", "/ctx"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("data.txt") && !listing.contains("kiln.lock"),
+        "{listing}"
+    );
+}

@@ -111,7 +111,7 @@ pub fn build(
     }
     let (endpoint, _) = crate::builder::choose(settings)?;
     let job = Job {
-        config: session_config(settings, &loaded.manifest, &selected)?,
+        config: session_config(settings, &loaded.manifest, &selected, &loaded.lock_path)?,
         entitlements: entitlements(&loaded.manifest, &selected),
         endpoint,
         cwd: settings.cwd.clone(),
@@ -679,6 +679,7 @@ fn session_config(
     settings: &Settings,
     manifest: &Manifest,
     selected: &[String],
+    kiln_lock: &std::path::Path,
 ) -> Result<SessionConfig, AppError> {
     let cwd = &settings.cwd;
     let registry_auth = kiln_buildkit::DockerConfig::load(&settings.env)
@@ -693,7 +694,7 @@ fn session_config(
     for name in selected {
         let target = &manifest.targets[name];
         let path = cwd.join(&target.context);
-        let exclude = ignored(&path);
+        let exclude = ignored(&path, kiln_lock);
         config
             .contexts
             .insert(name.clone(), LocalDir { path, exclude });
@@ -714,12 +715,21 @@ fn session_config(
     Ok(config)
 }
 
-/// The exclude patterns of a context's `.dockerignore` and `.kilnignore`.
-pub(crate) fn ignored(context: &std::path::Path) -> Vec<String> {
+/// The exclude patterns of a context's `.dockerignore` and `.kilnignore`, plus `kiln.lock`
+/// when it lies inside the context: kiln rewrites it after every build, and it is never an
+/// input (copying it would make each build invalidate the next).
+pub(crate) fn ignored(context: &std::path::Path, kiln_lock: &std::path::Path) -> Vec<String> {
     let mut exclude = Vec::new();
     for ignore in [".dockerignore", ".kilnignore"] {
         if let Ok(text) = std::fs::read_to_string(context.join(ignore)) {
             exclude.extend(kiln_fsutil::Filter::from_ignore_file(&text));
+        }
+    }
+    let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let lock_dir = kiln_lock.parent().map(canonical);
+    if let (Some(dir), Some(file)) = (lock_dir, kiln_lock.file_name()) {
+        if let Ok(rel) = dir.join(file).strip_prefix(canonical(context)) {
+            exclude.push(rel.to_string_lossy().into_owned());
         }
     }
     exclude

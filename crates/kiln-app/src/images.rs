@@ -72,7 +72,12 @@ pub fn inputs(
         h.update(target.config.to_json());
         h.update(b"\n");
         let context = settings.cwd.join(&manifest_target.context);
-        hash_context(&mut h, &context, &target.context_includes)?;
+        hash_context(
+            &mut h,
+            &context,
+            &target.context_includes,
+            &loaded.lock_path,
+        )?;
         let mut pinned = true;
         for dep in loaded.graph.depends_on(&target.name) {
             let dep = &out[dep];
@@ -100,13 +105,18 @@ pub fn inputs(
 
 /// Path, mode and content of every context file matching `includes` (minus the context's
 /// ignore files), in walk order.
-fn hash_context(h: &mut Sha256, context: &Path, includes: &[String]) -> Result<(), AppError> {
+fn hash_context(
+    h: &mut Sha256,
+    context: &Path,
+    includes: &[String],
+    kiln_lock: &Path,
+) -> Result<(), AppError> {
     if includes.is_empty() {
         return Ok(());
     }
     let filter = kiln_fsutil::Filter {
         include: includes.to_vec(),
-        exclude: crate::build::ignored(context),
+        exclude: crate::build::ignored(context, kiln_lock),
     };
     let entries = kiln_fsutil::walk(context, &filter).map_err(|e| {
         AppError::Build(format!(
