@@ -1,6 +1,6 @@
-//! `cargo xtask bench [plan|engine|rebuild|context|all]` (default `all`): the benchmarks and
-//! their goals. Exits non-zero when any goal of the benchmarks run is missed. Timings of a debug
-//! build say nothing, so the task re-runs itself from a release build of xtask.
+//! `cargo xtask bench [plan|engine|rebuild|context|seed|all]` (default `all`): the benchmarks
+//! and their goals. Exits non-zero when any goal of the benchmarks run is missed. Timings of a
+//! debug build say nothing, so the task re-runs itself from a release build of xtask.
 //!
 //! - `plan`: the planning benchmark. Generates a manifest of 1,000 targets in a tree (every
 //!   target with run steps, copies, packages and a smoke test, a third of them also copying from
@@ -8,19 +8,27 @@
 //!   compile to LLB and marshal of every stage, with a counting allocator for peak heap; then the
 //!   whole `kiln plan --format json` command as a release subprocess, wall time and peak RSS.
 //!   Goals (issue 2): under 100 ms and under 50 MB.
-//! - `engine`: both benchmarks below, against the real engine (Docker Engine 20.10's embedded
-//!   BuildKit, started by `cargo xtask test`, with the base image it imports). See
-//!   [`engine`] for what each one builds.
+//! - `engine`: the three benchmarks below, against the real engine (Docker Engine 20.10's
+//!   embedded BuildKit, started by `cargo xtask test`, with the base image it imports). See
+//!   [`engine`] for what the first two build.
 //!   - `rebuild`: a cached rebuild of a two-target manifest with `kiln build` (release
 //!     subprocess) against `docker build` of the equivalent multi-stage Dockerfile on the same
 //!     engine, median wall time of several runs after a warm-up. Goal: kiln no slower.
 //!   - `context`: a 20,000-file build context (about 70 MB), built, then rebuilt after one file
 //!     changes (in process, through `kiln_app::build`, which reports what the daemon pulled).
 //!     Goal: the rebuild transfers under 1% of the context's bytes.
+//!   - `seed`: kiln against the workflow it replaces, the seed's multi-stage Dockerfile +
+//!     Makefile for `examples/uv-app` (`benches/seed/`, classic `docker build`), on temporary
+//!     copies; medians of several runs after a warm-up. See [`seed`] for what each side does.
+//!     Goals: (a) a no-op `kiln build` (up to date, solves nothing) at most 1/10 of `make build
+//!     smoke-test`; (b) `kiln build --force` (all cached) no slower than one cached `docker
+//!     build` of the target image, classic or through BuildKit; (c) `kiln refresh` no slower
+//!     than `make python-pkg-refresh` (both really re-resolving against PyPI).
 
 #![allow(unsafe_code)]
 
 mod engine;
+mod seed;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -113,22 +121,26 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 /// The benchmarks `cargo xtask bench` knows, in the order `all` runs them.
-const BENCHES: &[&str] = &["plan", "rebuild", "context"];
+const BENCHES: &[&str] = &["plan", "rebuild", "context", "seed"];
 
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let selected: Vec<&str> = match args {
         [] => BENCHES.to_vec(),
         [one] => match one.as_str() {
             "all" => BENCHES.to_vec(),
-            "engine" => vec!["rebuild", "context"],
+            "engine" => vec!["rebuild", "context", "seed"],
             name if BENCHES.contains(&name) => vec![name],
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}`: expected plan, engine, rebuild, context or all"
+                    "unknown benchmark `{other}`: expected plan, engine, rebuild, context, seed or all"
                 ));
             }
         },
-        _ => return Err("usage: cargo xtask bench [plan|engine|rebuild|context|all]".to_string()),
+        _ => {
+            return Err(
+                "usage: cargo xtask bench [plan|engine|rebuild|context|seed|all]".to_string(),
+            );
+        }
     };
     // Timings of a debug build say nothing: re-run this task from a release build of xtask.
     if cfg!(debug_assertions) {
@@ -146,6 +158,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             "plan" => plan(root)?,
             "rebuild" => engine::rebuild(root)?,
             "context" => engine::context()?,
+            "seed" => seed::seed(root)?,
             _ => unreachable!("checked above"),
         };
         missed.extend(goals.into_iter().map(|goal| format!("{bench}: {goal}")));

@@ -1,6 +1,8 @@
 //! The benchmarks against the real engine: Docker Engine 20.10 with its embedded BuildKit, as
 //! `cargo xtask test` leaves it (`kiln engine up`, the base image imported). Everything they
-//! make (a temporary directory, uniquely tagged images) is removed when they end.
+//! make (a temporary directory, uniquely tagged images) is removed when they end. The helpers
+//! here (the scratch directory, `docker build` with the classic builder and through the Engine
+//! API, their success checks) also serve the `seed` benchmark ([`super::seed`]).
 //!
 //! `rebuild`: in a temporary directory, a manifest of two targets on the base image — `lib`
 //! (two RUN steps) and `app` (`from = "target:lib"`, a file copied from the context, a workdir
@@ -45,13 +47,13 @@ const CHANGED: &str = "d107/f042.txt";
 const GOAL_CONTEXT_SHARE: f64 = 0.01;
 
 /// A temporary directory and the image tags made in it, removed when dropped (also on errors).
-struct Scratch {
-    dir: PathBuf,
-    images: Vec<String>,
+pub(super) struct Scratch {
+    pub(super) dir: PathBuf,
+    pub(super) images: Vec<String>,
 }
 
 impl Scratch {
-    fn new(name: &str) -> Result<Scratch, String> {
+    pub(super) fn new(name: &str) -> Result<Scratch, String> {
         let dir = std::env::temp_dir().join(format!("kiln-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -62,13 +64,13 @@ impl Scratch {
     }
 
     /// A tag unique to this run, removed at the end.
-    fn image(&mut self, name: &str) -> String {
+    pub(super) fn image(&mut self, name: &str) -> String {
         let tag = format!("kiln-bench/{name}:{}", std::process::id());
         self.images.push(tag.clone());
         tag
     }
 
-    fn write(&self, path: &str, contents: &[u8]) -> Result<(), String> {
+    pub(super) fn write(&self, path: &str, contents: &[u8]) -> Result<(), String> {
         let full = self.dir.join(path);
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent)
@@ -89,14 +91,14 @@ impl Drop for Scratch {
     }
 }
 
-fn output(command: &mut Command, what: &str) -> Result<Output, String> {
+pub(super) fn output(command: &mut Command, what: &str) -> Result<Output, String> {
     command
         .output()
         .map_err(|e| format!("cannot run {what}: {e}"))
 }
 
 /// Error unless `out` succeeded, with the end of what it printed.
-fn succeeded(out: &Output, what: &str) -> Result<(), String> {
+pub(super) fn succeeded(out: &Output, what: &str) -> Result<(), String> {
     if out.status.success() {
         return Ok(());
     }
@@ -111,7 +113,7 @@ fn succeeded(out: &Output, what: &str) -> Result<(), String> {
 }
 
 /// Docker's id of `image`, or an error when the engine has no such image.
-fn image_id(image: &str) -> Result<String, String> {
+pub(super) fn image_id(image: &str) -> Result<String, String> {
     let out = output(
         Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image]),
         "docker image inspect",
@@ -121,7 +123,7 @@ fn image_id(image: &str) -> Result<String, String> {
 }
 
 /// What `cmd` prints in a container of `image`, without network.
-fn run_image(image: &str, cmd: &[&str]) -> Result<String, String> {
+pub(super) fn run_image(image: &str, cmd: &[&str]) -> Result<String, String> {
     let mut args = vec!["run", "--rm", "--network", "none", image];
     args.extend(cmd);
     let out = output(Command::new("docker").args(&args), "docker run")?;
@@ -130,7 +132,7 @@ fn run_image(image: &str, cmd: &[&str]) -> Result<String, String> {
 }
 
 /// The engine answers and has the base image the benchmarks build on.
-fn engine_ready() -> Result<(), String> {
+pub(super) fn engine_ready() -> Result<(), String> {
     image_id(BASE_IMAGE).map(drop).map_err(|e| {
         format!(
             "{e}\nthe engine benchmarks need the engine and the base image {BASE_IMAGE}: `cargo xtask test` sets both up"
@@ -139,7 +141,7 @@ fn engine_ready() -> Result<(), String> {
 }
 
 /// The Docker Engine's unix socket (`DOCKER_HOST` when it names one).
-fn docker_socket() -> Result<String, String> {
+pub(super) fn docker_socket() -> Result<String, String> {
     match std::env::var("DOCKER_HOST") {
         Ok(host) if !host.is_empty() => host
             .strip_prefix("unix://")
@@ -149,11 +151,11 @@ fn docker_socket() -> Result<String, String> {
     }
 }
 
-fn ms(d: Duration) -> String {
+pub(super) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn secs(d: Duration) -> String {
+pub(super) fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
@@ -216,19 +218,68 @@ ENV APP_MODE=bench
     )
 }
 
+/// `docker build` as it works on this machine, in `dir`, tagging `image`: the classic builder
+/// (`DOCKER_BUILDKIT=0`; the 28.x CLI refuses BuildKit without buildx) with the host network
+/// (the engine runs without a bridge); `extra` goes before the context (`--target`,
+/// `--build-arg`). Check its output with [`classic_ok`].
+pub(super) fn classic_build(dir: &Path, image: &str, extra: &[&str]) -> Command {
+    let mut classic = Command::new("docker");
+    classic
+        .args(["build", "--network", "host", "-t", image])
+        .args(extra)
+        .args(["-f", "Dockerfile", "."])
+        .env("DOCKER_BUILDKIT", "0")
+        .current_dir(dir);
+    classic
+}
+
+/// Whether a [`classic_build`] really tagged its image.
+pub(super) fn classic_ok(out: &Output) -> bool {
+    String::from_utf8_lossy(&out.stdout).contains("Successfully tagged")
+}
+
+/// The same engine's BuildKit behind the Engine API's build endpoint (`POST
+/// /v1.41/build?version=2`, as the Docker 20.10 CLI drove it with `DOCKER_BUILDKIT=1`, but with
+/// `dir` sent as a tar body instead of through a session), tagging `image`; `query` adds
+/// parameters (`&target=…`, URL-encoded). Check its output with [`api_ok`].
+pub(super) fn api_build(dir: &Path, socket: &str, image: &str, query: &str) -> Command {
+    let url = format!(
+        "http://localhost/v1.41/build?version=2&networkmode=host&dockerfile=Dockerfile&t={}{query}",
+        image.replace('/', "%2F").replace(':', "%3A")
+    );
+    let mut api = Command::new("bash");
+    api.args([
+        "-c",
+        "set -o pipefail; tar -c . | curl -sS --fail --unix-socket \"$1\" -X POST \
+         -H 'Content-Type: application/x-tar' --data-binary @- \"$2\"",
+        "bash",
+        socket,
+        &url,
+    ])
+    .current_dir(dir);
+    api
+}
+
+/// Whether an [`api_build`] produced its image: errors come in the JSON stream of a 200
+/// response.
+pub(super) fn api_ok(out: &Output) -> bool {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.contains("\"moby.image.id\"") && !text.contains("\"errorDetail\"")
+}
+
 /// One way of building the rebuild benchmark's image.
-struct Builder {
-    name: &'static str,
-    image: String,
-    command: Command,
+pub(super) struct Builder {
+    pub(super) name: &'static str,
+    pub(super) image: String,
+    pub(super) command: Command,
     /// Whether the build really succeeded, from its output (some report failure in-band).
-    ok: fn(&Output) -> bool,
-    times: Vec<Duration>,
-    last: Option<Output>,
+    pub(super) ok: fn(&Output) -> bool,
+    pub(super) times: Vec<Duration>,
+    pub(super) last: Option<Output>,
 }
 
 impl Builder {
-    fn build(&mut self) -> Result<Duration, String> {
+    pub(super) fn build(&mut self) -> Result<Duration, String> {
         let t = Instant::now();
         let out = output(&mut self.command, self.name)?;
         let elapsed = t.elapsed();
@@ -264,26 +315,8 @@ pub fn rebuild(root: &Path) -> Result<Vec<String>, String> {
     kiln_build
         .args(["build", "--progress", "plain"])
         .current_dir(&dir);
-    let mut classic = Command::new("docker");
-    classic
-        .args(["build", "--network", "host", "-t", &classic_image])
-        .args(["-f", "Dockerfile", "."])
-        .env("DOCKER_BUILDKIT", "0")
-        .current_dir(&dir);
-    let url = format!(
-        "http://localhost/v1.41/build?version=2&networkmode=host&dockerfile=Dockerfile&t={}",
-        api_image.replace('/', "%2F").replace(':', "%3A")
-    );
-    let mut api = Command::new("bash");
-    api.args([
-        "-c",
-        "set -o pipefail; tar -c . | curl -sS --fail --unix-socket \"$1\" -X POST \
-         -H 'Content-Type: application/x-tar' --data-binary @- \"$2\"",
-        "bash",
-        &socket,
-        &url,
-    ])
-    .current_dir(&dir);
+    let classic = classic_build(&dir, &classic_image, &[]);
+    let api = api_build(&dir, &socket, &api_image, "");
     let mut builders = [
         Builder {
             name: "kiln build",
@@ -297,7 +330,7 @@ pub fn rebuild(root: &Path) -> Result<Vec<String>, String> {
             name: "DOCKER_BUILDKIT=0 docker build",
             image: classic_image,
             command: classic,
-            ok: |out| String::from_utf8_lossy(&out.stdout).contains("Successfully tagged"),
+            ok: classic_ok,
             times: Vec::new(),
             last: None,
         },
@@ -305,11 +338,7 @@ pub fn rebuild(root: &Path) -> Result<Vec<String>, String> {
             name: "tar | curl POST /build?version=2",
             image: api_image,
             command: api,
-            // Errors come in the JSON stream of a 200 response.
-            ok: |out| {
-                let text = String::from_utf8_lossy(&out.stdout);
-                text.contains("\"moby.image.id\"") && !text.contains("\"errorDetail\"")
-            },
+            ok: api_ok,
             times: Vec::new(),
             last: None,
         },
