@@ -8,103 +8,20 @@
 #[path = "support/pyindex.rs"]
 mod pyindex;
 
-use std::path::Path;
+#[path = "support/project.rs"]
+mod project;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use project::{Image, git, kiln, read, repo};
 use pyindex::PyIndex;
 
 const BASE: &str = "kiln-base/debian-python:bookworm";
 const LIB: &str = "kiln-demo-lib";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn kiln(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .args(["--progress", "plain"])
-        .current_dir(dir)
-        .env_remove("DOCKER_HOST")
-        .env_remove("BUILDKIT_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kiln");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn read(dir: &Path, file: &str) -> String {
-    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
-}
-
-/// A unique image name, removed at the end.
-struct Image(String);
-
-impl Image {
-    fn new(name: &str) -> Image {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        Image(format!("kiln-test/{name}:{}-{nanos}", std::process::id()))
-    }
-
-    /// What `python -c CODE` prints in the image, with `python` the app's interpreter.
-    fn python(&self, python: &str, code: &str) -> String {
-        let out = Command::new("docker")
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                &self.0,
-                python,
-                "-c",
-                code,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["image", "rm", "-f", &self.0])
-            .output();
-    }
-}
-
 /// A git repository holding a project that depends on `kiln-demo-lib` through `manager`.
 fn project(manager: &str, index: &PyIndex, image: &Image) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
     let (files, env, python): (&[(&str, &str)], String, &str) = match manager {
         "uv" => (
             &[(
@@ -147,25 +64,10 @@ workdir = "/app"
 "#,
         image = image.0
     );
-    std::fs::write(dir.path().join("kiln.toml"), manifest).unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    std::fs::create_dir(dir.path().join("tests")).unwrap();
-    std::fs::write(
-        dir.path().join("tests/smoke.py"),
-        "import os, sys\nimport kiln_demo_lib\nprint('smoke: kiln-demo-lib', kiln_demo_lib.__version__)\nif os.path.exists('tests/fail'):\n    sys.exit('smoke test failed on purpose')\n",
-    )
-    .unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["config", "user.name", "kiln test"]);
-    git(
-        dir.path(),
-        &["config", "user.email", "kiln-test@example.invalid"],
-    );
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "project"]);
-    dir
+    let smoke = "import os, sys\nimport kiln_demo_lib\nprint('smoke: kiln-demo-lib', kiln_demo_lib.__version__)\nif os.path.exists('tests/fail'):\n    sys.exit('smoke test failed on purpose')\n";
+    let mut all = vec![("kiln.toml", manifest.as_str()), ("tests/smoke.py", smoke)];
+    all.extend(files.iter().copied());
+    repo(&all)
 }
 
 /// The whole lifecycle for one package manager.
@@ -228,10 +130,11 @@ fn lifecycle(manager: &str, lock: &str, pinned_line: impl Fn(&str) -> String, py
     let run = kiln(d, &["build"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
-        image.python(
+        image.run(&[
             python,
+            "-c",
             "import kiln_demo_lib; print(kiln_demo_lib.__version__)"
-        ),
+        ]),
         "1.1.0"
     );
     let kiln_lock = read(d, "kiln.lock");
@@ -342,11 +245,7 @@ fn a_whole_context_copy_is_up_to_date_after_its_build_and_never_holds_kiln_lock(
     let run = kiln(d, &["build"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("up to date"), "{}", run.stdout);
-    let out = Command::new("docker")
-        .args(["run", "--rm", "--network", "none", &image.0, "ls", "/ctx"])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = image.run(&["ls", "/ctx"]);
     assert!(
         listing.contains("data.txt") && !listing.contains("kiln.lock"),
         "{listing}"
