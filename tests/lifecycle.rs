@@ -182,7 +182,23 @@ fn lifecycle(manager: &str, lock: &str, pinned_line: impl Fn(&str) -> String, py
     assert_eq!(read(d, lock), edited);
     git(d, &["checkout", "-q", lock]);
 
-    // 6. Killed between writing the new lock and renaming it over the old: the old lock is
+    // 6. --commit on a detached HEAD refuses before any work, saying how to proceed.
+    git(d, &["checkout", "-q", "--detach"]);
+    let run = kiln(d, &["refresh", "--commit"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("HEAD is detached") && run.stderr.contains("git switch"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("==>"),
+        "nothing was built: {}",
+        run.stderr
+    );
+    git(d, &["checkout", "-q", "main"]);
+
+    // 7. Killed between writing the new lock and renaming it over the old: the old lock is
     // whole, and the half-done file is not the lock.
     let marker = d.join("paused");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
