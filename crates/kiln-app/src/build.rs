@@ -54,7 +54,7 @@ pub struct BuildOptions {
 }
 
 /// What happened to one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Built {
     pub target: String,
     /// The image name it was loaded as, if any.
@@ -105,6 +105,16 @@ pub fn build(
         Goal::Image | Goal::SmokeTest => PackagesMode::Pinned,
     };
     let loaded = load(settings, mode)?;
+    build_loaded(settings, &loaded, options, progress)
+}
+
+/// [`build`] of manifests already loaded (in the packages mode `options.goal` needs).
+pub(crate) fn build_loaded(
+    settings: &Settings,
+    loaded: &Loaded,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Built>, AppError> {
     let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
     if options.goal == Goal::Refresh {
         check_refreshable(&loaded.manifest, &options.targets, &selected)?;
@@ -115,7 +125,7 @@ pub fn build(
         entitlements: entitlements(&loaded.manifest, &selected),
         endpoint,
         cwd: settings.cwd.clone(),
-        loaded: &loaded,
+        loaded,
         selected: &selected,
         options,
     };
@@ -406,9 +416,8 @@ impl Job<'_> {
             image_id: if output.is_none() { image_id } else { None },
             output,
             context,
-            locks: BTreeMap::new(),
-            base: None,
             pushed,
+            ..Built::default()
         })
     }
 
@@ -424,13 +433,7 @@ impl Job<'_> {
         let manifest_target = &self.loaded.manifest.targets[&target.name];
         let mut built = Built {
             target: target.name.clone(),
-            image: None,
-            image_id: None,
-            output: None,
-            context: Transfer::default(),
-            locks: BTreeMap::new(),
-            base: None,
-            pushed: None,
+            ..Built::default()
         };
         let Some(packages) = &manifest_target.packages else {
             return Ok(built);

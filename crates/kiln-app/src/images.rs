@@ -52,14 +52,15 @@ pub fn read_kiln_lock(path: &Path) -> Result<KilnLock, AppError> {
     }
 }
 
-/// The inputs of every compiled target (compiled in dependency order, offline).
-pub fn inputs(
+/// The part of each target's inputs that reads files — its planned LLB, config and context
+/// files — as a hasher that [`inputs`] finishes with dependencies and base pins, so the
+/// context is read once however often the pins change.
+pub fn own_inputs(
     settings: &Settings,
     loaded: &Loaded,
     compiled: &[CompiledTarget],
-    lock: &KilnLock,
-) -> Result<BTreeMap<String, Inputs>, AppError> {
-    let mut out: BTreeMap<String, Inputs> = BTreeMap::new();
+) -> Result<BTreeMap<String, Sha256>, AppError> {
+    let mut out = BTreeMap::new();
     for target in compiled {
         let manifest_target = &loaded.manifest.targets[&target.name];
         let mut h = Sha256::new();
@@ -78,6 +79,23 @@ pub fn inputs(
             &target.context_includes,
             &loaded.lock_path,
         )?;
+        out.insert(target.name.clone(), h);
+    }
+    Ok(out)
+}
+
+/// The inputs of every compiled target (compiled in dependency order): its own part, its
+/// dependencies' inputs and its base as `lock` pins it.
+pub fn inputs(
+    loaded: &Loaded,
+    compiled: &[CompiledTarget],
+    own: &BTreeMap<String, Sha256>,
+    lock: &KilnLock,
+) -> BTreeMap<String, Inputs> {
+    let mut out: BTreeMap<String, Inputs> = BTreeMap::new();
+    for target in compiled {
+        let manifest_target = &loaded.manifest.targets[&target.name];
+        let mut h = own[&target.name].clone();
         let mut pinned = true;
         for dep in loaded.graph.depends_on(&target.name) {
             let dep = &out[dep];
@@ -100,7 +118,7 @@ pub fn inputs(
         let hash = format!("sha256:{}", hex::encode(h.finalize()));
         out.insert(target.name.clone(), Inputs { hash, pinned });
     }
-    Ok(out)
+    out
 }
 
 /// Path, mode and content of every context file matching `includes` (minus the context's
@@ -153,7 +171,8 @@ pub fn build_images(
     let (selected, compiled) = loaded.compile(&options.targets)?;
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
-    let inputs = inputs(settings, &loaded, &compiled, &lock)?;
+    let own = own_inputs(settings, &loaded, &compiled)?;
+    let inputs = inputs(&loaded, &compiled, &own, &lock);
     let engine = docker_api(settings)?;
 
     let mut out = String::new();
@@ -177,7 +196,7 @@ pub fn build_images(
         }
     }
 
-    let built = crate::build(settings, options, progress)?;
+    let built = crate::build::build_loaded(settings, &loaded, options, progress)?;
     for b in &built {
         match (options.goal, &b.output, &b.image, &b.image_id) {
             (Goal::SmokeTest, ..) => out.push_str(&format!("{}: smoke test passed\n", b.target)),
@@ -218,7 +237,7 @@ pub fn build_images(
             }
         }
         // Inputs again: the bases just pinned are part of them.
-        let inputs = self::inputs(settings, &loaded, &compiled, &lock)?;
+        let inputs = self::inputs(&loaded, &compiled, &own, &lock);
         for b in &built {
             let before = lock.target(&b.target);
             // A new image id means a new image: an old push digest no longer describes it.

@@ -178,7 +178,8 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
     let mut problems = Vec::new();
     let all: Vec<String> = loaded.manifest.targets.keys().cloned().collect();
     let (_, compiled) = loaded.compile(&all)?;
-    let inputs = images::inputs(settings, loaded, &compiled, &loaded.lock)?;
+    let own = images::own_inputs(settings, loaded, &compiled)?;
+    let inputs = images::inputs(loaded, &compiled, &own, &loaded.lock);
     for (name, target) in &loaded.manifest.targets {
         if let kiln_manifest::Base::Image(reference) = &target.from {
             let key = reference.without_digest().to_string();

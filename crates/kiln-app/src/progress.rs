@@ -24,7 +24,6 @@ pub struct Renderer {
     format: ProgressFormat,
     started: BTreeSet<String>,
     done: BTreeSet<String>,
-    names: BTreeMap<String, String>,
     partial: BTreeMap<(String, i64), String>,
     tty: Option<Tty>,
 }
@@ -35,7 +34,6 @@ impl Renderer {
             format,
             started: BTreeSet::new(),
             done: BTreeSet::new(),
-            names: BTreeMap::new(),
             partial: BTreeMap::new(),
             tty: (format == ProgressFormat::Tty).then(|| Tty::new(ProgressDrawTarget::stderr())),
         }
@@ -82,7 +80,6 @@ impl Renderer {
                 completed,
                 error,
             } => {
-                self.names.insert(digest.clone(), name.clone());
                 let mut out = Vec::new();
                 if let Some(error) = error {
                     out.push(format!("{prefix} FAILED {name}: {error}"));
@@ -134,7 +131,6 @@ struct Bar {
     bar: ProgressBar,
     steps: BTreeSet<String>,
     cached: BTreeSet<String>,
-    names: BTreeMap<String, String>,
     failed: Option<String>,
 }
 
@@ -164,7 +160,6 @@ impl Tty {
                         bar,
                         steps: BTreeSet::new(),
                         cached: BTreeSet::new(),
-                        names: BTreeMap::new(),
                         failed: None,
                     },
                 );
@@ -185,7 +180,6 @@ impl Tty {
                 let Some(bar) = self.bars.get_mut(&(target.clone(), *stage)) else {
                     return;
                 };
-                bar.names.insert(digest.clone(), name.clone());
                 bar.steps.insert(digest.clone());
                 if *cached {
                     bar.cached.insert(digest.clone());

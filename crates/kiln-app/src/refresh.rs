@@ -84,7 +84,7 @@ pub fn refresh(
         goal: Goal::Refresh,
         ..BuildOptions::default()
     };
-    let built = crate::build(settings, &build, progress)?;
+    let built = crate::build::build_loaded(settings, &loaded, &build, progress)?;
 
     let mut refreshed = Vec::new();
     for b in &built {
