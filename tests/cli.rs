@@ -449,3 +449,40 @@ fn build_refuses_a_malformed_docker_config_naming_file_and_line_before_building(
         run.stderr
     );
 }
+
+#[test]
+fn llb_of_a_group_says_to_name_a_target_instead_of_panicking() {
+    let run = kiln("app", &["plan", "--llb", "default"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("error: `default` is a group, not a target"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
+fn an_environment_variable_that_is_not_utf8_is_ignored_with_a_warning() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("check")
+        .current_dir(fixtures().join("app"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("BADVAR", bad)
+        .output()
+        .expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 3 targets in 1 manifest\n"
+    );
+    assert_eq!(
+        stderr.trim_end(),
+        "warning: ignoring environment variables that are not UTF-8: BADVAR"
+    );
+}

@@ -92,6 +92,29 @@ pub enum Progress {
         stage: &'static str,
         ok: bool,
     },
+    /// What became of a target: the last event about it.
+    Target(Outcome),
+    /// Something the user should know that is not an error.
+    Warning {
+        target: Option<String>,
+        message: String,
+    },
+}
+
+/// The end result of one target of a command, as reported in the last progress event about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    pub target: String,
+    /// `built`, `up-to-date`, `smoke-tested`, `exported` or `refreshed`.
+    pub status: &'static str,
+    /// The image name, when the target has one.
+    pub image: Option<String>,
+    /// The image id (config digest) in the engine's image store.
+    pub image_id: Option<String>,
+    /// The manifest digest the registry serves for the pushed image.
+    pub pushed: Option<String>,
+    /// Where the filesystem was exported (`--output`).
+    pub output: Option<PathBuf>,
 }
 
 /// Build the selected targets, calling `progress` as things happen.

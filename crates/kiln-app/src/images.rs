@@ -185,12 +185,22 @@ pub fn build_images(
             .collect();
         if fresh.len() == selected.len() {
             for t in &selected {
-                let recorded = lock.target(t).expect("up to date means recorded");
+                let Some(recorded) = lock.target(t) else {
+                    continue;
+                };
                 out.push_str(&format!(
                     "{t}: {} ({}) up to date\n",
                     recorded.image.as_deref().unwrap_or("-"),
                     recorded.image_id.as_deref().unwrap_or("-")
                 ));
+                progress(Progress::Target(crate::Outcome {
+                    target: t.clone(),
+                    status: "up-to-date",
+                    image: recorded.image.clone(),
+                    image_id: recorded.image_id.clone(),
+                    pushed: recorded.digest.clone(),
+                    output: None,
+                }));
             }
             return Ok(out);
         }
@@ -218,6 +228,21 @@ pub fn build_images(
     } else {
         BTreeMap::new()
     };
+    let outcomes: Vec<crate::Outcome> = built
+        .iter()
+        .map(|b| crate::Outcome {
+            target: b.target.clone(),
+            status: match (options.goal, &b.output) {
+                (Goal::SmokeTest, _) => "smoke-tested",
+                (_, Some(_)) => "exported",
+                _ => "built",
+            },
+            image: b.image.clone(),
+            image_id: b.image_id.clone(),
+            pushed: pushed.get(&b.target).cloned(),
+            output: b.output.clone(),
+        })
+        .collect();
     if options.goal == Goal::Image && options.output.is_none() {
         let mut lock = lock;
         for b in &built {
@@ -267,6 +292,9 @@ pub fn build_images(
                 relative(settings, &lock_path).display()
             ));
         }
+    }
+    for outcome in outcomes {
+        progress(Progress::Target(outcome));
     }
     Ok(out)
 }

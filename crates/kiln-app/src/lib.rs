@@ -12,19 +12,18 @@ mod images;
 mod paths;
 mod pin;
 mod plan;
-mod progress;
 mod refresh;
 
-pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Progress, build};
+pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, build};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
 pub use error::AppError;
 pub use images::{Inputs, build_images, kiln_lock_path};
+pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
-pub use progress::{ProgressFormat, Renderer};
 pub use refresh::{RefreshOptions, refresh};
 
 use std::collections::BTreeMap;

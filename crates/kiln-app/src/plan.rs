@@ -76,11 +76,18 @@ pub fn plan_llb(settings: &Settings, stage: &str, mode: PackagesMode) -> Result<
         Some((t, k)) => (t, k),
         None => (stage, "image"),
     };
+    if let Some(group) = loaded.manifest.groups.get(target) {
+        return Err(AppError::Usage(format!(
+            "`{target}` is a group, not a target: --llb writes one stage of one target\n  hint: name one of its targets: {}",
+            group.targets.join(", ")
+        )));
+    }
     let (_, compiled) = loaded.compile(&[target.to_string()])?;
-    let compiled = compiled
-        .iter()
-        .find(|c| c.name == target)
-        .expect("selected target is compiled");
+    let Some(compiled) = compiled.iter().find(|c| c.name == target) else {
+        return Err(AppError::Usage(format!(
+            "`{target}` is not a target; --llb takes TARGET or TARGET/STAGE"
+        )));
+    };
     let available = || {
         compiled
             .stages

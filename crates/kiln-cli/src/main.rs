@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_app::{AppError, PackagesMode, PlanFormat, Settings};
 
+mod progress;
+
+use progress::{ProgressFormat, Renderer};
+
 /// kiln: build container images from a TOML manifest on BuildKit, with a package-lock
 /// lifecycle (refresh, pinned build, smoke test) written back to git.
 #[derive(Parser)]
@@ -159,14 +163,33 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The process environment; a variable whose name or value is not UTF-8 cannot be a manifest
+/// variable or a setting, so it is left out (and said, since a user may wonder).
+fn environment() -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+    let mut env = std::collections::BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        match (key.into_string(), value.into_string()) {
+            (Ok(k), Ok(v)) => {
+                env.insert(k, v);
+            }
+            (Ok(k), Err(_)) => skipped.push(k),
+            (Err(k), _) => skipped.push(k.to_string_lossy().into_owned()),
+        }
+    }
+    (env, skipped)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = matches!(cli.progress, ProgressArg::Json);
+    let (env, skipped) = environment();
     let settings = Settings {
         files: cli.files,
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         profile: cli.profile,
         set: cli.set,
-        env: std::env::vars().collect(),
+        env,
         builder: kiln_app::BuilderOptions {
             url: cli.builder,
             tls_ca: cli.tls_ca,
@@ -176,6 +199,17 @@ fn main() -> ExitCode {
         },
     };
     let progress = cli.progress;
+    if !skipped.is_empty() {
+        let message = format!(
+            "ignoring environment variables that are not UTF-8: {}",
+            skipped.join(", ")
+        );
+        if json {
+            eprintln!("{}", progress::json_warning(&message));
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
     let result = match cli.command {
         Command::Check { locked } => {
             kiln_app::check(&settings, locked).map(|s| Output::Text(s + "\n"))
@@ -249,8 +283,8 @@ fn main() -> ExitCode {
         }
     };
     match result {
-        Ok(output) => write_output(output),
-        Err(err) => fail(&err),
+        Ok(output) => write_output(output, json),
+        Err(err) => fail(&err, json),
     }
 }
 
@@ -265,23 +299,29 @@ fn with_progress(
     work: impl FnOnce(&mut dyn FnMut(kiln_app::Progress)) -> Result<String, AppError>,
 ) -> Result<Output, AppError> {
     let format = match progress {
-        ProgressArg::Auto if std::io::stderr().is_terminal() => kiln_app::ProgressFormat::Tty,
-        ProgressArg::Tty => kiln_app::ProgressFormat::Tty,
-        ProgressArg::Auto | ProgressArg::Plain => kiln_app::ProgressFormat::Plain,
-        ProgressArg::Json => kiln_app::ProgressFormat::Json,
+        ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressFormat::Tty,
+        ProgressArg::Tty => ProgressFormat::Tty,
+        ProgressArg::Auto | ProgressArg::Plain => ProgressFormat::Plain,
+        ProgressArg::Json => ProgressFormat::Json,
     };
-    let mut renderer = kiln_app::Renderer::new(format);
+    let mut renderer = Renderer::new(format);
     let result = work(&mut |p: kiln_app::Progress| {
-        let mut err = std::io::stderr().lock();
-        for line in renderer.render(&p) {
-            let _ = writeln!(err, "{line}");
+        // Render first, then take stderr's lock only to write: in tty mode indicatif draws from
+        // its own ticker thread, which holds its state while it waits for stderr, so holding
+        // stderr while calling into indicatif deadlocks.
+        let lines = renderer.render(&p);
+        if !lines.is_empty() {
+            let mut err = std::io::stderr().lock();
+            for line in lines {
+                let _ = writeln!(err, "{line}");
+            }
         }
     });
     renderer.finish();
     result.map(Output::Text)
 }
 
-fn write_output(output: Output) -> ExitCode {
+fn write_output(output: Output, json: bool) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let bytes = match &output {
         Output::Text(s) => s.as_bytes(),
@@ -289,7 +329,7 @@ fn write_output(output: Output) -> ExitCode {
             if stdout.is_terminal() {
                 return fail(&AppError::Usage(
                     "refusing to write binary LLB to a terminal\n  hint: redirect it to a file or pipe it, e.g. `kiln plan --llb app | buildctl build`".into(),
-                ));
+                ), json);
             }
             b.as_slice()
         }
@@ -298,13 +338,24 @@ fn write_output(output: Output) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: cannot write output: {e}");
+            let message = format!("error: cannot write output: {e}");
+            if json {
+                eprintln!("{}", progress::json_error(&message, 2));
+            } else {
+                eprintln!("{message}");
+            }
             ExitCode::from(2)
         }
     }
 }
 
-fn fail(err: &AppError) -> ExitCode {
-    eprintln!("{err}");
-    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
+/// Say what failed (as a JSON event with `--progress json`) and exit with its code.
+fn fail(err: &AppError, json: bool) -> ExitCode {
+    let code = err.exit_code();
+    if json {
+        eprintln!("{}", progress::json_error(&err.to_string(), code));
+    } else {
+        eprintln!("{err}");
+    }
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
