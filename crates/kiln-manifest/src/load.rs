@@ -30,7 +30,9 @@ const TARGET_KEYS: &[&str] = &[
     "network",
     "ca-certificates",
     "platform",
+    "secrets",
 ];
+const SECRET_KEYS: &[&str] = &["env", "file"];
 const COPY_KEYS: &[&str] = &["from", "src", "dest", "chown", "chmod"];
 const PACKAGE_KEYS: &[&str] = &["manager", "files", "lock", "refresh", "install", "dir"];
 const MANAGERS: &[&str] = &["uv", "pip", "poetry", "npm", "custom"];
@@ -608,6 +610,16 @@ fn valid_name(name: &str) -> bool {
 const NAME_RULE: &str =
     "lowercase letters, digits, `_`, `.` and `-`, starting with a letter or digit";
 
+/// A secret name is the name of the file it is mounted as in `/run/secrets/`.
+fn valid_secret_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 255
+        && matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+const SECRET_NAME_RULE: &str = "letters, digits, `_`, `.` and `-`, starting with a letter, digit or `_` (it is the file name in /run/secrets/)";
+
 /// A relative path that stays inside its directory.
 fn inside(path: &str) -> bool {
     let p = Path::new(path);
@@ -764,6 +776,14 @@ impl TargetReader<'_, '_> {
             }
         }
 
+        let secrets = match table.get("secrets") {
+            None => BTreeMap::new(),
+            Some(v) => self.secrets(v).unwrap_or_else(|| {
+                ok = false;
+                BTreeMap::new()
+            }),
+        };
+
         let image = table.get("image").and_then(|v| {
             match self.image_or_target(v, "image", &mut rewrites, &mut refs)? {
                 Base::Image(r) => Some(r),
@@ -793,6 +813,7 @@ impl TargetReader<'_, '_> {
                 network: common.network,
                 ca_certificates: common.ca,
                 platform: common.platform,
+                secrets,
             },
             rewrites,
             refs,
@@ -928,6 +949,107 @@ impl TargetReader<'_, '_> {
             chmod,
             location: cx.loc(src_span),
         })
+    }
+
+    /// `[target.T.secrets]`: `NAME = { env = "VAR" }` or `NAME = { file = "path" }`.
+    fn secrets(&self, v: &Value<'_>) -> Option<BTreeMap<String, Secret>> {
+        let cx = self.cx;
+        let path = self.key("secrets");
+        let table = cx.table(v, &path)?;
+        let shape = "`{ env = \"VAR\" }` or `{ file = \"path\" }`";
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (name, value) in table.iter() {
+            let name_str: &str = name.get_ref();
+            let key = join(&path, name_str);
+            if !valid_secret_name(name_str) {
+                cx.error(
+                    name.span(),
+                    &key,
+                    format!("invalid secret name `{name_str}`"),
+                    Some(SECRET_NAME_RULE.into()),
+                    None,
+                );
+                ok = false;
+                continue;
+            }
+            let DeValue::Table(entry) = value.get_ref() else {
+                cx.wrong_type(value, &key, &format!("a table {shape}"));
+                ok = false;
+                continue;
+            };
+            cx.keys(entry, &key, SECRET_KEYS);
+            let source = match (entry.get("env"), entry.get("file")) {
+                (Some(_), Some(file)) => {
+                    cx.error(
+                        file.span(),
+                        &key,
+                        "a secret comes from `env` or from `file`, not both",
+                        Some(shape.into()),
+                        None,
+                    );
+                    None
+                }
+                (None, None) => {
+                    cx.error(
+                        value.span(),
+                        &key,
+                        "missing `env` or `file`: where the secret's value comes from",
+                        Some(shape.into()),
+                        None,
+                    );
+                    None
+                }
+                (Some(env), None) => {
+                    let env_key = join(&key, "env");
+                    cx.text(env, &env_key).and_then(|var| {
+                        if var.is_empty() || var.contains(['=', '\0']) {
+                            cx.error(
+                                env.span(),
+                                &env_key,
+                                format!("invalid environment variable name `{var}`"),
+                                Some("the name of an environment variable".into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        Some(SecretSource::Env(var))
+                    })
+                }
+                (None, Some(file)) => {
+                    let file_key = join(&key, "file");
+                    cx.text(file, &file_key).and_then(|f| {
+                        if f.is_empty() {
+                            cx.error(
+                                file.span(),
+                                &file_key,
+                                "empty path",
+                                Some("a file, relative to this manifest".into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        // As `ca-certificates` paths: beside the manifest, as it was named.
+                        let dir = cx.file.parent().unwrap_or(Path::new(""));
+                        Some(SecretSource::File(dir.join(f)))
+                    })
+                }
+            };
+            match source {
+                Some(source) => {
+                    out.insert(
+                        name_str.to_string(),
+                        Secret {
+                            name: name_str.to_string(),
+                            source,
+                            location: cx.loc(name.span()),
+                        },
+                    );
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 
     fn required_text(

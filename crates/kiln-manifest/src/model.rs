@@ -84,6 +84,29 @@ pub struct Target {
     pub ca_certificates: CaCertificates,
     /// Platform as `os/arch[/variant]` (default `linux/amd64`).
     pub platform: String,
+    /// Secrets by name, mounted at `/run/secrets/NAME` in every RUN step of this target.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// A secret a target's RUN steps read: where its value comes from. The value itself is read
+/// at build time by the caller and never enters the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Secret {
+    /// The file name under `/run/secrets/`.
+    pub name: String,
+    pub source: SecretSource,
+    /// Where `[target.T.secrets] NAME` is declared.
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "from")]
+pub enum SecretSource {
+    /// The value of this environment variable of the invocation.
+    Env(String),
+    /// The content of this file; a relative path is resolved against the manifest directory.
+    File(PathBuf),
 }
 
 /// What a target starts from.

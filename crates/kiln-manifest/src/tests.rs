@@ -499,3 +499,79 @@ fn loading_is_deterministic() {
     let b = format!("{:?}", ok(VARS));
     assert_eq!(a, b);
 }
+
+#[test]
+fn secrets_come_from_an_env_var_or_a_file_next_to_the_manifest() {
+    let m = ok(&format!(
+        r#"{V}[vars]
+TOKEN_VAR = "CI_TOKEN"
+[target.a]
+from = "debian"
+[target.a.secrets]
+token = {{ env = "${{TOKEN_VAR}}" }}
+"pip.conf" = {{ file = "secrets/pip.conf" }}
+netrc = {{ file = "/home/u/.netrc" }}
+[target.b]
+from = "debian"
+"#
+    ));
+    let a = &m.targets["a"].secrets;
+    assert_eq!(a.len(), 3);
+    assert_eq!(a["token"].source, SecretSource::Env("CI_TOKEN".into()));
+    assert_eq!(
+        a["pip.conf"].source,
+        SecretSource::File(PathBuf::from("dir/secrets/pip.conf"))
+    );
+    assert_eq!(
+        a["netrc"].source,
+        SecretSource::File(PathBuf::from("/home/u/.netrc"))
+    );
+    assert_eq!(a["token"].name, "token");
+    assert_eq!(
+        (a["token"].location.line, a["token"].location.column),
+        (7, 1)
+    );
+    assert!(m.targets["b"].secrets.is_empty());
+}
+
+#[test]
+fn secret_names_and_shapes_are_checked() {
+    let e = errors(&format!(
+        r#"{V}[target.a]
+from = "debian"
+[target.a.secrets]
+".hidden" = {{ env = "A" }}
+"a/b" = {{ env = "A" }}
+both = {{ env = "A", file = "f" }}
+neither = {{}}
+typo = {{ evn = "A" }}
+plain = "A"
+bad-env = {{ env = "A=B" }}
+empty = {{ file = "" }}
+number = {{ file = 3 }}
+[target.b]
+from = "debian"
+secrets = ["x"]
+[target.c]
+from = "debian"
+secret = {{ x = {{ env = "A" }} }}
+"#
+    ));
+    assert_eq!(
+        e,
+        [
+            "5:1 target.a.secrets.\".hidden\": invalid secret name `.hidden`",
+            "6:1 target.a.secrets.\"a/b\": invalid secret name `a/b`",
+            "7:28 target.a.secrets.both: a secret comes from `env` or from `file`, not both",
+            "8:11 target.a.secrets.neither: missing `env` or `file`: where the secret's value comes from",
+            "9:8 target.a.secrets.typo: missing `env` or `file`: where the secret's value comes from",
+            "9:10 target.a.secrets.typo.evn: unknown key `evn` (did you mean `env`?)",
+            "10:9 target.a.secrets.plain: expected a table `{ env = \"VAR\" }` or `{ file = \"path\" }`, found a string",
+            "11:19 target.a.secrets.bad-env.env: invalid environment variable name `A=B`",
+            "12:18 target.a.secrets.empty.file: empty path",
+            "13:19 target.a.secrets.number.file: expected a string, found an integer",
+            "16:11 target.b.secrets: expected a table, found an array",
+            "19:1 target.c.secret: unknown key `secret` (did you mean `secrets`?)",
+        ]
+    );
+}
