@@ -15,7 +15,7 @@ use kiln_buildkit::{
     Client, Endpoint, Event, LocalDir, ResolveMode, Returned, Session, SessionConfig, SolveRequest,
     Transfer,
 };
-use kiln_compile::{BaseConfigs, CA_BUNDLE_SECRET, CompiledTarget, EffectiveConfig};
+use kiln_compile::{BaseConfigs, CompiledTarget, EffectiveConfig};
 use kiln_graph::{PackagesMode, StageKind};
 use kiln_manifest::{Base, CaCertificates, Manifest, NetworkMode};
 use kiln_reference::Reference;
@@ -699,8 +699,9 @@ fn remember(event: &Event, seen: &mut Seen) {
     }
 }
 
-/// Every selected target's context, its ignore files, the CA bundle secret and registry
-/// credentials.
+/// Every selected target's context, its ignore files, its CA bundle and `[secrets]` (each
+/// under the target's own secret ids) and registry credentials. A secret whose environment
+/// variable is unset or whose file cannot be read is an error here, before any solve.
 fn session_config(
     settings: &Settings,
     manifest: &Manifest,
@@ -735,10 +736,82 @@ fn session_config(
                 action: "read CA bundle",
                 source,
             })?;
-            config.secrets.insert(CA_BUNDLE_SECRET.to_string(), data);
+            if let Some(id) = kiln_compile::ca_bundle_secret(name, &target.ca_certificates) {
+                config.secrets.insert(id, data);
+            }
         }
     }
+    let mut missing = Vec::new();
+    for name in selected {
+        for secret in manifest.targets[name].secrets.values() {
+            match secret_value(settings, secret) {
+                Ok(data) => {
+                    config
+                        .secrets
+                        .insert(kiln_compile::secret_id(name, &secret.name), data);
+                }
+                Err((message, hint)) => {
+                    // Quoted as in the manifest's own messages when not a bare key.
+                    let bare = secret
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    let key = if bare {
+                        secret.name.clone()
+                    } else {
+                        format!("{:?}", secret.name)
+                    };
+                    missing.push(kiln_manifest::Diagnostic {
+                        location: secret.location.clone(),
+                        key: format!("target.{name}.secrets.{key}"),
+                        message,
+                        expected: None,
+                        hint: Some(hint),
+                    })
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort_by(|a, b| a.location.cmp(&b.location));
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(missing)));
+    }
     Ok(config)
+}
+
+/// A secret's value: its environment variable (from `Settings.env`, never the process's own)
+/// or its file. Else what is wrong and a hint.
+fn secret_value(
+    settings: &Settings,
+    secret: &kiln_manifest::Secret,
+) -> Result<Vec<u8>, (String, String)> {
+    match &secret.source {
+        kiln_manifest::SecretSource::Env(var) => settings
+            .env
+            .get(var)
+            .map(|v| v.as_bytes().to_vec())
+            .ok_or_else(|| {
+                (
+                    format!(
+                        "secret `{}` comes from the environment variable `{var}`, which is not set",
+                        secret.name
+                    ),
+                    format!("set `{var}` for kiln, e.g. `{var}=… kiln build`"),
+                )
+            }),
+        kiln_manifest::SecretSource::File(path) => {
+            std::fs::read(settings.cwd.join(path)).map_err(|e| {
+                (
+                    format!(
+                        "secret `{}` comes from the file `{}`, which cannot be read: {e}",
+                        secret.name,
+                        path.display()
+                    ),
+                    "a relative `file` is relative to the manifest's directory".to_string(),
+                )
+            })
+        }
+    }
 }
 
 /// The exclude patterns of a context's `.dockerignore` and `.kilnignore`, plus `kiln.lock`

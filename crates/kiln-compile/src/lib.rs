@@ -19,8 +19,28 @@ use kiln_manifest::{
 
 /// Where the CA bundle secret is mounted inside RUN steps.
 pub const CA_BUNDLE_PATH: &str = "/run/kiln/ca-certificates.crt";
-/// The secret id the session serves the CA bundle under.
-pub const CA_BUNDLE_SECRET: &str = "kiln.ca-certificates";
+
+/// The secret id the session serves a target's CA bundle under, if it has one: the host's
+/// bundle is the same for every target (one id, so identical steps of different targets still
+/// share the cache); a bundle file gets an id of its target's own, since targets built
+/// together may trust different files.
+pub fn ca_bundle_secret(target: &str, ca: &CaCertificates) -> Option<String> {
+    match ca {
+        CaCertificates::None => None,
+        CaCertificates::Host => Some("kiln.ca-certificates".to_string()),
+        CaCertificates::Path(_) => Some(format!("kiln.ca-certificates/{target}")),
+    }
+}
+
+/// Where a target's `[secrets]` are mounted inside RUN steps: `/run/secrets/NAME`.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// The secret id the session serves `target`'s secret `name` under: per target, so two
+/// targets with a secret of the same name from different sources each get their own. `/`
+/// is in neither a target nor a secret name, so ids never collide.
+pub fn secret_id(target: &str, name: &str) -> String {
+    format!("kiln.secret/{target}/{name}")
+}
 /// Environment variables pointed at the CA bundle for RUN steps only.
 pub const CA_BUNDLE_ENV: [&str; 5] = [
     "SSL_CERT_FILE",
@@ -259,7 +279,8 @@ struct Lowering<'a> {
 }
 
 impl Lowering<'_> {
-    /// A RUN step: `/bin/sh -c cmd` with build-env, network mode and the CA bundle.
+    /// A RUN step: `/bin/sh -c cmd` with build-env, network mode, the CA bundle and the
+    /// target's secrets (mounted read-only; only their ids are in the LLB, never a value).
     fn exec(&self, cmd: &str, name: &str) -> Exec {
         let mut exec = Exec::shell(cmd)
             .name(name)
@@ -271,10 +292,10 @@ impl Lowering<'_> {
         for (k, v) in &self.target.build_env {
             exec = exec.env(k, v);
         }
-        if self.target.ca_certificates != CaCertificates::None {
+        if let Some(id) = ca_bundle_secret(&self.target.name, &self.target.ca_certificates) {
             exec = exec.mount(Mount::Secret {
                 dest: CA_BUNDLE_PATH.to_string(),
-                id: CA_BUNDLE_SECRET.to_string(),
+                id,
                 uid: 0,
                 gid: 0,
                 mode: 0o444,
@@ -283,6 +304,17 @@ impl Lowering<'_> {
             for var in CA_BUNDLE_ENV {
                 exec = exec.env(var, CA_BUNDLE_PATH);
             }
+        }
+        for name in self.target.secrets.keys() {
+            exec = exec.mount(Mount::Secret {
+                dest: format!("{SECRETS_DIR}/{name}"),
+                id: secret_id(&self.target.name, name),
+                uid: 0,
+                gid: 0,
+                // Readable by the smoke test, which runs as the image's user.
+                mode: 0o444,
+                optional: false,
+            });
         }
         exec
     }

@@ -264,3 +264,90 @@ fn a_lock_wildcard_matches_only_that_file() {
         "sub/requirements.tx[t]"
     );
 }
+
+#[test]
+fn every_run_step_mounts_the_targets_own_secrets_and_ca_bundle() {
+    let text = r#"
+[target.a]
+from = "debian"
+run = ["echo pre"]
+ca-certificates = "host"
+packages = { manager = "uv" }
+smoke-test = { run = ["echo smoke"] }
+[target.a.secrets]
+token = { env = "A_TOKEN" }
+"pip.conf" = { file = "pip.conf" }
+[target.b]
+from = "target:a"
+run = ["echo b"]
+ca-certificates = "bundle.pem"
+secrets = { token = { env = "B_TOKEN" } }
+"#;
+    for mode in [PackagesMode::Pinned, PackagesMode::Refresh] {
+        let compiled = compile_text(text, mode);
+        for t in &compiled {
+            let mut expected: Vec<(String, String)> = match t.name.as_str() {
+                "a" => vec![
+                    ("/run/secrets/pip.conf".into(), secret_id("a", "pip.conf")),
+                    ("/run/secrets/token".into(), secret_id("a", "token")),
+                ],
+                _ => vec![("/run/secrets/token".into(), secret_id("b", "token"))],
+            };
+            let ca = match t.name.as_str() {
+                "a" => CaCertificates::Host,
+                _ => CaCertificates::Path("bundle.pem".into()),
+            };
+            expected.push((
+                CA_BUNDLE_PATH.into(),
+                ca_bundle_secret(&t.name, &ca).unwrap(),
+            ));
+            expected.sort();
+            let last = t
+                .stage(StageKind::SmokeTest)
+                .or(t.stage(StageKind::Post))
+                .unwrap();
+            let steps = execs(last);
+            // `b` rests on `a`'s image: only its own step is `b`'s.
+            let own: Vec<_> = steps
+                .iter()
+                .filter(|(_, m)| {
+                    m.description
+                        .get("llb.customname")
+                        .is_some_and(|n| n.starts_with(&format!("[{}/", t.name)))
+                })
+                .collect();
+            let want = if t.name == "a" { 4 } else { 1 };
+            assert_eq!(own.len(), want, "{}: pre, setup, install, smoke", t.name);
+            for (exec, meta) in own {
+                let mut secrets: Vec<(String, String)> = exec
+                    .mounts
+                    .iter()
+                    .filter(|m| m.mount_type == pb::MountType::Secret as i32)
+                    .map(|m| {
+                        let opt = m.secret_opt.as_ref().unwrap();
+                        assert_eq!(opt.mode, 0o444);
+                        assert!(!opt.optional);
+                        (m.dest.clone(), opt.id.clone())
+                    })
+                    .collect();
+                secrets.sort();
+                assert_eq!(secrets, expected, "{:?}", meta.description);
+            }
+        }
+    }
+    assert_ne!(secret_id("a", "token"), secret_id("b", "token"));
+    // The host's bundle is one for all; a bundle file is its target's own.
+    let file = CaCertificates::Path("ca.pem".into());
+    assert_eq!(
+        ca_bundle_secret("a", &CaCertificates::Host),
+        ca_bundle_secret("b", &CaCertificates::Host)
+    );
+    assert_ne!(ca_bundle_secret("a", &file), ca_bundle_secret("b", &file));
+    assert_ne!(
+        ca_bundle_secret("a", &file),
+        ca_bundle_secret("a", &CaCertificates::Host)
+    );
+    assert_eq!(ca_bundle_secret("a", &CaCertificates::None), None);
+    // Dots are allowed in both names: the separator keeps ids apart.
+    assert_ne!(secret_id("a.b", "c"), secret_id("a", "b.c"));
+}
