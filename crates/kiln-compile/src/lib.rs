@@ -5,6 +5,7 @@
 
 mod config;
 mod managers;
+pub mod platform;
 
 pub use config::{BaseConfigs, EffectiveConfig};
 pub use managers::{ManagerSpec, spec};
