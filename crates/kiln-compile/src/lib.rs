@@ -7,7 +7,7 @@ mod config;
 mod managers;
 pub mod platform;
 
-pub use config::{BaseConfigs, EffectiveConfig};
+pub use config::{BaseConfigs, EffectiveConfig, expand};
 pub use managers::{ManagerSpec, spec};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kiln_graph::{Graph, PackagesMode, StageId, StageKind};
 use kiln_llb::{CacheSharing, CopyOptions, Exec, FileActions, LocalOptions, Mount, NetMode, State};
 use kiln_manifest::{
-    Base, CaCertificates, CopySource, Manifest, NetworkMode, Packages, SmokeTest, Target,
+    Activate, Base, CaCertificates, CopySource, Manifest, NetworkMode, Packages, SmokeTest, Target,
 };
 
 /// Where the CA bundle secret is mounted inside RUN steps.
@@ -178,6 +178,7 @@ fn compile_target(
         config: &config,
         includes: Default::default(),
         local_unique,
+        env: std::cell::RefCell::new(config.env.clone()),
     };
 
     let mut stages = Vec::new();
@@ -204,6 +205,21 @@ fn compile_target(
         state = lower.packages(&state, packages, kind);
         push(kind, &state);
     }
+    // From here on the packages' environment is active, as `ENV VIRTUAL_ENV=… PATH=…/bin:$PATH`
+    // after the install would make it: in the smoke test, the image and whatever builds on it.
+    let config = match target.packages.as_ref().and_then(environment) {
+        Some(dir) => {
+            let active = config.activate(&dir);
+            for key in ["VIRTUAL_ENV", "PATH"] {
+                if let Some((k, v)) = active.env.iter().find(|(k, _)| k == key) {
+                    state = state.with_env(k, v);
+                }
+            }
+            *lower.env.borrow_mut() = active.env.clone();
+            active
+        }
+        None => config.clone(),
+    };
 
     // post: copies and artifacts.
     let mut actions = FileActions::default();
@@ -277,6 +293,9 @@ struct Lowering<'a> {
     /// Every include pattern the target's context sources use.
     includes: std::cell::RefCell<BTreeSet<String>>,
     local_unique: Option<&'a str>,
+    /// The environment in effect for the next RUN steps (the config's, then with the packages'
+    /// environment active): what build-env values expand against.
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Lowering<'_> {
@@ -290,8 +309,20 @@ impl Lowering<'_> {
                 NetworkMode::Host => NetMode::Host,
                 NetworkMode::None => NetMode::None,
             });
+        let env = self.env.borrow();
+        // The manager's defaults, below build-env and the config env in effect.
+        let defaults = self
+            .target
+            .packages
+            .as_ref()
+            .map_or(&[][..], |p| managers::spec(p.manager).env);
+        for (k, v) in defaults {
+            if !self.target.build_env.contains_key(*k) && !env.iter().any(|(e, _)| e == k) {
+                exec = exec.env(k, v);
+            }
+        }
         for (k, v) in &self.target.build_env {
-            exec = exec.env(k, v);
+            exec = exec.env(k, &config::expand(v, &env));
         }
         if let Some(id) = ca_bundle_secret(&self.target.name, &self.target.ca_certificates) {
             exec = exec.mount(Mount::Secret {
@@ -456,6 +487,20 @@ impl Lowering<'_> {
         }
         state
     }
+}
+
+/// The directory of the environment `packages` installs into and the manifest activates, if any.
+fn environment(packages: &Packages) -> Option<String> {
+    let dir = match &packages.activate {
+        Activate::Off => return None,
+        Activate::Manager => managers::spec(packages.manager).venv?,
+        Activate::Dir(dir) => dir.as_str(),
+    };
+    if dir.starts_with('/') {
+        return Some(dir.to_string());
+    }
+    let rel = dir.trim_start_matches("./").trim_end_matches('/');
+    Some(format!("{}/{rel}", packages.dir.trim_end_matches('/')))
 }
 
 /// A short stable key for a set of include patterns (FNV-1a, hex).

@@ -34,7 +34,11 @@ const TARGET_KEYS: &[&str] = &[
 ];
 const SECRET_KEYS: &[&str] = &["env", "file"];
 const COPY_KEYS: &[&str] = &["from", "src", "dest", "chown", "chmod"];
-const PACKAGE_KEYS: &[&str] = &["manager", "files", "lock", "refresh", "install", "dir"];
+const PACKAGE_KEYS: &[&str] = &[
+    "manager", "files", "lock", "refresh", "install", "dir", "activate",
+];
+const ACTIVATE_EXPECTED: &str =
+    "a boolean, or the environment's directory (absolute, or relative to `dir`)";
 const MANAGERS: &[&str] = &["uv", "pip", "poetry", "npm", "custom"];
 const SMOKE_KEYS: &[&str] = &["copy", "run"];
 const ARTIFACT_KEYS: &[&str] = &["src", "extract-to"];
@@ -762,7 +766,7 @@ impl TargetReader<'_, '_> {
 
         let build_env = table
             .get("build-env")
-            .and_then(|v| cx.text_map(v, &self.key("build-env")))
+            .and_then(|v| cx.env_map(v, &self.key("build-env")))
             .unwrap_or_default();
         for name in build_env.keys() {
             if name.is_empty() || name.contains('=') {
@@ -1220,6 +1224,34 @@ impl TargetReader<'_, '_> {
             }
             None => config.workdir.clone().unwrap_or_else(|| "/app".to_string()),
         };
+        let activate = match table.get("activate") {
+            None => Activate::Manager,
+            Some(v) => {
+                let key = join(&path, "activate");
+                match v.get_ref() {
+                    DeValue::Boolean(true) => Activate::Manager,
+                    DeValue::Boolean(false) => Activate::Off,
+                    DeValue::String(_) => {
+                        let s = cx.text(v, &key)?;
+                        if s.trim_start_matches("./").trim_end_matches('/').is_empty() {
+                            cx.error(
+                                v.span(),
+                                &key,
+                                format!("`{s}` names no environment directory"),
+                                Some(ACTIVATE_EXPECTED.into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        Activate::Dir(s)
+                    }
+                    _ => {
+                        cx.wrong_type(v, &key, ACTIVATE_EXPECTED);
+                        return None;
+                    }
+                }
+            }
+        };
         if manager == Manager::Custom && (refresh.is_none() || install.is_none()) {
             return None;
         }
@@ -1234,6 +1266,7 @@ impl TargetReader<'_, '_> {
             refresh,
             install,
             dir,
+            activate,
             location: cx.loc(location),
         })
     }
@@ -1343,7 +1376,7 @@ impl TargetReader<'_, '_> {
             .and_then(|v| cx.texts(v, &key("entrypoint")));
         config.cmd = table.get("cmd").and_then(|v| cx.texts(v, &key("cmd")));
         if let Some(v) = table.get("env") {
-            config.env = cx.text_map(v, &key("env")).unwrap_or_default();
+            config.env = cx.env_map(v, &key("env")).unwrap_or_default();
             for name in config.env.keys() {
                 if name.is_empty() || name.contains('=') {
                     cx.error(

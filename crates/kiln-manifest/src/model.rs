@@ -181,7 +181,24 @@ pub struct Packages {
     pub install: Option<String>,
     /// Directory inside the image where package files live (default: config workdir, else `/app`).
     pub dir: String,
+    /// Whether the environment the packages are installed into is made active (`PATH`,
+    /// `VIRTUAL_ENV`) for the smoke test, later RUN steps and the image.
+    pub activate: Activate,
     pub location: Location,
+}
+
+/// `[target.T.packages] activate`: which environment, if any, is made active after the install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "dir")]
+pub enum Activate {
+    /// The environment the manager installs into (kiln-compile's manager table says where;
+    /// a manager that makes none activates nothing). `activate = true` or no key.
+    #[default]
+    Manager,
+    /// Nothing is activated. `activate = false`.
+    Off,
+    /// This directory (absolute, or relative to the packages `dir`). `activate = "DIR"`.
+    Dir(String),
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -575,3 +575,52 @@ secret = {{ x = {{ env = "A" }} }}
         ]
     );
 }
+
+#[test]
+fn packages_activate_is_a_boolean_or_a_directory() {
+    let m = ok(&format!(
+        "{V}[target.a]\nfrom = \"debian\"\npackages = {{ manager = \"uv\" }}\n[target.b]\nfrom = \"debian\"\npackages = {{ manager = \"pip\", activate = false }}\n[target.c]\nfrom = \"debian\"\npackages = {{ manager = \"npm\", activate = \"/opt/env\" }}\n[target.d]\nfrom = \"debian\"\npackages = {{ manager = \"uv\", activate = true }}\n"
+    ));
+    let activate = |t: &str| m.targets[t].packages.as_ref().unwrap().activate.clone();
+    assert_eq!(activate("a"), Activate::Manager);
+    assert_eq!(activate("b"), Activate::Off);
+    assert_eq!(activate("c"), Activate::Dir("/opt/env".into()));
+    assert_eq!(activate("d"), Activate::Manager);
+
+    let e = errors(&format!(
+        "{V}[target.a]\nfrom = \"debian\"\n[target.a.packages]\nmanager = \"uv\"\nactivate = 1\n[target.b]\nfrom = \"debian\"\n[target.b.packages]\nmanager = \"uv\"\nactivate = \"./\"\n[target.c]\nfrom = \"debian\"\n[target.c.packages]\nmanager = \"uv\"\nactivte = false\n"
+    ));
+    assert_eq!(
+        e,
+        [
+            "6:12 target.a.packages.activate: expected a boolean, or the environment's directory (absolute, or relative to `dir`), found an integer",
+            "11:12 target.b.packages.activate: `./` names no environment directory",
+            "16:1 target.c.packages.activte: unknown key `activte` (did you mean `activate`?)",
+        ]
+    );
+}
+
+#[test]
+fn env_tables_keep_inherited_references_and_explain_an_undeclared_one() {
+    let m = ok(&format!(
+        "{V}[vars]\nTAG = \"v1\"\n[target.a]\nfrom = \"debian\"\nbuild-env = {{ P = \"/b:$PATH\", Q = \"$${{PATH}}\", T = \"${{TAG}}\" }}\nconfig = {{ env = {{ PATH = \"/x/bin:$PATH\", R = \"$$HOME\" }} }}\n"
+    ));
+    let a = &m.targets["a"];
+    assert_eq!(a.build_env["P"], "/b:$PATH");
+    assert_eq!(a.build_env["Q"], "${PATH}");
+    assert_eq!(a.build_env["T"], "v1");
+    assert_eq!(a.config.env["PATH"], "/x/bin:$PATH");
+    assert_eq!(a.config.env["R"], "$HOME");
+
+    let e = errors(&format!(
+        "{V}[vars]\nPATHS = \"x\"\n[target.a]\nfrom = \"debian\"\nbuild-env = {{ P = \"${{HOME}}/bin\" }}\nconfig = {{ env = {{ PATH = \"/x:${{PATH}}\" }}, labels = {{ l = \"${{HOME}}\" }} }}\n"
+    ));
+    assert_eq!(
+        e,
+        [
+            "6:19 target.a.build-env.P: undeclared variable `HOME` (write `$HOME` (or `$${HOME}`) to use the inherited environment)",
+            "7:27 target.a.config.env.PATH: undeclared variable `PATH` (did you mean the variable `PATHS`? Write `$PATH` (or `$${PATH}`) to use the inherited environment)",
+            "7:58 target.a.config.labels.l: undeclared variable `HOME` (declare it under [vars], or write `$${HOME}` to keep it literal)",
+        ]
+    );
+}
