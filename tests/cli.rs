@@ -486,3 +486,64 @@ fn an_environment_variable_that_is_not_utf8_is_ignored_with_a_warning() {
         "warning: ignoring environment variables that are not UTF-8: BADVAR"
     );
 }
+
+#[test]
+fn completion_scripts_complete_subcommands_and_flags() {
+    // bash: source the script and ask it, as the shell does on <Tab>.
+    let run = kiln("app", &["completion", "bash"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let script = std::env::temp_dir().join(format!("kiln-completion-{}.bash", std::process::id()));
+    std::fs::write(&script, &run.stdout).unwrap();
+    let ask = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let program = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; _kiln kiln '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let out = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let subcommands = ask("kiln re");
+    assert_eq!(
+        subcommands.lines().collect::<Vec<_>>(),
+        ["refresh"],
+        "{subcommands}"
+    );
+    let flags = ask("kiln build --f");
+    assert!(flags.lines().any(|l| l == "--force"), "{flags}");
+    let _ = std::fs::remove_file(&script);
+
+    let zsh = kiln("app", &["completion", "zsh"]);
+    assert_eq!(zsh.code, 0, "{}", zsh.stderr);
+    assert!(
+        zsh.stdout().starts_with("#compdef kiln"),
+        "{}",
+        zsh.stdout()
+    );
+    assert!(zsh.stdout().contains("smoke-test"));
+    let fish = kiln("app", &["completion", "fish"]);
+    assert_eq!(fish.code, 0, "{}", fish.stderr);
+    assert!(
+        fish.stdout().contains("complete -c kiln") && fish.stdout().contains("refresh"),
+        "{}",
+        fish.stdout()
+    );
+    let bad = kiln("app", &["completion", "tcsh"]);
+    assert_eq!(bad.code, 2, "an unknown shell is a usage error");
+}

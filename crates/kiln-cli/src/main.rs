@@ -122,6 +122,11 @@ enum Command {
         #[command(subcommand)]
         action: EngineAction,
     },
+    /// Print a shell completion script, e.g. `kiln completion bash > ~/.local/share/bash-completion/completions/kiln`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +263,16 @@ fn main() -> ExitCode {
             EngineAction::Down => kiln_app::engine_down(&settings),
         }
         .map(|s| Output::Text(s + "\n")),
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "kiln",
+                &mut script,
+            );
+            Ok(Output::Text(String::from_utf8_lossy(&script).into_owned()))
+        }
         Command::Plan {
             targets,
             format,
