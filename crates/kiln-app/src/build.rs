@@ -44,7 +44,9 @@ pub enum Goal {
 pub struct BuildOptions {
     /// Targets or groups (empty: the default group, else everything).
     pub targets: Vec<String>,
-    /// Export each selected target's filesystem into `DIR/<target>` instead of the image store.
+    /// Export the filesystem of each target named in `targets` (or of the default selection,
+    /// not the dependencies it pulls in) into `DIR/<target>` — into `DIR` itself when that is
+    /// one target — instead of the image store. Dependencies are built, and stay in the cache.
     pub output: Option<PathBuf>,
     pub goal: Goal,
     /// Solve even what `kiln.lock` says is up to date.
@@ -144,6 +146,10 @@ pub(crate) fn build_loaded(
     }
     let (endpoint, _) = crate::builder::choose(settings)?;
     let job = Job {
+        exported: match options.output {
+            Some(_) => kiln_graph::Graph::named(&loaded.manifest, &options.targets)?,
+            None => Default::default(),
+        },
         config: session_config(settings, &loaded.manifest, &selected, &loaded.lock_path)?,
         entitlements: entitlements(&loaded.manifest, &selected),
         endpoint,
@@ -189,6 +195,8 @@ struct Job<'a> {
     cwd: PathBuf,
     loaded: &'a Loaded,
     selected: &'a [String],
+    /// With `BuildOptions::output`: the targets to export (what was named, not dependencies).
+    exported: std::collections::BTreeSet<String>,
     options: &'a BuildOptions,
 }
 
@@ -404,17 +412,22 @@ impl Job<'_> {
         tx: Events,
     ) -> Result<Built, AppError> {
         let manifest_target = &self.loaded.manifest.targets[&target.name];
-        let output = self.options.output.as_ref().map(|dir| {
-            if self.selected.len() == 1 {
-                dir.clone()
-            } else {
-                dir.join(&target.name)
-            }
-        });
+        let output = self
+            .options
+            .output
+            .as_ref()
+            .filter(|_| self.exported.contains(&target.name))
+            .map(|dir| {
+                if self.exported.len() == 1 {
+                    dir.clone()
+                } else {
+                    dir.join(&target.name)
+                }
+            });
         let image_name = manifest_target
             .image
             .as_ref()
-            .filter(|_| output.is_none())
+            .filter(|_| self.options.output.is_none())
             .map(|i| i.to_string());
         let mut image_id = None;
         let mut pushed = None;

@@ -213,6 +213,10 @@ pub fn build_images(
             (_, Some(dir), _, _) => {
                 out.push_str(&format!("{}: exported to {}\n", b.target, dir.display()))
             }
+            (_, None, ..) if options.output.is_some() => out.push_str(&format!(
+                "{}: built (a dependency, kept in the build cache)\n",
+                b.target
+            )),
             (_, None, Some(image), Some(id)) => {
                 out.push_str(&format!("{}: {image} ({id})\n", b.target))
             }

@@ -92,8 +92,8 @@ enum Command {
         /// Solve even targets that kiln.lock says are up to date.
         #[arg(long)]
         force: bool,
-        /// Export the filesystem to DIR (DIR/TARGET with several targets) instead of loading
-        /// an image; works on any builder.
+        /// Export the named targets' filesystems to DIR (DIR/TARGET when several are named;
+        /// dependencies are built, not exported) instead of loading an image; any builder.
         #[arg(long, value_name = "DIR", conflicts_with = "push")]
         output: Option<PathBuf>,
         /// Push each image to its registry and record the pushed digest in kiln.lock.
