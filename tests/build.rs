@@ -353,3 +353,94 @@ config = {{ env = {{ PATH = "/z/bin:$${{PATH}}" }} }}
     );
     assert!(text(&child, &["ls", "/"]).contains("lang"));
 }
+
+#[test]
+fn the_workdir_is_made_after_the_run_steps_and_keeps_the_owner_they_gave_it() {
+    // The user's home is the workdir: `useradd -m` must find it missing and make it app's.
+    let image = Image::new("workdir-owner");
+    let manifest = format!(
+        r#"version = 1
+[target.w]
+from  = "{BASE}"
+image = "{image}"
+network = "none"
+run = ["useradd -m -d /app app"]
+[target.w.smoke-test]
+run = ["echo {image} > /app/written-by-the-smoke-test && test \"$(id -un)\" = app"]
+[target.w.config]
+workdir = "/app"
+user = "app"
+"#,
+        image = image.0
+    );
+    let dir = project(&manifest, &[]);
+    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let (ok, out) = run_image(&image, &["stat", "-c", "%U", "/app"]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "app");
+    let (ok, out) = run_image(&image, &["pwd"]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "/app");
+    // The skeleton useradd copies in is there: the home was new when it ran.
+    let (ok, _) = run_image(&image, &["test", "-f", "/app/.bashrc"]);
+    assert!(ok, "useradd -m populated the home it created");
+
+    // A workdir no step makes is still created, root-owned, as a Dockerfile WORKDIR.
+    let image = Image::new("workdir-new");
+    let manifest = format!(
+        "version = 1\n[target.n]\nfrom = \"{BASE}\"\nimage = \"{}\"\nconfig = {{ workdir = \"/srv/data\" }}\n",
+        image.0
+    );
+    let dir = project(&manifest, &[]);
+    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let (ok, out) = run_image(&image, &["stat", "-c", "%U %a", "/srv/data"]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "root 755");
+}
+
+#[test]
+fn without_a_workdir_the_smoke_test_runs_where_the_packages_were_installed() {
+    let image = Image::new("no-workdir");
+    // A custom manager that "installs" by copying its lock into the packages dir (/app).
+    let manifest = format!(
+        r#"version = 1
+[target.p]
+from  = "{BASE}"
+image = "{image}"
+network = "none"
+[target.p.packages]
+manager = "custom"
+files = ["deps.txt"]
+lock = ["deps.lock"]
+refresh = "cp deps.txt deps.lock"
+install = "mkdir -p site && cp deps.lock site/installed.txt"
+[target.p.smoke-test]
+copy = ["tests/"]
+run = ["python3 tests/smoke.py"]
+"#,
+        image = image.0
+    );
+    let smoke = format!(
+        "import os, sys\n# {}\nprint('smoke file', __file__, 'cwd', os.getcwd())\nassert os.getcwd() == '/app', os.getcwd()\nassert __file__ == '/app/tests/smoke.py', __file__\nassert open('site/installed.txt').read() == 'pkg==1\\n'\n",
+        image.0
+    );
+    let dir = project(
+        &manifest,
+        &[
+            ("deps.txt", "pkg==1\n"),
+            ("deps.lock", "pkg==1\n"),
+            ("tests/smoke.py", &smoke),
+        ],
+    );
+    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("smoke file /app/tests/smoke.py cwd /app"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("//tests"), "{}", run.stderr);
+}

@@ -189,12 +189,25 @@ fn compile_target(
         });
     };
 
-    // pre: from + run, with the image's env and workdir in effect (as Dockerfile ENV/WORKDIR).
-    let mut state = config.apply_to_state(&base_state);
+    // pre: from + run, with the image's env in effect (as Dockerfile ENV). The steps run in the
+    // workdir the base gives; the manifest's workdir is made after them, as a Dockerfile
+    // WORKDIR after the RUNs: root-owned when new, left as it is when a step made it (a
+    // `useradd -m -d /app` keeps its home). BuildKit would create an exec's missing cwd as root
+    // before the step, so it must not be the steps' cwd.
+    let mut state = config
+        .apply_to_state(&base_state)
+        .with_cwd(inherited.workdir.as_deref().unwrap_or("/"));
     for (i, cmd) in target.run.iter().enumerate() {
         let exec = lower.exec(cmd, &format!("[{}/pre {}] {cmd}", target.name, i + 1));
         state = state.run(exec).root();
     }
+    if let Some(dir) = target.config.workdir.as_deref().filter(|d| *d != "/") {
+        let mkdir = FileActions::default()
+            .mkdir(dir, 0o755, true)
+            .name(&format!("[{}/pre] workdir {dir}", target.name));
+        state = state.file(mkdir);
+    }
+    state = state.with_cwd(config.workdir.as_deref().unwrap_or("/"));
     push(StageKind::Pre, &state);
 
     if let Some(packages) = &target.packages {
@@ -455,10 +468,16 @@ impl Lowering<'_> {
             .with_cwd(self.config.workdir.as_deref().unwrap_or("/"))
     }
 
+    /// The smoke test runs where the app is: the workdir, else the packages' directory (where
+    /// a manager installed them), else `/`; its files are copied there.
     fn smoke_test(&self, state: &State, smoke: &SmokeTest) -> State {
         let t = &self.target.name;
-        let workdir = self.config.workdir.as_deref().unwrap_or("/");
-        let mut state = state.clone();
+        let workdir = match (&self.config.workdir, &self.target.packages) {
+            (Some(dir), _) => dir.as_str(),
+            (None, Some(packages)) => packages.dir.as_str(),
+            (None, None) => "/",
+        };
+        let mut state = state.with_cwd(workdir);
         if !smoke.copy.is_empty() {
             let context = self.context(smoke.copy.iter().map(|c| include_pattern(c)).collect());
             let mut actions = FileActions::default();
@@ -467,7 +486,11 @@ impl Lowering<'_> {
                 actions = actions.copy(
                     &context,
                     &format!("/{rel}"),
-                    &format!("{}/{}", workdir.trim_end_matches('/'), rel),
+                    &format!(
+                        "{}/{}",
+                        workdir.trim_end_matches('/'),
+                        rel.trim_start_matches('/')
+                    ),
                     CopyOptions {
                         create_dest_path: true,
                         allow_wildcard: true,

@@ -600,3 +600,108 @@ fn build_env_expands_against_the_environment_in_effect() {
         );
     }
 }
+
+fn mkdirs(state: &State) -> Vec<pb::FileActionMkDir> {
+    let def = kiln_llb::marshal(state).unwrap();
+    def.ops()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::File(f)) => Some(f.actions),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a.action {
+            Some(pb::file_action::Action::Mkdir(m)) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pre_steps_run_in_the_inherited_workdir_and_the_workdir_is_made_after_them() {
+    // A step that makes the workdir (a user's home) must find it missing, and keep its owner.
+    let text = r#"
+[target.app]
+from = "python:3.11-slim-bookworm"
+run = ["useradd -m -d /app app"]
+config = { workdir = "/app", user = "app" }
+"#;
+    let t = &compile_text(text, PackagesMode::Pinned)[0];
+    let pre = t.stage(StageKind::Pre).unwrap();
+    let (step, _) = &execs(pre)[0];
+    assert_eq!(step.meta.as_ref().unwrap().cwd, "/");
+    let made = mkdirs(pre);
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(
+        (made[0].path.as_str(), made[0].mode, made[0].make_parents),
+        ("/app", 0o755, true)
+    );
+    assert!(
+        made[0].owner.is_none(),
+        "root-owned when new, as Docker does"
+    );
+    // The mkdir comes after the step: the pre stage's last op is the file op.
+    let def = kiln_llb::marshal(pre).unwrap();
+    let ops = def.ops().unwrap();
+    assert!(
+        matches!(ops[ops.len() - 2].1.op, Some(pb::op::Op::File(_))),
+        "the workdir is made after the run steps"
+    );
+
+    // With a base whose WorkingDir is /srv, the steps run there.
+    let source = Source {
+        path: "kiln.toml".into(),
+        text: format!("version = 1\n{text}"),
+    };
+    let manifest = load(&[source], &LoadOptions::default()).unwrap();
+    let graph = Graph::build(&manifest, PackagesMode::Pinned).unwrap();
+    let reference = kiln_reference::Reference::parse("python:3.11-slim-bookworm").unwrap();
+    let bases = BaseConfigs::from([(
+        reference,
+        EffectiveConfig {
+            workdir: Some("/srv".into()),
+            ..EffectiveConfig::default()
+        },
+    )]);
+    let t = &compile(&manifest, &graph, &["app".into()], &bases, None).unwrap()[0];
+    let (step, _) = &execs(t.stage(StageKind::Pre).unwrap())[0];
+    assert_eq!(step.meta.as_ref().unwrap().cwd, "/srv");
+}
+
+#[test]
+fn without_a_workdir_the_smoke_test_runs_where_the_packages_are() {
+    let t = &compile_text(
+        r#"
+[target.app]
+from = "python:3.11-slim-bookworm"
+packages = { manager = "uv" }
+smoke-test = { run = ["python3 tests/smoke.py"], copy = ["./tests/"] }
+"#,
+        PackagesMode::Pinned,
+    )[0];
+    let smoke = t.stage(StageKind::SmokeTest).unwrap();
+    let (step, _) = execs(smoke)
+        .into_iter()
+        .find(|(e, _)| last_arg(e) == "python3 tests/smoke.py")
+        .unwrap();
+    assert_eq!(step.meta.as_ref().unwrap().cwd, "/app");
+    let def = kiln_llb::marshal(smoke).unwrap();
+    let dests: Vec<String> = def
+        .ops()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::File(f)) => Some(f.actions),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a.action {
+            Some(pb::file_action::Action::Copy(c)) if c.src.starts_with("/tests") => Some(c.dest),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dests, ["/app/tests/"]);
+    // The image keeps no workdir of its own.
+    assert_eq!(t.config.workdir, None);
+}

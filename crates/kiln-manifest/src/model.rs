@@ -204,7 +204,8 @@ pub enum Activate {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SmokeTest {
-    /// Context paths copied into the smoke-test stage (into the workdir).
+    /// Context paths copied into the smoke-test stage (into the workdir, else the packages'
+    /// directory, else `/`: where the smoke test runs).
     pub copy: Vec<String>,
     /// Shell commands; all must exit 0.
     pub run: Vec<String>,
