@@ -547,3 +547,67 @@ fn completion_scripts_complete_subcommands_and_flags() {
     let bad = kiln("app", &["completion", "tcsh"]);
     assert_eq!(bad.code, 2, "an unknown shell is a usage error");
 }
+
+#[test]
+fn plan_shows_what_each_override_rule_matched_and_a_rule_that_matches_nothing_is_a_warning() {
+    // `re:python$` is what a user writes against `from = "python"`; rules match the
+    // normalised `docker.io/library/python:latest`, so it rewrites nothing.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        r#"version = 1
+[profiles.ci.image-overrides]
+"re:python$" = "mirror.local/python:3.11"
+"re:^docker\\.io/library/(.+)$" = "mirror.local/$1"
+[target.app]
+from = "python"
+"#,
+    )
+    .unwrap();
+    let warning = "warning: kiln.toml:3:1: `profiles.ci.image-overrides.\"re:python$\"`: profile `ci`: this override rewrites no image reference of any target\n  hint: rules match the normalised reference; it was tried on `docker.io/library/python:latest`\n";
+    let plan = kiln_in(dir.path(), &["--profile", "ci", "plan"], &[]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert_eq!(plan.stderr, warning);
+    let text = plan.stdout();
+    assert!(
+        text.starts_with(
+            "profile ci: image-overrides, each matched against the normalised reference\n  re:python$  kiln.toml:3:1\n    matches nothing: tried on docker.io/library/python:latest\n  re:^docker\\.io/library/(.+)$  kiln.toml:4:1\n    app from: docker.io/library/python:latest → mirror.local/python:latest\n"
+        ),
+        "{text}"
+    );
+    let json = json(&kiln_in(
+        dir.path(),
+        &["--profile", "ci", "plan", "--format", "json"],
+        &[],
+    ));
+    assert_eq!(json["overrides"][0]["rule"], "re:python$");
+    assert_eq!(json["overrides"][0]["matched"], 0);
+    assert_eq!(
+        json["overrides"][0]["missed"],
+        serde_json::json!(["docker.io/library/python:latest"])
+    );
+    assert_eq!(json["overrides"][1]["matched"], 1);
+
+    let check = kiln_in(dir.path(), &["--profile", "ci", "check"], &[]);
+    assert_eq!(
+        (check.code, check.stdout().as_str(), check.stderr.as_str()),
+        (0, "ok: 1 target in 1 manifest\n", warning)
+    );
+    // build warns too (here before failing to reach a builder that does not exist).
+    let build = kiln_in(
+        dir.path(),
+        &[
+            "--profile",
+            "ci",
+            "build",
+            "--builder",
+            "unix:///nonexistent/buildkitd.sock",
+        ],
+        &[],
+    );
+    assert_eq!(build.code, 1, "{}", build.stderr);
+    assert!(build.stderr.starts_with(warning), "{}", build.stderr);
+    // Without the profile, no warning.
+    let check = kiln_in(dir.path(), &["check"], &[]);
+    assert_eq!((check.code, check.stderr.as_str()), (0, ""));
+}

@@ -47,6 +47,28 @@ pub struct Settings {
     pub env: BTreeMap<String, String>,
     /// `--builder` and its TLS files.
     pub builder: BuilderOptions,
+    /// Where commands leave warnings for the caller to print (on stderr).
+    pub warnings: Warnings,
+}
+
+/// Problems that do not stop a command, e.g. a profile override that rewrites nothing; the
+/// caller prints them. Clones share one list.
+#[derive(Debug, Clone, Default)]
+pub struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// Add `warning` unless it is there already (a command may load the manifests twice).
+    pub fn push(&self, warning: String) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.contains(&warning) {
+            list.push(warning);
+        }
+    }
+
+    /// The warnings so far, in the order found; the list is emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Manifests read, resolved and laid out as a graph.
@@ -101,6 +123,9 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
         env: settings.env.clone(),
     };
     let mut manifest = kiln_manifest::load(&sources, &options).map_err(AppError::Manifest)?;
+    for warning in &manifest.warnings {
+        settings.warnings.push(warning.to_string());
+    }
     let graph = Graph::build(&manifest, mode).map_err(AppError::Graph)?;
     let lock_path = images::kiln_lock_path(&settings.cwd, &files);
     let lock = images::read_kiln_lock(&lock_path)?;

@@ -202,6 +202,7 @@ fn main() -> ExitCode {
             tls_key: cli.tls_key,
             tls_server_name: cli.tls_server_name,
         },
+        warnings: kiln_app::Warnings::default(),
     };
     let progress = cli.progress;
     if !skipped.is_empty() {
@@ -297,6 +298,14 @@ fn main() -> ExitCode {
             }
         }
     };
+    // What the command found that is not an error (e.g. an override rule that matches nothing).
+    for warning in settings.warnings.take() {
+        if json {
+            eprintln!("{}", progress::json_warning(&warning));
+        } else {
+            eprintln!("warning: {warning}");
+        }
+    }
     match result {
         Ok(output) => write_output(output, json),
         Err(err) => fail(&err, json),

@@ -76,6 +76,12 @@ struct Rule {
     matcher: Matcher,
     template: String,
     location: Location,
+    /// Where its key is.
+    key_location: Location,
+    /// How many references it rewrote, and the references it was tried on and did not match
+    /// (normalised, as matched), for `kiln plan` and the warning about a rule that does nothing.
+    matched: std::cell::Cell<usize>,
+    missed: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 enum Matcher {
@@ -206,11 +212,17 @@ pub(crate) fn load(sources: &[Source], options: &LoadOptions) -> Result<Manifest
             }
         }
     }
+    let (overrides, warnings) = match &profile {
+        Some(p) => override_report(p),
+        None => Default::default(),
+    };
     Ok(Manifest {
         targets,
         groups,
         profile: profile.map(|p| p.name),
         rewrites,
+        overrides,
+        warnings,
         vars: vars
             .values
             .into_iter()
@@ -504,10 +516,68 @@ fn read_rules(cx: &Cx<'_>, value: &Value<'_>, path: &str, rules: &mut Vec<Rule>)
             matcher,
             template,
             location: cx.loc(value.span()),
+            key_location: cx.loc(key.span()),
+            matched: Default::default(),
+            missed: Default::default(),
         });
     }
     // Exact rules are tried before regex rules; within each kind, file order.
     rules.sort_by_key(|r| matches!(r.matcher, Matcher::Regex(_)));
+}
+
+/// What each rule of the applied profile matched, and a warning for each rule that rewrote
+/// nothing (most often a `re:` rule written against the reference as typed, not normalised).
+fn override_report(profile: &Profile) -> (Vec<OverrideRule>, Vec<Diagnostic>) {
+    let mut rules = Vec::new();
+    let mut warnings = Vec::new();
+    for rule in &profile.rules {
+        let missed: Vec<String> = rule.missed.borrow().iter().cloned().collect();
+        let normalised = match &rule.matcher {
+            Matcher::Exact(r) => Some(r.to_string()),
+            Matcher::Regex(_) => None,
+        };
+        if rule.matched.get() == 0 {
+            const SHOWN: usize = 5;
+            let mut tried: Vec<String> = missed
+                .iter()
+                .take(SHOWN)
+                .map(|r| format!("`{r}`"))
+                .collect();
+            if missed.len() > SHOWN {
+                tried.push(format!("and {} more", missed.len() - SHOWN));
+            }
+            let against = match &normalised {
+                Some(n) if *n != rule.key => format!(" (`{}` normalised is `{n}`)", rule.key),
+                _ => String::new(),
+            };
+            let hint = if tried.is_empty() {
+                "no reference reached it: the rules before it rewrote them all".to_string()
+            } else {
+                format!(
+                    "rules match the normalised reference{against}; it was tried on {}",
+                    tried.join(", ")
+                )
+            };
+            warnings.push(Diagnostic {
+                location: rule.key_location.clone(),
+                key: rule.path.clone(),
+                message: format!(
+                    "profile `{}`: this override rewrites no image reference of any target",
+                    profile.name
+                ),
+                expected: None,
+                hint: Some(hint),
+            });
+        }
+        rules.push(OverrideRule {
+            rule: rule.key.clone(),
+            normalised,
+            location: rule.key_location.clone(),
+            matched: rule.matched.get(),
+            missed,
+        });
+    }
+    (rules, warnings)
 }
 
 fn read_defaults(cx: &Cx<'_>, doc: &DeTable<'_>) -> Defaults {
@@ -879,8 +949,12 @@ impl TargetReader<'_, '_> {
                 Matcher::Regex(re) if re.is_match(&old) => {
                     re.replacen(&old, 1, rule.template.as_str()).into_owned()
                 }
-                _ => continue,
+                _ => {
+                    rule.missed.borrow_mut().insert(old.clone());
+                    continue;
+                }
             };
+            rule.matched.set(rule.matched.get() + 1);
             let new = match Reference::parse(&new_text) {
                 Ok(r) => r,
                 Err(e) => {

@@ -32,6 +32,13 @@ pub struct Manifest {
     pub profile: Option<String>,
     /// Every image reference a profile override rewrote, in the order found.
     pub rewrites: Vec<Rewrite>,
+    /// The applied profile's `image-overrides` rules, in the order they are tried, with what
+    /// each matched.
+    pub overrides: Vec<OverrideRule>,
+    /// Problems that do not stop a command (printed as warnings), e.g. an override rule that
+    /// rewrites nothing.
+    #[serde(skip)]
+    pub warnings: Vec<crate::Diagnostic>,
     /// Resolved values of every declared variable.
     pub vars: BTreeMap<String, String>,
 }
@@ -49,6 +56,22 @@ pub struct Rewrite {
     pub new: String,
     /// The override key that matched (exact reference or `re:…`).
     pub rule: String,
+}
+
+/// One `image-overrides` rule of the applied profile. Rules match the normalised reference
+/// (`python` is `docker.io/library/python:latest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OverrideRule {
+    /// The key as written: an image reference, or `re:` and a regular expression.
+    pub rule: String,
+    /// An exact rule's reference, normalised (what it is compared with).
+    pub normalised: Option<String>,
+    /// Where the rule's key is.
+    pub location: Location,
+    /// How many references it rewrote (each is in [`Manifest::rewrites`]).
+    pub matched: usize,
+    /// The distinct references (normalised, as matched) it was tried on and did not match.
+    pub missed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

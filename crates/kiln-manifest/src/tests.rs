@@ -461,6 +461,72 @@ fn profiles_rewrite_exact_before_regex_and_record_it() {
 }
 
 #[test]
+fn an_override_rule_that_rewrites_nothing_is_a_warning_naming_what_it_was_tried_on() {
+    // `re:y$` is written against the reference as typed; it is matched normalised
+    // (`quay.io/x/y:1`), so it matches nothing.
+    let text = PROFILES.replace(
+        "[profiles.offline]\n",
+        "\"re:y$\" = \"${REG}/y\"\n\"debian\" = \"${REG}/debian\"\n[profiles.offline]\n",
+    );
+    let m = load_with(&text, options(Some("offline"), &[], &[])).unwrap();
+    let rules: Vec<(&str, usize, Vec<&str>)> = m
+        .overrides
+        .iter()
+        .map(|r| {
+            (
+                r.rule.as_str(),
+                r.matched,
+                r.missed.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "python:3.11",
+                1,
+                vec![
+                    "docker.io/library/busybox:1",
+                    "docker.io/library/py:1",
+                    "quay.io/x/y:1"
+                ]
+            ),
+            (
+                "debian",
+                0,
+                vec![
+                    "docker.io/library/busybox:1",
+                    "docker.io/library/py:1",
+                    "quay.io/x/y:1"
+                ]
+            ),
+            ("re:^docker\\.io/library/(.+)$", 2, vec!["quay.io/x/y:1"]),
+            ("re:y$", 0, vec!["quay.io/x/y:1"]),
+        ]
+    );
+    assert_eq!(
+        m.overrides[1].normalised.as_deref(),
+        Some("docker.io/library/debian:latest")
+    );
+    let warnings: Vec<String> = m.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "dir/kiln.toml:8:1: `profiles.offline.image-overrides.debian`: profile `offline`: this override rewrites no image reference of any target\n  hint: rules match the normalised reference (`debian` normalised is `docker.io/library/debian:latest`); it was tried on `docker.io/library/busybox:1`, `docker.io/library/py:1`, `quay.io/x/y:1`",
+            "dir/kiln.toml:7:1: `profiles.offline.image-overrides.\"re:y$\"`: profile `offline`: this override rewrites no image reference of any target\n  hint: rules match the normalised reference; it was tried on `quay.io/x/y:1`",
+        ]
+    );
+    // Without the profile there is nothing to warn about.
+    assert!(
+        load_with(&text, LoadOptions::default())
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+}
+
+#[test]
 fn profile_errors() {
     let e = errors_with(PROFILES, options(Some("ofline"), &[], &[]));
     assert_eq!(
