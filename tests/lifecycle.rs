@@ -154,7 +154,8 @@ fn lifecycle(manager: &str, lock: &str, pinned_line: impl Fn(&str) -> String, py
         run.stderr
     );
 
-    // 4. A failing smoke test leaves the lock, kiln.lock and git untouched.
+    // 4. A failing smoke test leaves the lock, kiln.lock and git untouched, and the error says
+    // which upgrades it tried (1.2.0 is out) above the failing test's output.
     std::fs::write(d.join("tests/fail"), "").unwrap();
     let head = git(d, &["rev-parse", "HEAD"]);
     let (lock_before, kiln_before) = (read(d, lock), read(d, "kiln.lock"));
@@ -164,6 +165,15 @@ fn lifecycle(manager: &str, lock: &str, pinned_line: impl Fn(&str) -> String, py
         run.stderr.contains("smoke test failed on purpose"),
         "{}",
         run.stderr
+    );
+    let error = &run.stderr[run.stderr.rfind("error: app/refresh").expect("the error")..];
+    let tried = format!(
+        "  the refresh tried (nothing was written):\n    app: {lock} (1 upgraded)\n      ↑ kiln-demo-lib 1.1.0 → 1.2.0\n  step: [app/smoke-test 1]"
+    );
+    assert!(error.contains(&tried), "{error}");
+    assert!(
+        error.find(&tried) < error.find("smoke test failed on purpose"),
+        "{error}"
     );
     assert_eq!(read(d, lock), lock_before);
     assert_eq!(read(d, "kiln.lock"), kiln_before);

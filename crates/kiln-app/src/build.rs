@@ -533,9 +533,11 @@ impl Job<'_> {
         })
     }
 
-    /// `Goal::Refresh` for one target: one gateway job solves its smoke test on the refreshed
-    /// packages (or, without a smoke test, the stage after the packages) and reads each lock
-    /// file out of that result. A target without packages has nothing to refresh.
+    /// `Goal::Refresh` for one target: one gateway job solves the refreshed packages, reads
+    /// each lock file out of that result, then solves its smoke test on them (or, without a
+    /// smoke test, the stage after the packages). When that fails, the error carries the lock
+    /// files it read, so `kiln refresh` can say which upgrades failed the test. A target
+    /// without packages has nothing to refresh.
     async fn refresh_target(
         &self,
         client: &Client,
@@ -550,11 +552,24 @@ impl Job<'_> {
         let Some(packages) = &manifest_target.packages else {
             return Ok(built);
         };
-        let state = target
-            .stage(StageKind::SmokeTest)
-            .or_else(|| target.stage(StageKind::Post))
-            .expect("every target has a post stage");
-        let definition = kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
+        let marshal = |kind: StageKind| match target.stage(kind) {
+            Some(state) => kiln_llb::marshal(state)
+                .map(Some)
+                .map_err(|e| AppError::Build(e.to_string())),
+            None => Ok(None),
+        };
+        let (Some(packages_definition), Some(definition)) = (
+            marshal(StageKind::PackagesRefresh)?,
+            match marshal(StageKind::SmokeTest)? {
+                Some(d) => Some(d),
+                None => marshal(StageKind::Post)?,
+            },
+        ) else {
+            return Err(AppError::Build(format!(
+                "{}: no packages-refresh or post stage was compiled",
+                target.name
+            )));
+        };
         let session = self.session(client, None).await?;
         let request = SolveRequest {
             session: Some(session.id().to_string()),
@@ -563,9 +578,11 @@ impl Job<'_> {
         };
         let dir = packages.dir.trim_end_matches('/').to_string();
         let locks = packages.lock.clone();
+        let read_before_test = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let slot = read_before_test.clone();
         let read = staged(&tx, &target.name, "refresh", |events| {
             client.build(request, events, |gateway| async move {
-                let result = gateway.solve(&definition).await?;
+                let result = gateway.solve(&packages_definition).await?;
                 let mut files = BTreeMap::new();
                 for lock in locks {
                     let path = format!("{dir}/{lock}");
@@ -579,13 +596,31 @@ impl Job<'_> {
                     })?;
                     files.insert(lock, data);
                 }
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(files.clone());
+                gateway.solve(&definition).await?;
                 Ok((files, Returned::default()))
             })
         })
         .await;
         built.context = session.transfer();
         session.close().await;
-        built.locks = read?.0;
+        built.locks = match read {
+            Ok((files, _)) => files,
+            Err(error) => {
+                let read = read_before_test
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                return Err(match (read, error) {
+                    (Some(locks), AppError::Build(message)) => AppError::RefreshTestFailed {
+                        target: target.name.clone(),
+                        locks,
+                        message,
+                    },
+                    (_, error) => error,
+                });
+            }
+        };
         Ok(built)
     }
 }

@@ -84,61 +84,42 @@ pub fn refresh(
         goal: Goal::Refresh,
         ..BuildOptions::default()
     };
-    let built = crate::build::build_loaded(settings, &loaded, &build, progress)?;
+    let built = match crate::build::build_loaded(settings, &loaded, &build, progress) {
+        Ok(built) => built,
+        // Say what the refresh tried: the change list it would have written, above the
+        // failure (which ends with the failing step's output).
+        Err(AppError::RefreshTestFailed {
+            target,
+            locks,
+            message,
+        }) => {
+            let (first, rest) = message.split_once('\n').unwrap_or((&message, ""));
+            let mut tried = String::new();
+            for r in compare(settings, &loaded, &target, &locks) {
+                for line in describe(settings, &r).lines() {
+                    tried.push_str(&format!("\n    {line}"));
+                }
+            }
+            return Err(AppError::Build(
+                format!("{first}\n  the refresh tried (nothing was written):{tried}\n{rest}")
+                    .trim_end()
+                    .to_string(),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
 
     let mut refreshed = Vec::new();
     for b in &built {
-        let target = &loaded.manifest.targets[&b.target];
-        for (lock, data) in &b.locks {
-            let path = settings.cwd.join(&target.context).join(lock);
-            let old = std::fs::read(&path).ok();
-            let changed = old.as_deref() != Some(data.as_slice());
-            let changes = LockFormat::for_file(lock).and_then(|format| {
-                let new = kiln_lock::pins(format, &String::from_utf8_lossy(data)).ok()?;
-                let old = match &old {
-                    Some(old) => kiln_lock::pins(format, &String::from_utf8_lossy(old)).ok()?,
-                    None => Default::default(),
-                };
-                Some(kiln_lock::diff(&old, &new))
-            });
-            refreshed.push(Refreshed {
-                target: b.target.clone(),
-                path,
-                data: data.clone(),
-                changed,
-                changes,
-            });
-        }
+        refreshed.extend(compare(settings, &loaded, &b.target, &b.locks));
     }
 
     let mut out = String::new();
     let mut written = Vec::new();
     for r in &refreshed {
-        let shown = relative(settings, &r.path);
+        out.push_str(&describe(settings, r));
         if !r.changed {
-            out.push_str(&format!("{}: {} unchanged\n", r.target, shown.display()));
             continue;
-        }
-        match &r.changes {
-            Some(c) if !c.is_empty() => {
-                out.push_str(&format!(
-                    "{}: {} ({})\n",
-                    r.target,
-                    shown.display(),
-                    c.summary()
-                ));
-                for line in c.to_string().lines() {
-                    out.push_str(&format!("  {line}\n"));
-                }
-            }
-            _ if !r.path.exists() => {
-                out.push_str(&format!("{}: {} created\n", r.target, shown.display()))
-            }
-            _ => out.push_str(&format!(
-                "{}: {} rewritten (same versions)\n",
-                r.target,
-                shown.display()
-            )),
         }
         if !options.dry_run {
             kiln_lock::write_atomic(&r.path, &r.data).map_err(|source| AppError::Io {
@@ -166,6 +147,73 @@ pub fn refresh(
         }
     }
     Ok(out)
+}
+
+/// Each refreshed lock file of `target` (as read out of the build) against the one in the tree.
+fn compare(
+    settings: &Settings,
+    loaded: &crate::Loaded,
+    target: &str,
+    locks: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Vec<Refreshed> {
+    let Some(manifest_target) = loaded.manifest.targets.get(target) else {
+        return Vec::new();
+    };
+    let mut refreshed = Vec::new();
+    for (lock, data) in locks {
+        let path = settings.cwd.join(&manifest_target.context).join(lock);
+        let old = std::fs::read(&path).ok();
+        let changed = old.as_deref() != Some(data.as_slice());
+        let changes = LockFormat::for_file(lock).and_then(|format| {
+            let new = kiln_lock::pins(format, &String::from_utf8_lossy(data)).ok()?;
+            let old = match &old {
+                Some(old) => kiln_lock::pins(format, &String::from_utf8_lossy(old)).ok()?,
+                None => Default::default(),
+            };
+            Some(kiln_lock::diff(&old, &new))
+        });
+        refreshed.push(Refreshed {
+            target: target.to_string(),
+            path,
+            data: data.clone(),
+            changed,
+            changes,
+        });
+    }
+    refreshed
+}
+
+/// What happened to one lock file: `TARGET: FILE (summary)` and a line per change, `created`,
+/// `rewritten (same versions)` or `unchanged`.
+fn describe(settings: &Settings, r: &Refreshed) -> String {
+    let shown = relative(settings, &r.path);
+    let mut out = String::new();
+    if !r.changed {
+        out.push_str(&format!("{}: {} unchanged\n", r.target, shown.display()));
+        return out;
+    }
+    match &r.changes {
+        Some(c) if !c.is_empty() => {
+            out.push_str(&format!(
+                "{}: {} ({})\n",
+                r.target,
+                shown.display(),
+                c.summary()
+            ));
+            for line in c.to_string().lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        _ if !r.path.exists() => {
+            out.push_str(&format!("{}: {} created\n", r.target, shown.display()))
+        }
+        _ => out.push_str(&format!(
+            "{}: {} rewritten (same versions)\n",
+            r.target,
+            shown.display()
+        )),
+    }
+    out
 }
 
 /// `kiln refresh: …` with every change, for the commit.
