@@ -222,9 +222,17 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
             None => problems.push(format!(
                 "target `{name}`: not in {lock_file}; run `kiln build {name}`"
             )),
-            Some(recorded) if recorded.inputs != inputs[name].hash => problems.push(format!(
-                "target `{name}`: its inputs changed since {lock_file} was written (manifest entry, package or lock files, copied files, or base pin); run `kiln build {name}`"
-            )),
+            Some(recorded) if recorded.inputs != inputs[name].hash => {
+                let which =
+                    match images::changed_parts(target, &recorded.parts, &inputs[name].parts) {
+                        Some(parts) if !parts.is_empty() => parts.join(", "),
+                        _ => "manifest entry, package or lock files, copied files, or base pin"
+                            .to_string(),
+                    };
+                problems.push(format!(
+                    "target `{name}`: its inputs changed since {lock_file} was written: {which}; run `kiln build {name}`"
+                ))
+            }
             Some(_) => {}
         }
         if let Some(packages) = &target.packages {
