@@ -444,3 +444,116 @@ run = ["python3 tests/smoke.py"]
     );
     assert!(!run.stderr.contains("//tests"), "{}", run.stderr);
 }
+
+#[test]
+fn zip_and_tar_artifacts_are_unpacked_and_chown_applies_to_what_they_hold() {
+    use std::io::Write;
+    let image = Image::new("artifacts");
+    let manifest = format!(
+        r#"version = 1
+[target.a]
+from  = "{BASE}"
+image = "{image}"
+network = "none"
+run = ["useradd -u 1234 -M appuser"]
+artifacts = [
+  {{ src = "dist/data.zip", extract-to = "/opt/zip", chown = "appuser:appuser" }},
+  {{ src = "dist/data.tar.gz", extract-to = "/opt/tar", chown = "1234:1234" }},
+  {{ src = "dist/plain.zip", extract-to = "/opt/plain" }},
+]
+"#,
+        image = image.0
+    );
+    let dir = project(&manifest, &[("src/tar/dir/file.txt", "from the tar\n")]);
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    let zip = |path: &Path, entries: &[(&str, &str)]| {
+        let mut w = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(0o640);
+        for (name, text) in entries {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(text.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+    };
+    // The unique tag in a file makes the layers new each run.
+    zip(
+        &dist.join("data.zip"),
+        &[
+            ("top.txt", image.0.as_str()),
+            ("nested/deeper/file.txt", "from the zip\n"),
+        ],
+    );
+    zip(&dist.join("plain.zip"), &[("x.txt", "plain\n")]);
+    let tar = Command::new("tar")
+        .args(["-czf", "../dist/data.tar.gz", "-C", "tar", "."])
+        .current_dir(dir.path().join("src"))
+        .status()
+        .unwrap();
+    assert!(tar.success());
+
+    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let sh = |script: &str| {
+        let (ok, out) = run_image(&image, &["sh", "-c", script]);
+        assert!(ok, "{script}");
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert_eq!(
+        sh(
+            "cat /opt/zip/top.txt; echo; cat /opt/zip/nested/deeper/file.txt /opt/tar/dir/file.txt /opt/plain/x.txt"
+        ),
+        format!("{}\nfrom the zip\nfrom the tar\nplain\n", image.0)
+    );
+    assert_eq!(
+        sh(
+            "stat -c '%U:%G %a %n' /opt/zip/top.txt /opt/zip/nested /opt/zip/nested/deeper/file.txt /opt/tar/dir /opt/tar/dir/file.txt /opt/plain/x.txt"
+        ),
+        "appuser:appuser 640 /opt/zip/top.txt\n\
+         appuser:appuser 755 /opt/zip/nested\n\
+         appuser:appuser 640 /opt/zip/nested/deeper/file.txt\n\
+         appuser:appuser 755 /opt/tar/dir\n\
+         appuser:appuser 644 /opt/tar/dir/file.txt\n\
+         root:root 640 /opt/plain/x.txt\n"
+    );
+    // The archives themselves are not in the image.
+    assert_eq!(
+        sh("find /opt -name '*.zip' -o -name '*.tar.gz' | wc -l"),
+        "0\n"
+    );
+
+    // The zip's bytes are an input: unchanged, the build is up to date; changed, it rebuilds.
+    let again = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert!(again.stdout.contains("up to date"), "{}", again.stdout);
+    zip(
+        &dist.join("data.zip"),
+        &[
+            ("top.txt", image.0.as_str()),
+            ("nested/deeper/file.txt", "changed\n"),
+        ],
+    );
+    let rebuilt = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
+    assert!(!rebuilt.stdout.contains("up to date"), "{}", rebuilt.stdout);
+    assert_eq!(sh("cat /opt/zip/nested/deeper/file.txt"), "changed\n");
+
+    // An entry that would land outside extract-to is refused by check and build, naming the
+    // manifest entry, before anything is solved.
+    zip(&dist.join("plain.zip"), &[("../../etc/evil", "x")]);
+    for command in ["check", "build"] {
+        let bad = kiln(dir.path(), &[command, "--progress", "plain"]);
+        assert_eq!(bad.code, 1, "{command}: {}", bad.stderr);
+        assert!(
+            bad.stderr.contains("kiln.toml:10:11: `target.a.artifacts[2].src`: dist/plain.zip: entry `../../etc/evil` has `..` in its path"),
+            "{command}: {}",
+            bad.stderr
+        );
+        assert!(
+            !bad.stderr.contains("==>"),
+            "nothing solved: {}",
+            bad.stderr
+        );
+    }
+}

@@ -145,12 +145,19 @@ pub(crate) fn build_loaded(
         check_refreshable(&loaded.manifest, &options.targets, &selected)?;
     }
     let (endpoint, _) = crate::builder::choose(settings)?;
+    // Zip artifacts are unpacked here and served as local sources until the build ends.
+    let artifacts = crate::artifacts::unpack(settings, &loaded.manifest, &selected)?;
     let job = Job {
         exported: match options.output {
             Some(_) => kiln_graph::Graph::named(&loaded.manifest, &options.targets)?,
             None => Default::default(),
         },
-        config: session_config(settings, &loaded.manifest, &selected, &loaded.lock_path)?,
+        config: artifacts.serve(session_config(
+            settings,
+            &loaded.manifest,
+            &selected,
+            &loaded.lock_path,
+        )?),
         entitlements: entitlements(&loaded.manifest, &selected),
         endpoint,
         cwd: settings.cwd.clone(),

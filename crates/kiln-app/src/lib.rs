@@ -2,6 +2,7 @@
 //! The CLI crate parses arguments into [`Settings`] and calls these; everything a command prints
 //! is returned as data so it can be tested without a terminal.
 
+mod artifacts;
 mod build;
 mod builder;
 mod discover;
@@ -168,7 +169,8 @@ fn apply_pins(manifest: &mut Manifest, lock: &kiln_lock::KilnLock) {
 /// Returns a one-line summary on success.
 pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
-    let problems = paths::check_paths(&settings.cwd, &loaded.manifest);
+    let mut problems = paths::check_paths(&settings.cwd, &loaded.manifest);
+    problems.extend(artifacts::check(&settings.cwd, &loaded.manifest));
     if !problems.is_empty() {
         return Err(AppError::Manifest(kiln_manifest::Diagnostics(problems)));
     }

@@ -51,6 +51,13 @@ pub const CA_BUNDLE_ENV: [&str; 5] = [
     "CURL_CA_BUNDLE",
 ];
 
+/// The local source a zip artifact is served as: kiln unpacks `target`'s `index`-th artifact
+/// on the client into a directory the session serves under this name (BuildKit can only
+/// unpack tar archives). Not a valid target name, so it never clashes with a context.
+pub fn artifact_source(target: &str, index: usize) -> String {
+    format!("{target}:artifact-{index}")
+}
+
 /// Why a target could not be lowered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
@@ -242,7 +249,13 @@ fn compile_target(
         .iter()
         .filter(|c| c.from == CopySource::Context)
         .map(|c| include_pattern(&c.src))
-        .chain(target.artifacts.iter().map(|a| include_pattern(&a.src)))
+        .chain(
+            target
+                .artifacts
+                .iter()
+                .filter(|a| !a.is_zip())
+                .map(|a| include_pattern(&a.src)),
+        )
         .collect();
     let context = lower.context(context_includes);
     for copy in &target.copy {
@@ -270,14 +283,50 @@ fn compile_target(
         actions = actions.copy(&source, &src, &copy.dest, opts);
         any = true;
     }
-    for artifact in &target.artifacts {
-        let opts = CopyOptions {
-            create_dest_path: true,
-            attempt_unpack: true,
-            ..CopyOptions::default()
-        };
-        let src = format!("/{}", artifact.src.trim_start_matches("./"));
-        actions = actions.copy(&context, &src, &artifact.extract_to, opts);
+    for (i, artifact) in target.artifacts.iter().enumerate() {
+        let chown = artifact.chown.as_deref().map(config::parse_chown);
+        if artifact.is_zip() {
+            // Unpacked by kiln into a local source of its own; the archive's bytes still count
+            // among the context files the target reads (its inputs hash).
+            lower
+                .includes
+                .borrow_mut()
+                .insert(include_pattern(&artifact.src));
+            let opts = CopyOptions {
+                create_dest_path: true,
+                dir_copy_contents: true,
+                chown,
+                ..CopyOptions::default()
+            };
+            let unpacked = lower.artifact(i);
+            actions = actions.copy(&unpacked, "/", &artifact.extract_to, opts);
+        } else {
+            let src = format!("/{}", artifact.src.trim_start_matches("./"));
+            let unpack = CopyOptions {
+                create_dest_path: true,
+                attempt_unpack: true,
+                ..CopyOptions::default()
+            };
+            match chown {
+                None => actions = actions.copy(&context, &src, &artifact.extract_to, unpack),
+                // BuildKit's unpacking keeps the owners in the tar (chown only reaches the
+                // directory it creates), so unpack into scratch and copy that with the owner.
+                Some(chown) => {
+                    let unpacked = State::scratch().file(
+                        FileActions::default()
+                            .copy(&context, &src, "/", unpack)
+                            .name(&format!("[{}/post] unpack {}", target.name, artifact.src)),
+                    );
+                    let opts = CopyOptions {
+                        create_dest_path: true,
+                        dir_copy_contents: true,
+                        chown: Some(chown),
+                        ..CopyOptions::default()
+                    };
+                    actions = actions.copy(&unpacked, "/", &artifact.extract_to, opts);
+                }
+            }
+        }
         any = true;
     }
     if any {
@@ -381,6 +430,23 @@ impl Lowering<'_> {
                     .local_unique
                     .map(|u| format!("{u}:{}", self.target.name)),
                 name: Some(format!("[{}] context", self.target.name)),
+                ..LocalOptions::default()
+            },
+        )
+    }
+
+    /// The directory kiln unpacked the target's `index`-th artifact (a zip) into.
+    fn artifact(&self, index: usize) -> State {
+        let name = artifact_source(&self.target.name, index);
+        State::local(
+            &name,
+            &LocalOptions {
+                shared_key_hint: Some(name.clone()),
+                unique: self.local_unique.map(|u| format!("{u}:{name}")),
+                name: Some(format!(
+                    "[{}] artifact {index} (unpacked)",
+                    self.target.name
+                )),
                 ..LocalOptions::default()
             },
         )

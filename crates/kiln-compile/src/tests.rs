@@ -705,3 +705,69 @@ smoke-test = { run = ["python3 tests/smoke.py"], copy = ["./tests/"] }
     // The image keeps no workdir of its own.
     assert_eq!(t.config.workdir, None);
 }
+
+#[test]
+fn zip_artifacts_come_from_their_own_local_source_and_chown_reaches_unpacked_tars() {
+    let t = &compile_text(
+        r#"
+[target.app]
+from = "debian:bookworm"
+artifacts = [
+  { src = "a.zip", extract-to = "/opt/a", chown = "1000:1000" },
+  { src = "b.tar.gz", extract-to = "/opt/b", chown = "app" },
+  { src = "c.tar", extract-to = "/opt/c" },
+]
+"#,
+        PackagesMode::Pinned,
+    )[0];
+    let def = kiln_llb::marshal(t.stage(StageKind::Post).unwrap()).unwrap();
+    let ops = def.ops().unwrap();
+    let sources: Vec<String> = ops
+        .iter()
+        .filter_map(|(_, op)| match &op.op {
+            Some(pb::op::Op::Source(s)) if s.identifier.starts_with("local://") => {
+                Some(s.identifier.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    assert!(sources.contains(&"local://app:artifact-0".to_string()));
+    let context_patterns: Vec<String> = ops
+        .iter()
+        .filter_map(|(_, op)| match &op.op {
+            Some(pb::op::Op::Source(s)) if s.identifier == "local://app" => {
+                s.attrs.get("local.includepattern").cloned()
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(context_patterns, [r#"["b.tar.gz","c.tar"]"#]);
+    assert_eq!(artifact_source("app", 0), "app:artifact-0");
+    let copies: Vec<pb::FileActionCopy> = ops
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::File(f)) => Some(f.actions),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a.action {
+            Some(pb::file_action::Action::Copy(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let to = |dest: &str| copies.iter().find(|c| c.dest == dest).unwrap();
+    // The zip: its unpacked directory's contents, with the owner.
+    assert_eq!(to("/opt/a").src, "/");
+    assert!(to("/opt/a").owner.is_some() && !to("/opt/a").attempt_unpack_docker_compatibility);
+    // A tar with chown: unpacked into scratch, then copied with the owner.
+    let unpack = copies.iter().find(|c| c.src == "/b.tar.gz").unwrap();
+    assert!(unpack.attempt_unpack_docker_compatibility && unpack.owner.is_none());
+    assert_eq!(unpack.dest, "/");
+    assert!(to("/opt/b").owner.is_some() && to("/opt/b").dir_copy_contents);
+    // Without chown, BuildKit unpacks straight into place.
+    assert!(to("/opt/c").attempt_unpack_docker_compatibility);
+    // The zip is still a context file of the target (its bytes are in the inputs hash), but
+    // the context source does not send it.
+    assert!(t.context_includes.contains(&"a.zip".to_string()));
+}

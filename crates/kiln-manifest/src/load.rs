@@ -41,7 +41,7 @@ const ACTIVATE_EXPECTED: &str =
     "a boolean, or the environment's directory (absolute, or relative to `dir`)";
 const MANAGERS: &[&str] = &["uv", "pip", "poetry", "npm", "custom"];
 const SMOKE_KEYS: &[&str] = &["copy", "run"];
-const ARTIFACT_KEYS: &[&str] = &["src", "extract-to"];
+const ARTIFACT_KEYS: &[&str] = &["src", "extract-to", "chown"];
 const CONFIG_KEYS: &[&str] = &[
     "entrypoint",
     "cmd",
@@ -1415,6 +1415,9 @@ impl TargetReader<'_, '_> {
             "extract-to",
             "an absolute directory inside the image",
         );
+        let chown = table
+            .get("chown")
+            .and_then(|v| cx.text(v, &join(&path, "chown")));
         let (src, to) = (src?, to?);
         if !in_context(cx, &src.0, src.1.clone(), &join(&path, "src")) {
             return None;
@@ -1432,6 +1435,7 @@ impl TargetReader<'_, '_> {
         Some(Artifact {
             src: src.0,
             extract_to: to.0,
+            chown,
             location: cx.loc(src.1),
         })
     }

@@ -238,11 +238,21 @@ pub struct SmokeTest {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Artifact {
-    /// Archive path relative to the context (tar, tar.gz, …).
+    /// Archive path relative to the context: a zip (`.zip`, unpacked by kiln), or a tar,
+    /// optionally gzip, bzip2 or xz compressed (unpacked by BuildKit).
     pub src: String,
     /// Absolute directory the archive is unpacked into.
     pub extract_to: String,
+    /// Optional `user[:group]` owner of everything unpacked, as `copy` has.
+    pub chown: Option<String>,
     pub location: Location,
+}
+
+impl Artifact {
+    /// Whether kiln unpacks it itself (BuildKit's unpacking knows only tar archives).
+    pub fn is_zip(&self) -> bool {
+        self.src.to_ascii_lowercase().ends_with(".zip")
+    }
 }
 
 /// OCI image config set by the manifest; `None`/empty means "inherit from the base image".
