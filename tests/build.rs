@@ -273,3 +273,77 @@ run = ["grep -q '^KILN-SECRET-' $SSL_CERT_FILE && wc -c < $SSL_CERT_FILE > /size
             .any(|w| w == secret.as_bytes())
     );
 }
+
+/// A manifest reads no host file outside its repository: `context = "/"` (or `../..`) and
+/// `ca-certificates = "/etc/shadow"` fail `kiln build` before anything is solved, naming the
+/// key, the path and the flag; `--allow fs.read=DIR` lets a context outside through.
+#[test]
+fn a_manifest_cannot_read_host_files_outside_its_repository_unless_allowed() {
+    for (name, extra) in [
+        (
+            "context",
+            "context = \"/\"\ncopy = [{ src = \"etc/shadow\", dest = \"/stolen\" }]\n",
+        ),
+        (
+            "dotdot",
+            "context = \"../../../../../../../..\"\ncopy = [{ src = \"etc/shadow\", dest = \"/stolen\" }]\n",
+        ),
+        (
+            "ca",
+            "ca-certificates = \"/etc/shadow\"\nrun = [\"cp $SSL_CERT_FILE /stolen\"]\n",
+        ),
+    ] {
+        let image = Image::new(&format!("escape-{name}"));
+        let manifest = format!(
+            "version = 1\n[target.x]\nfrom = \"{BASE}\"\nimage = \"{}\"\n{extra}",
+            image.0
+        );
+        let dir = project(&manifest, &[]);
+        let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+        assert_eq!(run.code, 1, "{name}: {}\n{}", run.stdout, run.stderr);
+        let key = if name == "ca" {
+            "`target.x.ca-certificates`"
+        } else {
+            "`target.x.context`"
+        };
+        assert!(
+            run.stderr.contains("kiln.toml:5:")
+                && run.stderr.contains(key)
+                && run.stderr.contains("--allow fs.read=/"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("==>"),
+            "{name}: nothing solved: {}",
+            run.stderr
+        );
+        assert!(
+            !docker(&["image", "inspect", &image.0]).0,
+            "{name}: no image was made"
+        );
+        assert!(!dir.path().join("kiln.lock").exists());
+    }
+
+    // A context outside the manifest's directory (not in git) builds once it is allowed.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("data.txt"), "from outside\n").unwrap();
+    let image = Image::new("allowed");
+    let manifest = format!(
+        "version = 1\n[target.x]\nfrom = \"{BASE}\"\nimage = \"{}\"\ncontext = \"{}\"\ncopy = [{{ src = \"data.txt\", dest = \"/data.txt\" }}]\n",
+        image.0,
+        outside.path().display()
+    );
+    let dir = project(&manifest, &[]);
+    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let allow = format!("fs.read={}", outside.path().display());
+    let run = kiln(
+        dir.path(),
+        &["build", "--progress", "plain", "--allow", &allow],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (ok, out) = run_image(&image, &["cat", "/data.txt"]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out), "from outside\n");
+}

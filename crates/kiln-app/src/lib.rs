@@ -13,6 +13,7 @@ mod paths;
 mod pin;
 mod plan;
 mod refresh;
+mod trust;
 
 pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, build};
 pub use builder::BuilderOptions;
@@ -47,6 +48,8 @@ pub struct Settings {
     pub env: BTreeMap<String, String>,
     /// `--builder` and its TLS files.
     pub builder: BuilderOptions,
+    /// `--allow fs.read=PATH`: local paths outside their repository the manifests may read.
+    pub allow_read: Vec<PathBuf>,
 }
 
 /// Manifests read, resolved and laid out as a graph.
@@ -101,6 +104,11 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
         env: settings.env.clone(),
     };
     let mut manifest = kiln_manifest::load(&sources, &options).map_err(AppError::Manifest)?;
+    // Before anything reads a context or bundle, and before any solve.
+    let outside = trust::check_reads(settings, &manifest);
+    if !outside.is_empty() {
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(outside)));
+    }
     let graph = Graph::build(&manifest, mode).map_err(AppError::Graph)?;
     let lock_path = images::kiln_lock_path(&settings.cwd, &files);
     let lock = images::read_kiln_lock(&lock_path)?;

@@ -84,6 +84,18 @@ pub struct Target {
     pub ca_certificates: CaCertificates,
     /// Platform as `os/arch[/variant]` (default `linux/amd64`).
     pub platform: String,
+    /// Where `context` was set, when it was (for errors about the path it names).
+    pub context_origin: Option<Origin>,
+    /// Where `ca-certificates` was set: on the target or in `[defaults]`.
+    pub ca_certificates_origin: Option<Origin>,
+}
+
+/// Where a value came from: the dotted key as written (`target.app.context`,
+/// `defaults.ca-certificates`) and the place of its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub key: String,
+    pub location: Location,
 }
 
 /// What a target starts from.
