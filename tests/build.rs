@@ -347,3 +347,50 @@ fn a_manifest_cannot_read_host_files_outside_its_repository_unless_allowed() {
     assert!(ok);
     assert_eq!(String::from_utf8_lossy(&out), "from outside\n");
 }
+
+/// `kiln build a & kiln build b` on one manifest: both targets end up in kiln.lock (each run
+/// merges its own entries into kiln.lock as it finds it, under a lock), and both are then up
+/// to date.
+#[test]
+fn concurrent_builds_of_different_targets_both_record_in_kiln_lock() {
+    let (a, b) = (Image::new("concurrent-a"), Image::new("concurrent-b"));
+    let manifest = format!(
+        "version = 1\n[defaults]\nnetwork = \"none\"\n\n[target.a]\nfrom = \"{BASE}\"\nimage = \"{}\"\nrun = [\"echo a {} > /a\"]\n\n[target.b]\nfrom = \"{BASE}\"\nimage = \"{}\"\nrun = [\"echo b {} > /b\"]\n",
+        a.0, a.0, b.0, b.0
+    );
+    let dir = project(&manifest, &[]);
+    let spawn = |target: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", target, "--progress", "plain"])
+            .current_dir(dir.path())
+            .env_remove("DOCKER_HOST")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn("a"), spawn("b"));
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let lock = std::fs::read_to_string(dir.path().join("kiln.lock")).unwrap();
+    for image in [&a, &b] {
+        assert!(
+            lock.contains(&format!("image = \"docker.io/{}\"", image.0)),
+            "{lock}"
+        );
+    }
+    let run = kiln(dir.path(), &["build", "a", "b", "--progress", "plain"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout.matches("up to date").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+}

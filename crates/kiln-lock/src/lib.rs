@@ -7,7 +7,7 @@ mod diff;
 mod kiln_lock;
 mod pins;
 
-pub use atomic::write_atomic;
+pub use atomic::{DirLock, lock_dir, remove_stale_temps, write_atomic};
 pub use declared::{declared, unlocked};
 pub use diff::{Changes, diff};
 pub use kiln_lock::{Base, KilnLock, Target};
