@@ -179,6 +179,12 @@ pub fn build_images(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
+    if let Some(message) = crate::git::recover(&settings.cwd)? {
+        progress(Progress::Warning {
+            target: None,
+            message,
+        });
+    }
     let (selected, compiled) = loaded.compile(&options.targets)?;
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();

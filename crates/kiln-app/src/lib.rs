@@ -151,6 +151,7 @@ fn apply_pins(manifest: &mut Manifest, lock: &kiln_lock::KilnLock) {
 /// Returns a one-line summary on success.
 pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
+    let recovered = git::recover(&settings.cwd)?.map(|m| format!("note: {m}\n"));
     let problems = paths::check_paths(&settings.cwd, &loaded.manifest);
     if !problems.is_empty() {
         return Err(AppError::Manifest(kiln_manifest::Diagnostics(problems)));
@@ -165,7 +166,8 @@ pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
     let targets = loaded.manifest.targets.len();
     let files = loaded.files.len();
     Ok(format!(
-        "ok: {targets} target{} in {files} manifest{}{}",
+        "{}ok: {targets} target{} in {files} manifest{}{}",
+        recovered.unwrap_or_default(),
         if targets == 1 { "" } else { "s" },
         if files == 1 { "" } else { "s" },
         if locked {
