@@ -240,7 +240,7 @@ fn refresh_commit_killed_at_every_file_system_call_is_finished_or_rolled_back_by
         "{calls:?}"
     );
 
-    let mut kills = 0;
+    let mut kills: BTreeMap<&str, u32> = BTreeMap::new();
     let (mut finished, mut rolled_back) = (0, 0);
     let mut previous = version.to_string();
     for name in calls.keys() {
@@ -289,7 +289,7 @@ fn refresh_commit_killed_at_every_file_system_call_is_finished_or_rolled_back_by
                 previous = version.to_string();
                 break;
             }
-            kills += 1;
+            *kills.entry(name).or_default() += 1;
             previous = at_pause;
         }
     }
@@ -308,13 +308,19 @@ fn refresh_commit_killed_at_every_file_system_call_is_finished_or_rolled_back_by
     );
     assert_eq!(assert_consistent(d, "last run"), version.to_string());
     assert_history_is_true(d);
-    let total: u32 = calls.values().sum();
+    // Every kind of call was a kill point (each as often as the phase made it: the sweep of a
+    // kind ends only when a run makes fewer), and both ways out were taken.
+    let total: u32 = kills.values().sum();
     assert!(
-        kills >= total as usize && finished > 0 && rolled_back > 0,
-        "{kills} kills of {total} calls ({calls:?}); finished {finished}, rolled back {rolled_back}"
+        calls
+            .keys()
+            .all(|name| kills.get(name.as_str()).is_some_and(|&k| k > 0))
+            && finished > 0
+            && rolled_back > 0,
+        "kills {kills:?} of calls {calls:?}; finished {finished}, rolled back {rolled_back}"
     );
     eprintln!(
-        "{kills} kill points ({calls:?}): {finished} finished, {rolled_back} rolled back, in {:?}",
+        "{total} kill points {kills:?}: {finished} finished, {rolled_back} rolled back, in {:?}",
         started.elapsed()
     );
 }
@@ -389,5 +395,49 @@ fn refresh_commit_refuses_before_writing_without_identity_or_with_a_git_lock_in_
         "{stdout}"
     );
     assert_eq!(git(d, &["rev-parse", "HEAD"]), head, "no empty commit");
+    assert_history_is_true(d);
+}
+
+/// `kiln check` and `kiln build` also finish or roll back an interrupted refresh, and say so.
+#[test]
+fn check_and_build_also_resume_an_interrupted_refresh() {
+    let dir = project();
+    let d = dir.path();
+    let kill = |version: u32, at: &str| {
+        let args: Vec<String> = ["-e", &format!("inject={at}:signal=KILL"), "-o", "/dev/null"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let run = paused_refresh(d, version, &args, || {});
+        assert!(run.killed, "{at}: {}", run.stderr);
+    };
+    // The second rename is the lock file's (the first is the intent record's): killed before
+    // it, the new content is stored, so the next command finishes the commit.
+    kill(1, "rename:when=2");
+    let out = kiln_command(d, &["check"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("note: an interrupted `kiln refresh --commit`")
+            && stdout.contains("finished it: committed"),
+        "{stdout}"
+    );
+    assert_eq!(assert_consistent(d, "after check"), "1");
+    // The first object written (link of libgit2's temp file): killed there, the new content is
+    // not all stored, so the next command rolls back.
+    kill(2, "link:when=1");
+    let out = kiln_command(d, &["build"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("interrupted `kiln refresh --commit`") && stderr.contains("rolled it back"),
+        "{stderr}"
+    );
+    std::fs::remove_file(d.join("kiln.lock")).unwrap();
+    assert_eq!(assert_consistent(d, "after build"), "1");
     assert_history_is_true(d);
 }

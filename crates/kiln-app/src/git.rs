@@ -196,6 +196,15 @@ pub fn commit_refresh(
     if let Some(why) = cannot_commit(repo) {
         return Err(AppError::Build(format!("refusing to commit: {why}")));
     }
+    let paths: Vec<PathBuf> = files.iter().map(|(path, _)| path.clone()).collect();
+    let dirty = dirty(repo, &paths)?;
+    if !dirty.is_empty() {
+        let list: Vec<String> = dirty.iter().map(|p| p.display().to_string()).collect();
+        return Err(AppError::Build(format!(
+            "refusing to commit: {} changed during the refresh; nothing was written",
+            list.join(", ")
+        )));
+    }
     let branch = branch(repo).map_err(AppError::Build)?;
     let old_head = tip(repo, &branch);
     let parent = match old_head {
@@ -265,8 +274,14 @@ pub fn commit_refresh(
     // 4. The branch, 5. the index, 6. done.
     move_branch(repo, &branch, old_head, commit, message)?;
     let rels: Vec<PathBuf> = entries.iter().map(|(rel, _)| rel.clone()).collect();
-    update_index(repo, &rels, &[])?;
-    remove_record(repo)?;
+    update_index(repo, &rels, &[])
+        .and_then(|()| remove_record(repo))
+        .map_err(|e| {
+            AppError::Build(format!(
+                "{e}\n  note: {} is committed on {branch}; the next kiln command finishes the rest",
+                &commit.to_string()[..12]
+            ))
+        })?;
     Ok(Some(commit.to_string()))
 }
 

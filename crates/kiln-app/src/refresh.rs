@@ -1,7 +1,8 @@
 //! `kiln refresh`: re-resolve packages inside the build, smoke-test the refreshed image, and
 //! only when that passes replace the lock files in the tree (atomically) and say what changed;
-//! `--commit` commits exactly those files. Nothing is touched before the build succeeds, and
-//! a lock file with uncommitted edits is never overwritten.
+//! `--commit` commits exactly those files (crash-safely, `git::commit_refresh`). Nothing is
+//! touched before the build succeeds, and a lock file with uncommitted edits is never
+//! overwritten.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 //! Lock files: what versions a package manager's lock file pins and how two of them differ;
-//! kiln.lock (what kiln built from what) read and written; files replaced atomically.
+//! kiln.lock (what kiln built from what) read and written; files replaced atomically, and their
+//! directories locked while a process merges into them.
 
 mod atomic;
 mod declared;
