@@ -274,6 +274,86 @@ run = ["grep -q '^KILN-SECRET-' $SSL_CERT_FILE && wc -c < $SSL_CERT_FILE > /size
     );
 }
 
+/// The base image's `PATH`, as its config says.
+fn base_path() -> String {
+    let (ok, env) = docker(&["image", "inspect", "--format", "{{json .Config.Env}}", BASE]);
+    assert!(ok);
+    let env: Vec<String> = serde_json::from_slice(&env).unwrap();
+    env.iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .expect("the base sets PATH")
+        .to_string()
+}
+
+#[test]
+fn env_values_expand_the_inherited_environment_as_dockerfile_env_does() {
+    let image = Image::new("env-expansion");
+    let child = Image::new("env-expansion-child");
+    // `$PATH` and `$${LANG}` (kiln's `$$` keeps `${LANG}` for the expansion) refer to the
+    // environment in effect; `\$` is a literal dollar.
+    let manifest = format!(
+        r#"version = 1
+[defaults]
+network = "host"
+
+[target.app]
+from  = "{BASE}"
+image = "{image}"
+run   = ["ls / > /dev/null && printenv PATH > /build-path && printenv LANG_SEEN > /lang"]
+build-env = {{ PATH = "/y/bin:$PATH", LANG_SEEN = "$${{LANG}}" }}
+
+[target.app.config]
+env = {{ PATH = "/x/bin:$PATH", LITERAL = "\\$PATH" }}
+
+[target.child]
+from  = "target:app"
+image = "{child}"
+config = {{ env = {{ PATH = "/z/bin:$${{PATH}}" }} }}
+"#,
+        image = image.0,
+        child = child.0
+    );
+    let dir = project(&manifest, &[]);
+    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    let base = base_path();
+    let text = |image: &Image, cmd: &[&str]| {
+        let (ok, out) = run_image(image, cmd);
+        assert!(ok, "{cmd:?} in {}", image.0);
+        String::from_utf8_lossy(&out).trim().to_string()
+    };
+    // The image still finds `ls`: its PATH is the base's with /x/bin in front.
+    assert!(text(&image, &["ls", "/"]).contains("build-path"));
+    assert_eq!(
+        text(&image, &["printenv", "PATH"]),
+        format!("/x/bin:{base}")
+    );
+    assert_eq!(text(&image, &["printenv", "LITERAL"]), "$PATH");
+    // build-env expanded against the config env in effect for the RUN step.
+    assert_eq!(
+        text(&image, &["cat", "/build-path"]),
+        format!("/y/bin:/x/bin:{base}")
+    );
+    assert_eq!(text(&image, &["cat", "/lang"]), "C.UTF-8");
+    // build-env stays out of the image config.
+    let (ok, config) = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &image.0,
+    ]);
+    assert!(ok);
+    assert!(!String::from_utf8_lossy(&config).contains("/y/bin"));
+    // A target built on it refers to its environment.
+    assert_eq!(
+        text(&child, &["printenv", "PATH"]),
+        format!("/z/bin:/x/bin:{base}")
+    );
+    assert!(text(&child, &["ls", "/"]).contains("lang"));
+}
+
 /// A manifest reads no host file outside its repository: `context = "/"` (or `../..`) and
 /// `ca-certificates = "/etc/shadow"` fail `kiln build` before anything is solved, naming the
 /// key, the path and the flag; `--allow fs.read=DIR` lets a context outside through.

@@ -107,7 +107,7 @@ fn check_refuses_paths_outside_the_repository_unless_allowed() {
     std::os::unix::fs::symlink("/etc", d.join("app/etc")).unwrap();
     std::fs::write(
         d.join("manifests/evil.toml"),
-        "version = 1\n[defaults]\nca-certificates = \"/etc/shadow\"\n\n[target.a]\nfrom = \"debian:bookworm\"\ncontext = \"/\"\ncopy = [{ src = \"etc/shadow\", dest = \"/x\" }]\n\n[target.b]\nfrom = \"debian:bookworm\"\ncontext = \"../app/etc\"\nca-certificates = \"host\"\n\n[target.ok]\nfrom = \"debian:bookworm\"\ncontext = \"../app\"\nca-certificates = \"none\"\n",
+        "version = 1\n[defaults]\nca-certificates = \"/etc/shadow\"\n\n[target.a]\nfrom = \"debian:bookworm\"\ncontext = \"/\"\ncopy = [{ src = \"etc/shadow\", dest = \"/x\" }]\n\n[target.b]\nfrom = \"debian:bookworm\"\ncontext = \"../app/etc\"\nca-certificates = \"host\"\n\n[target.ok]\nfrom = \"debian:bookworm\"\ncontext = \"../app\"\nca-certificates = \"none\"\n\n[target.s]\nfrom = \"debian:bookworm\"\nca-certificates = \"none\"\n[target.s.secrets]\ntoken = { file = \"../app/etc/shadow\" }\n",
     )
     .unwrap();
     let run = kiln_in(d, &["check"], &[]);
@@ -123,6 +123,7 @@ fn check_refuses_paths_outside_the_repository_unless_allowed() {
             "error: manifests/evil.toml:3:19: `defaults.ca-certificates`: reads `/etc/shadow`, outside the repository that holds it",
             "error: manifests/evil.toml:7:11: `target.a.context`: reads `/`, outside the repository that holds it",
             "error: manifests/evil.toml:12:11: `target.b.context`: reads `manifests/../app/etc` (resolved: `/etc`), outside the repository that holds it",
+            "error: manifests/evil.toml:24:1: `target.s.secrets.token`: reads `manifests/../app/etc/shadow` (resolved: `/etc/shadow`), outside the repository that holds it",
         ]
         .map(|l| l.replace(
             "outside the repository that holds it",

@@ -15,7 +15,7 @@ use kiln_buildkit::{
     Client, Endpoint, Event, LocalDir, ResolveMode, Returned, Session, SessionConfig, SolveRequest,
     Transfer,
 };
-use kiln_compile::{BaseConfigs, CA_BUNDLE_SECRET, CompiledTarget, EffectiveConfig};
+use kiln_compile::{BaseConfigs, CompiledTarget, EffectiveConfig};
 use kiln_graph::{PackagesMode, StageKind};
 use kiln_manifest::{Base, CaCertificates, Manifest, NetworkMode};
 use kiln_reference::Reference;
@@ -256,23 +256,30 @@ impl Job<'_> {
     }
 
     /// The image configs of the selected targets' base images, and the manifest digests they
-    /// resolved to, asked of the engine in one job.
+    /// resolved to, asked of the engine in one job. A base whose config says it is another
+    /// platform than its target asks for is an error, before any step runs.
     async fn resolve_bases(
         &self,
         client: &Client,
         tx: &Events,
     ) -> Result<(BaseConfigs, BTreeMap<Reference, String>), AppError> {
-        let mut wanted: BTreeMap<Reference, kiln_llb::Platform> = BTreeMap::new();
+        let mut wanted: BTreeMap<(Reference, String), kiln_llb::Platform> = BTreeMap::new();
         for name in self.selected {
             let target = &self.loaded.manifest.targets[name];
             if let (Base::Image(reference), Ok(platform)) = (&target.from, target.platform.parse())
             {
-                wanted.insert(reference.clone(), platform);
+                wanted.insert((reference.clone(), target.platform.clone()), platform);
             }
         }
         if wanted.is_empty() {
             return Ok(Default::default());
         }
+        // The builder's own platform, to tell "no such image" from "not for this platform".
+        let native: Option<kiln_llb::Platform> = client
+            .workers()
+            .await
+            .ok()
+            .and_then(|w| w.first()?.platforms.first().and_then(|p| p.parse().ok()));
         let session = self.session(client, None).await?;
         let request = SolveRequest {
             session: Some(session.id().to_string()),
@@ -282,11 +289,36 @@ impl Job<'_> {
             client.build(request, events, |gateway| async move {
                 let mut bases = BaseConfigs::new();
                 let mut digests = BTreeMap::new();
-                for (reference, platform) in wanted {
+                let mut platforms = BTreeMap::new();
+                for ((reference, asked), platform) in wanted {
                     let name = reference.to_string();
-                    let image = gateway
+                    let image = match gateway
                         .resolve_image_config(&name, &platform, ResolveMode::Default)
-                        .await?;
+                        .await
+                    {
+                        Ok(image) => image,
+                        Err(e) => {
+                            // The engine looks an image it has only for another platform (one
+                            // in Docker's local store, say) up in the registry; when that
+                            // fails, what it has for its own platform says why.
+                            let other = match &native {
+                                Some(n) if !kiln_compile::platform::serves(n, &platform) => gateway
+                                    .resolve_image_config(&name, n, ResolveMode::Default)
+                                    .await
+                                    .ok(),
+                                _ => None,
+                            };
+                            match other
+                                .and_then(|i| kiln_compile::platform::base_platform(&i.config))
+                            {
+                                Some(has) if !kiln_compile::platform::serves(&has, &platform) => {
+                                    platforms.insert((reference, asked), has);
+                                    continue;
+                                }
+                                _ => return Err(e),
+                            }
+                        }
+                    };
                     let config =
                         EffectiveConfig::from_image_config(&image.config).map_err(|e| {
                             kiln_buildkit::Error::Failed {
@@ -297,14 +329,58 @@ impl Job<'_> {
                     if let Some(digest) = image.digest {
                         digests.insert(reference.clone(), digest);
                     }
+                    if let Some(has) = kiln_compile::platform::base_platform(&image.config) {
+                        platforms.insert((reference.clone(), asked), has);
+                    }
                     bases.insert(reference, config);
                 }
-                Ok(((bases, digests), Returned::default()))
+                Ok(((bases, digests, platforms), Returned::default()))
             })
         })
         .await;
         session.close().await;
-        Ok(resolved?.0)
+        let (bases, digests, platforms) = resolved?.0;
+        self.check_platforms(&platforms)?;
+        Ok((bases, digests))
+    }
+
+    /// Every selected target's base is the platform the target asks for (by the base's image
+    /// config; a config that does not say is taken as it is).
+    fn check_platforms(
+        &self,
+        platforms: &BTreeMap<(Reference, String), kiln_llb::Platform>,
+    ) -> Result<(), AppError> {
+        let mut wrong = Vec::new();
+        for name in self.selected {
+            let target = &self.loaded.manifest.targets[name];
+            let Base::Image(reference) = &target.from else {
+                continue;
+            };
+            let (Some(has), Ok(asked)) = (
+                platforms.get(&(reference.clone(), target.platform.clone())),
+                target.platform.parse::<kiln_llb::Platform>(),
+            ) else {
+                continue;
+            };
+            if !kiln_compile::platform::serves(has, &asked) {
+                wrong.push(kiln_manifest::Diagnostic {
+                    location: target.location.clone(),
+                    key: format!("target.{name}.platform"),
+                    message: format!(
+                        "target `{name}` asks for platform {asked}, but its base image {reference} is {has}"
+                    ),
+                    expected: None,
+                    hint: Some(format!(
+                        "use a base image that has {asked} (a multi-platform image, or one built for it), or set `platform = \"{has}\"`"
+                    )),
+                });
+            }
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Manifest(kiln_manifest::Diagnostics(wrong)))
+        }
     }
 
     /// A session serving the contexts and secrets, and `output` as the local exporter's
@@ -699,8 +775,9 @@ fn remember(event: &Event, seen: &mut Seen) {
     }
 }
 
-/// Every selected target's context, its ignore files, the CA bundle secret and registry
-/// credentials.
+/// Every selected target's context, its ignore files, its CA bundle and `[secrets]` (each
+/// under the target's own secret ids) and registry credentials. A secret whose environment
+/// variable is unset or whose file cannot be read is an error here, before any solve.
 fn session_config(
     settings: &Settings,
     manifest: &Manifest,
@@ -735,10 +812,82 @@ fn session_config(
                 action: "read CA bundle",
                 source,
             })?;
-            config.secrets.insert(CA_BUNDLE_SECRET.to_string(), data);
+            if let Some(id) = kiln_compile::ca_bundle_secret(name, &target.ca_certificates) {
+                config.secrets.insert(id, data);
+            }
         }
     }
+    let mut missing = Vec::new();
+    for name in selected {
+        for secret in manifest.targets[name].secrets.values() {
+            match secret_value(settings, secret) {
+                Ok(data) => {
+                    config
+                        .secrets
+                        .insert(kiln_compile::secret_id(name, &secret.name), data);
+                }
+                Err((message, hint)) => {
+                    // Quoted as in the manifest's own messages when not a bare key.
+                    let bare = secret
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    let key = if bare {
+                        secret.name.clone()
+                    } else {
+                        format!("{:?}", secret.name)
+                    };
+                    missing.push(kiln_manifest::Diagnostic {
+                        location: secret.location.clone(),
+                        key: format!("target.{name}.secrets.{key}"),
+                        message,
+                        expected: None,
+                        hint: Some(hint),
+                    })
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort_by(|a, b| a.location.cmp(&b.location));
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(missing)));
+    }
     Ok(config)
+}
+
+/// A secret's value: its environment variable (from `Settings.env`, never the process's own)
+/// or its file. Else what is wrong and a hint.
+fn secret_value(
+    settings: &Settings,
+    secret: &kiln_manifest::Secret,
+) -> Result<Vec<u8>, (String, String)> {
+    match &secret.source {
+        kiln_manifest::SecretSource::Env(var) => settings
+            .env
+            .get(var)
+            .map(|v| v.as_bytes().to_vec())
+            .ok_or_else(|| {
+                (
+                    format!(
+                        "secret `{}` comes from the environment variable `{var}`, which is not set",
+                        secret.name
+                    ),
+                    format!("set `{var}` for kiln, e.g. `{var}=… kiln build`"),
+                )
+            }),
+        kiln_manifest::SecretSource::File(path) => {
+            std::fs::read(settings.cwd.join(path)).map_err(|e| {
+                (
+                    format!(
+                        "secret `{}` comes from the file `{}`, which cannot be read: {e}",
+                        secret.name,
+                        path.display()
+                    ),
+                    "a relative `file` is relative to the manifest's directory".to_string(),
+                )
+            })
+        }
+    }
 }
 
 /// The exclude patterns of a context's `.dockerignore` and `.kilnignore`, plus `kiln.lock`

@@ -11,7 +11,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use kiln_manifest::{CaCertificates, Diagnostic, Location, Manifest};
+use kiln_manifest::{CaCertificates, Diagnostic, Location, Manifest, SecretSource};
 
 use crate::Settings;
 
@@ -81,8 +81,8 @@ impl ReadBoundary {
     }
 }
 
-/// Every path the manifests read that leaves its repository: contexts, CA bundles and
-/// artifacts. One diagnostic per key and place (a `[defaults]` bundle is reported once).
+/// Every path the manifests read that leaves its repository: contexts, CA bundles, secret
+/// files and artifacts. One diagnostic per key and place (a `[defaults]` bundle is reported once).
 pub(crate) fn check_reads(settings: &Settings, manifest: &Manifest) -> Vec<Diagnostic> {
     let boundary = ReadBoundary::new(settings);
     let mut problems: Vec<Diagnostic> = Vec::new();
@@ -101,6 +101,15 @@ pub(crate) fn check_reads(settings: &Settings, manifest: &Manifest) -> Vec<Diagn
                 None => (key("ca-certificates"), &target.location),
             };
             reads.push((path.clone(), k, location));
+        }
+        for secret in target.secrets.values() {
+            if let SecretSource::File(path) = &secret.source {
+                reads.push((
+                    path.clone(),
+                    key(&format!("secrets.{}", secret.name)),
+                    &secret.location,
+                ));
+            }
         }
         for (i, artifact) in target.artifacts.iter().enumerate() {
             reads.push((

@@ -5,8 +5,9 @@
 
 mod config;
 mod managers;
+pub mod platform;
 
-pub use config::{BaseConfigs, EffectiveConfig};
+pub use config::{BaseConfigs, EffectiveConfig, expand};
 pub use managers::{ManagerSpec, spec};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,13 +15,33 @@ use std::collections::{BTreeMap, BTreeSet};
 use kiln_graph::{Graph, PackagesMode, StageId, StageKind};
 use kiln_llb::{CacheSharing, CopyOptions, Exec, FileActions, LocalOptions, Mount, NetMode, State};
 use kiln_manifest::{
-    Base, CaCertificates, CopySource, Manifest, NetworkMode, Packages, SmokeTest, Target,
+    Activate, Base, CaCertificates, CopySource, Manifest, NetworkMode, Packages, SmokeTest, Target,
 };
 
 /// Where the CA bundle secret is mounted inside RUN steps.
 pub const CA_BUNDLE_PATH: &str = "/run/kiln/ca-certificates.crt";
-/// The secret id the session serves the CA bundle under.
-pub const CA_BUNDLE_SECRET: &str = "kiln.ca-certificates";
+
+/// The secret id the session serves a target's CA bundle under, if it has one: the host's
+/// bundle is the same for every target (one id, so identical steps of different targets still
+/// share the cache); a bundle file gets an id of its target's own, since targets built
+/// together may trust different files.
+pub fn ca_bundle_secret(target: &str, ca: &CaCertificates) -> Option<String> {
+    match ca {
+        CaCertificates::None => None,
+        CaCertificates::Host => Some("kiln.ca-certificates".to_string()),
+        CaCertificates::Path(_) => Some(format!("kiln.ca-certificates/{target}")),
+    }
+}
+
+/// Where a target's `[secrets]` are mounted inside RUN steps: `/run/secrets/NAME`.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// The secret id the session serves `target`'s secret `name` under: per target, so two
+/// targets with a secret of the same name from different sources each get their own. `/`
+/// is in neither a target nor a secret name, so ids never collide.
+pub fn secret_id(target: &str, name: &str) -> String {
+    format!("kiln.secret/{target}/{name}")
+}
 /// Environment variables pointed at the CA bundle for RUN steps only.
 pub const CA_BUNDLE_ENV: [&str; 5] = [
     "SSL_CERT_FILE",
@@ -157,6 +178,7 @@ fn compile_target(
         config: &config,
         includes: Default::default(),
         local_unique,
+        env: std::cell::RefCell::new(config.env.clone()),
     };
 
     let mut stages = Vec::new();
@@ -183,6 +205,21 @@ fn compile_target(
         state = lower.packages(&state, packages, kind);
         push(kind, &state);
     }
+    // From here on the packages' environment is active, as `ENV VIRTUAL_ENV=… PATH=…/bin:$PATH`
+    // after the install would make it: in the smoke test, the image and whatever builds on it.
+    let config = match target.packages.as_ref().and_then(environment) {
+        Some(dir) => {
+            let active = config.activate(&dir);
+            for key in ["VIRTUAL_ENV", "PATH"] {
+                if let Some((k, v)) = active.env.iter().find(|(k, _)| k == key) {
+                    state = state.with_env(k, v);
+                }
+            }
+            *lower.env.borrow_mut() = active.env.clone();
+            active
+        }
+        None => config.clone(),
+    };
 
     // post: copies and artifacts.
     let mut actions = FileActions::default();
@@ -256,10 +293,14 @@ struct Lowering<'a> {
     /// Every include pattern the target's context sources use.
     includes: std::cell::RefCell<BTreeSet<String>>,
     local_unique: Option<&'a str>,
+    /// The environment in effect for the next RUN steps (the config's, then with the packages'
+    /// environment active): what build-env values expand against.
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Lowering<'_> {
-    /// A RUN step: `/bin/sh -c cmd` with build-env, network mode and the CA bundle.
+    /// A RUN step: `/bin/sh -c cmd` with build-env, network mode, the CA bundle and the
+    /// target's secrets (mounted read-only; only their ids are in the LLB, never a value).
     fn exec(&self, cmd: &str, name: &str) -> Exec {
         let mut exec = Exec::shell(cmd)
             .name(name)
@@ -268,13 +309,25 @@ impl Lowering<'_> {
                 NetworkMode::Host => NetMode::Host,
                 NetworkMode::None => NetMode::None,
             });
-        for (k, v) in &self.target.build_env {
-            exec = exec.env(k, v);
+        let env = self.env.borrow();
+        // The manager's defaults, below build-env and the config env in effect.
+        let defaults = self
+            .target
+            .packages
+            .as_ref()
+            .map_or(&[][..], |p| managers::spec(p.manager).env);
+        for (k, v) in defaults {
+            if !self.target.build_env.contains_key(*k) && !env.iter().any(|(e, _)| e == k) {
+                exec = exec.env(k, v);
+            }
         }
-        if self.target.ca_certificates != CaCertificates::None {
+        for (k, v) in &self.target.build_env {
+            exec = exec.env(k, &config::expand(v, &env));
+        }
+        if let Some(id) = ca_bundle_secret(&self.target.name, &self.target.ca_certificates) {
             exec = exec.mount(Mount::Secret {
                 dest: CA_BUNDLE_PATH.to_string(),
-                id: CA_BUNDLE_SECRET.to_string(),
+                id,
                 uid: 0,
                 gid: 0,
                 mode: 0o444,
@@ -283,6 +336,17 @@ impl Lowering<'_> {
             for var in CA_BUNDLE_ENV {
                 exec = exec.env(var, CA_BUNDLE_PATH);
             }
+        }
+        for name in self.target.secrets.keys() {
+            exec = exec.mount(Mount::Secret {
+                dest: format!("{SECRETS_DIR}/{name}"),
+                id: secret_id(&self.target.name, name),
+                uid: 0,
+                gid: 0,
+                // Readable by the smoke test, which runs as the image's user.
+                mode: 0o444,
+                optional: false,
+            });
         }
         exec
     }
@@ -423,6 +487,20 @@ impl Lowering<'_> {
         }
         state
     }
+}
+
+/// The directory of the environment `packages` installs into and the manifest activates, if any.
+fn environment(packages: &Packages) -> Option<String> {
+    let dir = match &packages.activate {
+        Activate::Off => return None,
+        Activate::Manager => managers::spec(packages.manager).venv?,
+        Activate::Dir(dir) => dir.as_str(),
+    };
+    if dir.starts_with('/') {
+        return Some(dir.to_string());
+    }
+    let rel = dir.trim_start_matches("./").trim_end_matches('/');
+    Some(format!("{}/{rel}", packages.dir.trim_end_matches('/')))
 }
 
 /// A short stable key for a set of include patterns (FNV-1a, hex).

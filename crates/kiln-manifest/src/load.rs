@@ -30,9 +30,15 @@ const TARGET_KEYS: &[&str] = &[
     "network",
     "ca-certificates",
     "platform",
+    "secrets",
 ];
+const SECRET_KEYS: &[&str] = &["env", "file"];
 const COPY_KEYS: &[&str] = &["from", "src", "dest", "chown", "chmod"];
-const PACKAGE_KEYS: &[&str] = &["manager", "files", "lock", "refresh", "install", "dir"];
+const PACKAGE_KEYS: &[&str] = &[
+    "manager", "files", "lock", "refresh", "install", "dir", "activate",
+];
+const ACTIVATE_EXPECTED: &str =
+    "a boolean, or the environment's directory (absolute, or relative to `dir`)";
 const MANAGERS: &[&str] = &["uv", "pip", "poetry", "npm", "custom"];
 const SMOKE_KEYS: &[&str] = &["copy", "run"];
 const ARTIFACT_KEYS: &[&str] = &["src", "extract-to"];
@@ -614,6 +620,16 @@ fn valid_name(name: &str) -> bool {
 const NAME_RULE: &str =
     "lowercase letters, digits, `_`, `.` and `-`, starting with a letter or digit";
 
+/// A secret name is the name of the file it is mounted as in `/run/secrets/`.
+fn valid_secret_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 255
+        && matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+const SECRET_NAME_RULE: &str = "letters, digits, `_`, `.` and `-`, starting with a letter, digit or `_` (it is the file name in /run/secrets/)";
+
 /// A relative path that stays inside its directory.
 fn inside(path: &str) -> bool {
     let p = Path::new(path);
@@ -756,7 +772,7 @@ impl TargetReader<'_, '_> {
 
         let build_env = table
             .get("build-env")
-            .and_then(|v| cx.text_map(v, &self.key("build-env")))
+            .and_then(|v| cx.env_map(v, &self.key("build-env")))
             .unwrap_or_default();
         for name in build_env.keys() {
             if name.is_empty() || name.contains('=') {
@@ -769,6 +785,14 @@ impl TargetReader<'_, '_> {
                 );
             }
         }
+
+        let secrets = match table.get("secrets") {
+            None => BTreeMap::new(),
+            Some(v) => self.secrets(v).unwrap_or_else(|| {
+                ok = false;
+                BTreeMap::new()
+            }),
+        };
 
         let image = table.get("image").and_then(|v| {
             match self.image_or_target(v, "image", &mut rewrites, &mut refs)? {
@@ -799,6 +823,7 @@ impl TargetReader<'_, '_> {
                 network: common.network,
                 ca_certificates: common.ca,
                 platform: common.platform,
+                secrets,
                 context_origin: table.get("context").map(|v| Origin {
                     key: self.key("context"),
                     location: cx.loc(v.span()),
@@ -939,6 +964,107 @@ impl TargetReader<'_, '_> {
             chmod,
             location: cx.loc(src_span),
         })
+    }
+
+    /// `[target.T.secrets]`: `NAME = { env = "VAR" }` or `NAME = { file = "path" }`.
+    fn secrets(&self, v: &Value<'_>) -> Option<BTreeMap<String, Secret>> {
+        let cx = self.cx;
+        let path = self.key("secrets");
+        let table = cx.table(v, &path)?;
+        let shape = "`{ env = \"VAR\" }` or `{ file = \"path\" }`";
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (name, value) in table.iter() {
+            let name_str: &str = name.get_ref();
+            let key = join(&path, name_str);
+            if !valid_secret_name(name_str) {
+                cx.error(
+                    name.span(),
+                    &key,
+                    format!("invalid secret name `{name_str}`"),
+                    Some(SECRET_NAME_RULE.into()),
+                    None,
+                );
+                ok = false;
+                continue;
+            }
+            let DeValue::Table(entry) = value.get_ref() else {
+                cx.wrong_type(value, &key, &format!("a table {shape}"));
+                ok = false;
+                continue;
+            };
+            cx.keys(entry, &key, SECRET_KEYS);
+            let source = match (entry.get("env"), entry.get("file")) {
+                (Some(_), Some(file)) => {
+                    cx.error(
+                        file.span(),
+                        &key,
+                        "a secret comes from `env` or from `file`, not both",
+                        Some(shape.into()),
+                        None,
+                    );
+                    None
+                }
+                (None, None) => {
+                    cx.error(
+                        value.span(),
+                        &key,
+                        "missing `env` or `file`: where the secret's value comes from",
+                        Some(shape.into()),
+                        None,
+                    );
+                    None
+                }
+                (Some(env), None) => {
+                    let env_key = join(&key, "env");
+                    cx.text(env, &env_key).and_then(|var| {
+                        if var.is_empty() || var.contains(['=', '\0']) {
+                            cx.error(
+                                env.span(),
+                                &env_key,
+                                format!("invalid environment variable name `{var}`"),
+                                Some("the name of an environment variable".into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        Some(SecretSource::Env(var))
+                    })
+                }
+                (None, Some(file)) => {
+                    let file_key = join(&key, "file");
+                    cx.text(file, &file_key).and_then(|f| {
+                        if f.is_empty() {
+                            cx.error(
+                                file.span(),
+                                &file_key,
+                                "empty path",
+                                Some("a file, relative to this manifest".into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        // As `ca-certificates` paths: beside the manifest, as it was named.
+                        let dir = cx.file.parent().unwrap_or(Path::new(""));
+                        Some(SecretSource::File(dir.join(f)))
+                    })
+                }
+            };
+            match source {
+                Some(source) => {
+                    out.insert(
+                        name_str.to_string(),
+                        Secret {
+                            name: name_str.to_string(),
+                            source,
+                            location: cx.loc(name.span()),
+                        },
+                    );
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 
     fn required_text(
@@ -1109,6 +1235,34 @@ impl TargetReader<'_, '_> {
             }
             None => config.workdir.clone().unwrap_or_else(|| "/app".to_string()),
         };
+        let activate = match table.get("activate") {
+            None => Activate::Manager,
+            Some(v) => {
+                let key = join(&path, "activate");
+                match v.get_ref() {
+                    DeValue::Boolean(true) => Activate::Manager,
+                    DeValue::Boolean(false) => Activate::Off,
+                    DeValue::String(_) => {
+                        let s = cx.text(v, &key)?;
+                        if s.trim_start_matches("./").trim_end_matches('/').is_empty() {
+                            cx.error(
+                                v.span(),
+                                &key,
+                                format!("`{s}` names no environment directory"),
+                                Some(ACTIVATE_EXPECTED.into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        Activate::Dir(s)
+                    }
+                    _ => {
+                        cx.wrong_type(v, &key, ACTIVATE_EXPECTED);
+                        return None;
+                    }
+                }
+            }
+        };
         if manager == Manager::Custom && (refresh.is_none() || install.is_none()) {
             return None;
         }
@@ -1123,6 +1277,7 @@ impl TargetReader<'_, '_> {
             refresh,
             install,
             dir,
+            activate,
             location: cx.loc(location),
         })
     }
@@ -1232,7 +1387,7 @@ impl TargetReader<'_, '_> {
             .and_then(|v| cx.texts(v, &key("entrypoint")));
         config.cmd = table.get("cmd").and_then(|v| cx.texts(v, &key("cmd")));
         if let Some(v) = table.get("env") {
-            config.env = cx.text_map(v, &key("env")).unwrap_or_default();
+            config.env = cx.env_map(v, &key("env")).unwrap_or_default();
             for name in config.env.keys() {
                 if name.is_empty() || name.contains('=') {
                     cx.error(

@@ -84,6 +84,8 @@ pub struct Target {
     pub ca_certificates: CaCertificates,
     /// Platform as `os/arch[/variant]` (default `linux/amd64`).
     pub platform: String,
+    /// Secrets by name, mounted at `/run/secrets/NAME` in every RUN step of this target.
+    pub secrets: BTreeMap<String, Secret>,
     /// Where `context` was set, when it was (for errors about the path it names).
     pub context_origin: Option<Origin>,
     /// Where `ca-certificates` was set: on the target or in `[defaults]`.
@@ -96,6 +98,27 @@ pub struct Target {
 pub struct Origin {
     pub key: String,
     pub location: Location,
+}
+
+/// A secret a target's RUN steps read: where its value comes from. The value itself is read
+/// at build time by the caller and never enters the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Secret {
+    /// The file name under `/run/secrets/`.
+    pub name: String,
+    pub source: SecretSource,
+    /// Where `[target.T.secrets] NAME` is declared.
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "from")]
+pub enum SecretSource {
+    /// The value of this environment variable of the invocation.
+    Env(String),
+    /// The content of this file; a relative path is resolved against the manifest directory.
+    File(PathBuf),
 }
 
 /// What a target starts from.
@@ -170,7 +193,24 @@ pub struct Packages {
     pub install: Option<String>,
     /// Directory inside the image where package files live (default: config workdir, else `/app`).
     pub dir: String,
+    /// Whether the environment the packages are installed into is made active (`PATH`,
+    /// `VIRTUAL_ENV`) for the smoke test, later RUN steps and the image.
+    pub activate: Activate,
     pub location: Location,
+}
+
+/// `[target.T.packages] activate`: which environment, if any, is made active after the install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "dir")]
+pub enum Activate {
+    /// The environment the manager installs into (kiln-compile's manager table says where;
+    /// a manager that makes none activates nothing). `activate = true` or no key.
+    #[default]
+    Manager,
+    /// Nothing is activated. `activate = false`.
+    Off,
+    /// This directory (absolute, or relative to the packages `dir`). `activate = "DIR"`.
+    Dir(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
