@@ -290,6 +290,15 @@ fn refresh_commit_killed_at_every_file_system_call_is_finished_or_rolled_back_by
                 break;
             }
             *kills.entry(name).or_default() += 1;
+            // Before any recovery: HEAD never has the refresh while the index has the old lock
+            // (a plain `git commit` would then revert it).
+            let head = git(d, &["show", &format!("HEAD:{LOCK}")]);
+            let index = git(d, &["show", &format!(":{LOCK}")]);
+            let refreshed = format!("demo==1.{version}\n");
+            assert!(
+                !(head == refreshed && index != refreshed),
+                "{name} #{n}: HEAD has {head} but the index {index}"
+            );
             previous = at_pause;
         }
     }

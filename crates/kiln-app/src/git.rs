@@ -6,8 +6,9 @@
 //! commit as, no git lock file in the way), then: (1) writes an intent record,
 //! `.git/kiln-refresh.json` (the branch, its old tip, the message, and per lock file the blob
 //! ids of its old and new content); (2) stores the blobs, tree and commit; (3) replaces the lock
-//! files atomically; (4) moves the branch, expecting its old tip; (5) updates the index entries
-//! of those files; (6) removes the record. All of it under an flock on the git directory. The
+//! files atomically; (4) updates the index entries of those files; (5) moves the branch,
+//! expecting its old tip; (6) removes the record. The index goes first so that HEAD never has
+//! the new content while the index has the old (a plain `git commit` would revert it). All of it under an flock on the git directory. The
 //! next kiln command that finds a record ([`recover`]) finishes the commit when it can (the
 //! new content is stored and the files hold either old or new content), else rolls it back,
 //! removes what the dead process left (its temp files, `index.lock`, the branch's `.lock`,
@@ -271,17 +272,23 @@ pub fn commit_refresh(
             kiln_lock::write_atomic(path, data).map_err(io(path, "write"))?;
         }
     }
-    // 4. The branch, 5. the index, 6. done.
-    move_branch(repo, &branch, old_head, commit, message)?;
+    // 4. The index, before the branch: at no point does HEAD have the new content while the
+    // index has the old (a plain `git commit` then would revert the refresh).
     let rels: Vec<PathBuf> = entries.iter().map(|(rel, _)| rel.clone()).collect();
-    update_index(repo, &rels, &[])
-        .and_then(|()| remove_record(repo))
-        .map_err(|e| {
-            AppError::Build(format!(
-                "{e}\n  note: {} is committed on {branch}; the next kiln command finishes the rest",
-                &commit.to_string()[..12]
-            ))
-        })?;
+    let unfinished = |e: AppError| {
+        AppError::Build(format!(
+            "{e}\n  note: the next kiln command finishes or rolls back this commit"
+        ))
+    };
+    update_index(repo, &rels, &[]).map_err(unfinished)?;
+    // 5. The branch, 6. done.
+    move_branch(repo, &branch, old_head, commit, message).map_err(unfinished)?;
+    remove_record(repo).map_err(|e| {
+        AppError::Build(format!(
+            "{e}\n  note: {} is committed on {branch}; the next kiln command removes the record",
+            &commit.to_string()[..12]
+        ))
+    })?;
     Ok(Some(commit.to_string()))
 }
 
@@ -359,22 +366,8 @@ fn update_index(
                 let data = repo
                     .find_blob(*blob)
                     .map_err(|e| git_error("read a stored file", e))?;
-                let entry = git2::IndexEntry {
-                    ctime: git2::IndexTime::new(0, 0),
-                    mtime: git2::IndexTime::new(0, 0),
-                    dev: 0,
-                    ino: 0,
-                    mode: 0o100644,
-                    uid: 0,
-                    gid: 0,
-                    file_size: 0,
-                    id: *blob,
-                    flags: 0,
-                    flags_extended: 0,
-                    path: rel.to_string_lossy().replace('\\', "/").into_bytes(),
-                };
                 index
-                    .add_frombuffer(&entry, data.content())
+                    .add_frombuffer(&unstat_entry(rel, *blob), data.content())
                     .map_err(|e| git_error("update the index", e))?;
             }
             None => index
@@ -383,6 +376,66 @@ fn update_index(
         }
     }
     index.write().map_err(|e| git_error("write the index", e))
+}
+
+/// An index entry for `rel` naming `blob`, with no stat data (git compares the content).
+fn unstat_entry(rel: &Path, blob: git2::Oid) -> git2::IndexEntry {
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id: blob,
+        flags: 0,
+        flags_extended: 0,
+        path: rel.to_string_lossy().replace('\\', "/").into_bytes(),
+    }
+}
+
+/// Set the index entries of `files` (repository path, work-tree path) back to `parent`'s tree.
+fn reset_index(
+    repo: &git2::Repository,
+    parent: Option<&git2::Commit>,
+    files: &[(PathBuf, PathBuf)],
+) -> Result<(), AppError> {
+    let tree = match parent {
+        Some(c) => Some(c.tree().map_err(|e| git_error("read HEAD's tree", e))?),
+        None => None,
+    };
+    let mut index = repo.index().map_err(|e| git_error("open the index", e))?;
+    index
+        .read(false)
+        .map_err(|e| git_error("read the index", e))?;
+    let mut changed = false;
+    for (rel, path) in files {
+        let committed = tree
+            .as_ref()
+            .and_then(|t| t.get_path(rel).ok())
+            .map(|e| e.id());
+        if index.get_path(rel, 0).map(|e| e.id) == committed {
+            continue;
+        }
+        changed = true;
+        match committed {
+            None => index.remove_path(rel),
+            Some(blob) if content_id(path)? == Some(blob) => index.add_path(rel),
+            Some(blob) => {
+                let data = repo
+                    .find_blob(blob)
+                    .map_err(|e| git_error("read a stored file", e))?;
+                index.add_frombuffer(&unstat_entry(rel, blob), data.content())
+            }
+        }
+        .map_err(|e| git_error("update the index", e))?;
+    }
+    if changed {
+        index.write().map_err(|e| git_error("write the index", e))?;
+    }
+    Ok(())
 }
 
 fn remove_record(repo: &git2::Repository) -> Result<(), AppError> {
@@ -557,9 +610,9 @@ fn resume(repo: &git2::Repository, intent: &Intent) -> Result<String, AppError> 
                 .map(|(rel, _, _, _, new)| (rel.clone(), *new))
                 .collect();
             let commit = make_commit(repo, parent.as_ref(), &entries, &intent.message)?;
-            move_branch(repo, &intent.branch, old_head, commit, &intent.message)?;
             let rels: Vec<PathBuf> = entries.iter().map(|(rel, _)| rel.clone()).collect();
             update_index(repo, &rels, &[])?;
+            move_branch(repo, &intent.branch, old_head, commit, &intent.message)?;
             return Ok(format!(
                 "finished it: committed {} ({names})",
                 short(commit)
@@ -580,6 +633,19 @@ fn resume(repo: &git2::Repository, intent: &Intent) -> Result<String, AppError> 
                 None => std::fs::remove_file(path).map_err(io(path, "remove"))?,
             }
         }
+        // The index entries as HEAD has them (they were updated only if a file was edited since).
+        let parent = match old_head {
+            Some(id) => Some(
+                repo.find_commit(id)
+                    .map_err(|e| git_error("read HEAD", e))?,
+            ),
+            None => None,
+        };
+        let rels: Vec<(PathBuf, PathBuf)> = files
+            .iter()
+            .map(|(rel, path, ..)| (rel.clone(), path.clone()))
+            .collect();
+        reset_index(repo, parent.as_ref(), &rels)?;
         let edited: Vec<String> = files
             .iter()
             .filter(|(_, _, now, old, new)| *now != Some(*new) && now != old)
@@ -594,7 +660,7 @@ fn resume(repo: &git2::Repository, intent: &Intent) -> Result<String, AppError> 
         }
         return Ok(done);
     }
-    // The branch moved: to the refresh's commit (killed before the index was updated), or on.
+    // The branch moved: to the refresh's commit (killed before the record was removed), or on.
     let ours = tip.and_then(|id| repo.find_commit(id).ok()).filter(|c| {
         c.parent_ids().next() == old_head
             && c.message() == Some(intent.message.as_str())
