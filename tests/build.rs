@@ -557,3 +557,124 @@ artifacts = [
         );
     }
 }
+
+/// A manifest reads no host file outside its repository: `context = "/"` (or `../..`) and
+/// `ca-certificates = "/etc/shadow"` fail `kiln build` before anything is solved, naming the
+/// key, the path and the flag; `--allow fs.read=DIR` lets a context outside through.
+#[test]
+fn a_manifest_cannot_read_host_files_outside_its_repository_unless_allowed() {
+    for (name, extra) in [
+        (
+            "context",
+            "context = \"/\"\ncopy = [{ src = \"etc/shadow\", dest = \"/stolen\" }]\n",
+        ),
+        (
+            "dotdot",
+            "context = \"../../../../../../../..\"\ncopy = [{ src = \"etc/shadow\", dest = \"/stolen\" }]\n",
+        ),
+        (
+            "ca",
+            "ca-certificates = \"/etc/shadow\"\nrun = [\"cp $SSL_CERT_FILE /stolen\"]\n",
+        ),
+    ] {
+        let image = Image::new(&format!("escape-{name}"));
+        let manifest = format!(
+            "version = 1\n[target.x]\nfrom = \"{BASE}\"\nimage = \"{}\"\n{extra}",
+            image.0
+        );
+        let dir = project(&manifest, &[]);
+        let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+        assert_eq!(run.code, 1, "{name}: {}\n{}", run.stdout, run.stderr);
+        let key = if name == "ca" {
+            "`target.x.ca-certificates`"
+        } else {
+            "`target.x.context`"
+        };
+        assert!(
+            run.stderr.contains("kiln.toml:5:")
+                && run.stderr.contains(key)
+                && run.stderr.contains("--allow fs.read=/"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("==>"),
+            "{name}: nothing solved: {}",
+            run.stderr
+        );
+        assert!(
+            !docker(&["image", "inspect", &image.0]).0,
+            "{name}: no image was made"
+        );
+        assert!(!dir.path().join("kiln.lock").exists());
+    }
+
+    // A context outside the manifest's directory (not in git) builds once it is allowed.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("data.txt"), "from outside\n").unwrap();
+    let image = Image::new("allowed");
+    let manifest = format!(
+        "version = 1\n[target.x]\nfrom = \"{BASE}\"\nimage = \"{}\"\ncontext = \"{}\"\ncopy = [{{ src = \"data.txt\", dest = \"/data.txt\" }}]\n",
+        image.0,
+        outside.path().display()
+    );
+    let dir = project(&manifest, &[]);
+    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let allow = format!("fs.read={}", outside.path().display());
+    let run = kiln(
+        dir.path(),
+        &["build", "--progress", "plain", "--allow", &allow],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (ok, out) = run_image(&image, &["cat", "/data.txt"]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out), "from outside\n");
+}
+
+/// `kiln build a & kiln build b` on one manifest: both targets end up in kiln.lock (each run
+/// merges its own entries into kiln.lock as it finds it, under a lock), and both are then up
+/// to date.
+#[test]
+fn concurrent_builds_of_different_targets_both_record_in_kiln_lock() {
+    let (a, b) = (Image::new("concurrent-a"), Image::new("concurrent-b"));
+    let manifest = format!(
+        "version = 1\n[defaults]\nnetwork = \"none\"\n\n[target.a]\nfrom = \"{BASE}\"\nimage = \"{}\"\nrun = [\"echo a {} > /a\"]\n\n[target.b]\nfrom = \"{BASE}\"\nimage = \"{}\"\nrun = [\"echo b {} > /b\"]\n",
+        a.0, a.0, b.0, b.0
+    );
+    let dir = project(&manifest, &[]);
+    let spawn = |target: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", target, "--progress", "plain"])
+            .current_dir(dir.path())
+            .env_remove("DOCKER_HOST")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn("a"), spawn("b"));
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let lock = std::fs::read_to_string(dir.path().join("kiln.lock")).unwrap();
+    for image in [&a, &b] {
+        assert!(
+            lock.contains(&format!("image = \"docker.io/{}\"", image.0)),
+            "{lock}"
+        );
+    }
+    let run = kiln(dir.path(), &["build", "a", "b", "--progress", "plain"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout.matches("up to date").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+}

@@ -95,6 +95,71 @@ fn check_reports_missing_context_files() {
     );
 }
 
+/// Paths a manifest reads stay inside the repository that holds it (here a git work tree),
+/// symlinks resolved, unless `--allow fs.read=PATH` grants more.
+#[test]
+fn check_refuses_paths_outside_the_repository_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join(".git")).unwrap();
+    std::fs::create_dir_all(d.join("manifests")).unwrap();
+    std::fs::create_dir_all(d.join("app")).unwrap();
+    std::os::unix::fs::symlink("/etc", d.join("app/etc")).unwrap();
+    std::fs::write(
+        d.join("manifests/evil.toml"),
+        "version = 1\n[defaults]\nca-certificates = \"/etc/shadow\"\n\n[target.a]\nfrom = \"debian:bookworm\"\ncontext = \"/\"\ncopy = [{ src = \"etc/shadow\", dest = \"/x\" }]\n\n[target.b]\nfrom = \"debian:bookworm\"\ncontext = \"../app/etc\"\nca-certificates = \"host\"\n\n[target.ok]\nfrom = \"debian:bookworm\"\ncontext = \"../app\"\nca-certificates = \"none\"\n\n[target.s]\nfrom = \"debian:bookworm\"\nca-certificates = \"none\"\n[target.s.secrets]\ntoken = { file = \"../app/etc/shadow\" }\n",
+    )
+    .unwrap();
+    let run = kiln_in(d, &["check"], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "error: manifests/evil.toml:3:19: `defaults.ca-certificates`: reads `/etc/shadow`, outside the repository that holds it",
+            "error: manifests/evil.toml:7:11: `target.a.context`: reads `/`, outside the repository that holds it",
+            "error: manifests/evil.toml:12:11: `target.b.context`: reads `manifests/../app/etc` (resolved: `/etc`), outside the repository that holds it",
+            "error: manifests/evil.toml:24:1: `target.s.secrets.token`: reads `manifests/../app/etc/shadow` (resolved: `/etc/shadow`), outside the repository that holds it",
+        ]
+        .map(|l| l.replace(
+            "outside the repository that holds it",
+            &format!(
+                "outside {} (the git repository that holds manifests/evil.toml)",
+                d.canonicalize().unwrap().display()
+            )
+        )),
+        "{}",
+        run.stderr
+    );
+    for flag in [
+        "--allow fs.read=/etc/shadow`",
+        "--allow fs.read=/`",
+        "--allow fs.read=/etc`",
+    ] {
+        assert!(run.stderr.contains(flag), "{flag}: {}", run.stderr);
+    }
+    let run = kiln_in(
+        d,
+        &["check", "--allow", "fs.read=/etc", "--allow", "fs.read=/"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = kiln_in(d, &["check", "--allow", "fs.read=/etc"], &[]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("`target.a.context`") && !run.stderr.contains("target.b"));
+    let run = kiln_in(d, &["check", "--allow", "/etc"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("expected fs.read=PATH"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn plan_json_has_targets_dependencies_and_stage_digests() {
     let doc = json(&kiln("app", &["plan", "--format", "json"]));

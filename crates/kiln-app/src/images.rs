@@ -24,6 +24,17 @@ use sha2::{Digest, Sha256};
 
 use crate::{AppError, BuildOptions, Goal, Loaded, Progress, Settings, load};
 
+/// Waits for and takes the lock that serialises kiln's read-merge-replace of `kiln.lock`
+/// (an flock on its directory), so concurrent commands do not lose each other's entries.
+pub(crate) fn lock_kiln_lock(path: &Path) -> Result<kiln_lock::DirLock, AppError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    kiln_lock::lock_dir(dir).map_err(|source| AppError::Io {
+        path: dir.to_path_buf(),
+        action: "lock the directory of kiln.lock in",
+        source,
+    })
+}
+
 /// The inputs of one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
@@ -411,6 +422,12 @@ pub fn build_images(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
+    if let Some(message) = crate::git::recover(&settings.cwd)? {
+        progress(Progress::Warning {
+            target: None,
+            message,
+        });
+    }
     let (selected, compiled) = loaded.compile(&options.targets)?;
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
@@ -508,6 +525,16 @@ pub fn build_images(
                 });
             }
         }
+        // Another kiln may have recorded its targets since this one read kiln.lock: re-read
+        // it under a lock on its directory and merge in only this build's bases and targets.
+        let _held = lock_kiln_lock(&lock_path)?;
+        let mut current = read_kiln_lock(&lock_path)?;
+        for b in &built {
+            if let Some(base) = b.base.as_ref().and_then(|(r, _)| lock.base(r)) {
+                current.set_base(base.clone());
+            }
+        }
+        let mut lock = current;
         // Inputs again: the bases just pinned are part of them.
         let inputs = self::inputs(&loaded, &compiled, &own, &lock);
         for b in &built {

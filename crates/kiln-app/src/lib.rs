@@ -14,6 +14,7 @@ mod paths;
 mod pin;
 mod plan;
 mod refresh;
+mod trust;
 
 pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, build};
 pub use builder::BuilderOptions;
@@ -50,6 +51,8 @@ pub struct Settings {
     pub builder: BuilderOptions,
     /// Where commands leave warnings for the caller to print (on stderr).
     pub warnings: Warnings,
+    /// `--allow fs.read=PATH`: local paths outside their repository the manifests may read.
+    pub allow_read: Vec<PathBuf>,
 }
 
 /// Problems that do not stop a command, e.g. a profile override that rewrites nothing; the
@@ -127,6 +130,11 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
     for warning in &manifest.warnings {
         settings.warnings.push(warning.to_string());
     }
+    // Before anything reads a context or bundle, and before any solve.
+    let outside = trust::check_reads(settings, &manifest);
+    if !outside.is_empty() {
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(outside)));
+    }
     let graph = Graph::build(&manifest, mode).map_err(AppError::Graph)?;
     let lock_path = images::kiln_lock_path(&settings.cwd, &files);
     let lock = images::read_kiln_lock(&lock_path)?;
@@ -169,6 +177,7 @@ fn apply_pins(manifest: &mut Manifest, lock: &kiln_lock::KilnLock) {
 /// Returns a one-line summary on success.
 pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
+    let recovered = git::recover(&settings.cwd)?.map(|m| format!("note: {m}\n"));
     let mut problems = paths::check_paths(&settings.cwd, &loaded.manifest);
     problems.extend(artifacts::check(&settings.cwd, &loaded.manifest));
     if !problems.is_empty() {
@@ -184,7 +193,8 @@ pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
     let targets = loaded.manifest.targets.len();
     let files = loaded.files.len();
     Ok(format!(
-        "ok: {targets} target{} in {files} manifest{}{}",
+        "{}ok: {targets} target{} in {files} manifest{}{}",
+        recovered.unwrap_or_default(),
         if targets == 1 { "" } else { "s" },
         if files == 1 { "" } else { "s" },
         if locked {

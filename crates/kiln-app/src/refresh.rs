@@ -1,7 +1,8 @@
 //! `kiln refresh`: re-resolve packages inside the build, smoke-test the refreshed image, and
 //! only when that passes replace the lock files in the tree (atomically) and say what changed;
-//! `--commit` commits exactly those files. Nothing is touched before the build succeeds, and
-//! a lock file with uncommitted edits is never overwritten.
+//! `--commit` commits exactly those files (crash-safely, `git::commit_refresh`). Nothing is
+//! touched before the build succeeds, and a lock file with uncommitted edits is never
+//! overwritten.
 
 use std::path::PathBuf;
 
@@ -38,6 +39,12 @@ pub fn refresh(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Refresh)?;
+    if let Some(message) = git::recover(&settings.cwd)? {
+        progress(Progress::Warning {
+            target: None,
+            message,
+        });
+    }
     let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
     let lock_files: Vec<PathBuf> = selected
         .iter()
@@ -114,6 +121,7 @@ pub fn refresh(
         refreshed.extend(compare(settings, &loaded, &b.target, &b.locks));
     }
 
+    pause_before_writing(settings);
     let mut out = String::new();
     let mut written = Vec::new();
     for r in &refreshed {
@@ -121,14 +129,15 @@ pub fn refresh(
         if !r.changed {
             continue;
         }
-        if !options.dry_run {
+        // With --commit, the files are written as part of the commit (git::commit_refresh).
+        if !options.dry_run && !options.commit {
             kiln_lock::write_atomic(&r.path, &r.data).map_err(|source| AppError::Io {
                 path: r.path.clone(),
                 action: "write",
                 source,
             })?;
-            written.push(r.path.clone());
         }
+        written.push((r.path.clone(), r.data.clone()));
     }
     if options.dry_run {
         out.push_str("dry run: nothing written\n");
@@ -138,12 +147,14 @@ pub fn refresh(
             out.push_str("nothing changed: no commit\n");
         } else {
             let message = commit_message(&refreshed, settings);
-            let id = git::commit_files(repo, &written, &message)?;
-            out.push_str(&format!(
-                "committed {} ({} file(s))\n",
-                &id[..12],
-                written.len()
-            ));
+            match git::commit_refresh(repo, &written, &message)? {
+                None => out.push_str("nothing to commit: HEAD already has these lock files\n"),
+                Some(id) => out.push_str(&format!(
+                    "committed {} ({} file(s))\n",
+                    id.get(..12).unwrap_or(&id),
+                    written.len()
+                )),
+            }
         }
     }
     Ok(out)
@@ -214,6 +225,17 @@ fn describe(settings: &Settings, r: &Refreshed) -> String {
         )),
     }
     out
+}
+
+/// Test hook: with `KILN_TEST_PAUSE_BEFORE_WRITE=MARKER`, write this process's id to MARKER and
+/// wait for a line on stdin before the write-and-commit phase, so a test can attach strace
+/// (`strace -p PID -e inject=…:signal=KILL:when=N`) and kill kiln at each of its calls.
+fn pause_before_writing(settings: &Settings) {
+    if let Some(marker) = settings.env.get("KILN_TEST_PAUSE_BEFORE_WRITE") {
+        if std::fs::write(marker, std::process::id().to_string()).is_ok() {
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
+    }
 }
 
 /// `kiln refresh: …` with every change, for the commit.

@@ -47,6 +47,10 @@ struct Cli {
     /// Name the builder's certificate must carry (default: the host of the URL).
     #[arg(long, global = true, value_name = "NAME")]
     tls_server_name: Option<String>,
+    /// Let the manifests read local files outside the repository that holds them (contexts,
+    /// CA bundles, secret files), below PATH (repeatable).
+    #[arg(long = "allow", global = true, value_name = "fs.read=PATH", value_parser = parse_allow)]
+    allow: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -161,6 +165,15 @@ enum Mode {
     Refresh,
 }
 
+fn parse_allow(s: &str) -> Result<PathBuf, String> {
+    match s.strip_prefix("fs.read=") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(format!(
+            "expected fs.read=PATH (the only entitlement kiln grants), got `{s}`"
+        )),
+    }
+}
+
 fn parse_set(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -203,6 +216,7 @@ fn main() -> ExitCode {
             tls_server_name: cli.tls_server_name,
         },
         warnings: kiln_app::Warnings::default(),
+        allow_read: cli.allow,
     };
     let progress = cli.progress;
     if !skipped.is_empty() {

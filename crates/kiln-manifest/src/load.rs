@@ -65,6 +65,7 @@ struct Doc<'s> {
 struct Defaults {
     network: NetworkMode,
     ca: CaCertificates,
+    ca_origin: Option<Origin>,
     platform: String,
 }
 
@@ -584,6 +585,7 @@ fn read_defaults(cx: &Cx<'_>, doc: &DeTable<'_>) -> Defaults {
     let mut d = Defaults {
         network: NetworkMode::Default,
         ca: CaCertificates::None,
+        ca_origin: None,
         platform: DEFAULT_PLATFORM.to_string(),
     };
     let Some(table) = cx.section(doc, "defaults") else {
@@ -617,6 +619,10 @@ fn apply_common(cx: &Cx<'_>, table: &DeTable<'_>, path: &str, d: &mut Defaults) 
     if let Some(v) = table.get("ca-certificates") {
         let key = join(path, "ca-certificates");
         if let Some(s) = cx.text(v, &key) {
+            d.ca_origin = Some(Origin {
+                key: key.clone(),
+                location: cx.loc(v.span()),
+            });
             d.ca = match s.as_str() {
                 "none" => CaCertificates::None,
                 "host" => CaCertificates::Host,
@@ -888,6 +894,11 @@ impl TargetReader<'_, '_> {
                 ca_certificates: common.ca,
                 platform: common.platform,
                 secrets,
+                context_origin: table.get("context").map(|v| Origin {
+                    key: self.key("context"),
+                    location: cx.loc(v.span()),
+                }),
+                ca_certificates_origin: common.ca_origin,
             },
             rewrites,
             refs,

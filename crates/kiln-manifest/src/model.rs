@@ -109,6 +109,18 @@ pub struct Target {
     pub platform: String,
     /// Secrets by name, mounted at `/run/secrets/NAME` in every RUN step of this target.
     pub secrets: BTreeMap<String, Secret>,
+    /// Where `context` was set, when it was (for errors about the path it names).
+    pub context_origin: Option<Origin>,
+    /// Where `ca-certificates` was set: on the target or in `[defaults]`.
+    pub ca_certificates_origin: Option<Origin>,
+}
+
+/// Where a value came from: the dotted key as written (`target.app.context`,
+/// `defaults.ca-certificates`) and the place of its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub key: String,
+    pub location: Location,
 }
 
 /// A secret a target's RUN steps read: where its value comes from. The value itself is read
