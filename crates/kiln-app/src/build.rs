@@ -53,6 +53,11 @@ pub struct BuildOptions {
     pub force: bool,
     /// Push each image to its registry and record the pushed digest.
     pub push: bool,
+    /// `--stamp`: label images with the git commit and its time (see `labels`).
+    pub stamp: bool,
+    /// Labels to add to each target's image config (by target), under the manifest's own;
+    /// `build_images` fills them in (see `labels`).
+    pub labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// What happened to one target.
@@ -476,7 +481,12 @@ impl Job<'_> {
                         .platform
                         .parse()
                         .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
-                    let image_config = target.config.image_config(&platform);
+                    let image_config = crate::labels::with_labels(
+                        &target.config,
+                        &manifest_target.config.labels,
+                        self.options.labels.get(&target.name),
+                    )
+                    .image_config(&platform);
                     staged(&tx, &target.name, stage, |events| async {
                         let definition = request.definition.clone();
                         let (_, response) = client

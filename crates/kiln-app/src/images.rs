@@ -421,6 +421,19 @@ pub fn build_images(
     options: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
+    build_images_pass(settings, options, progress, true)
+}
+
+/// One pass of [`build_images`]. The images are labelled with the inputs hash computed before
+/// the build; when the build pinned a base for the first time, the hash `kiln.lock` records
+/// differs, and (with `relabel`) those targets are exported again with the recorded hash, so
+/// a label always says what `kiln.lock` says (the solve is all cached).
+fn build_images_pass(
+    settings: &Settings,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+    relabel: bool,
+) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
     if let Some(message) = crate::git::recover(&settings.cwd)? {
         progress(Progress::Warning {
@@ -434,11 +447,23 @@ pub fn build_images(
     let own = own_inputs(settings, &loaded, &compiled)?;
     let inputs = inputs(&loaded, &compiled, &own, &lock);
     let engine = docker_api(settings)?;
+    let mut options = options.clone();
+    if options.goal == Goal::Image && options.output.is_none() {
+        options.labels =
+            crate::labels::labels(settings, &loaded, &inputs, &selected, options.stamp)?;
+    }
+    let options = &options;
+    let mut relabelled = Vec::new();
 
     let mut out = String::new();
     // With --push, images are pushed even when up to date (a push of what the registry has is
     // cheap, and the recorded digest is verified again).
-    if options.goal == Goal::Image && !options.force && !options.push && options.output.is_none() {
+    if options.goal == Goal::Image
+        && !options.force
+        && !options.push
+        && !options.stamp
+        && options.output.is_none()
+    {
         let fresh: Vec<&String> = selected
             .iter()
             .filter(|t| up_to_date(t, &loaded, &lock, &inputs, engine.as_ref()))
@@ -552,6 +577,13 @@ pub fn build_images(
                 inputs: inputs[&b.target].hash.clone(),
                 parts: inputs[&b.target].parts.clone(),
             });
+            let labelled = options
+                .labels
+                .get(&b.target)
+                .and_then(|l| l.get(crate::labels::key::INPUTS));
+            if b.image_id.is_some() && labelled != Some(&inputs[&b.target].hash) {
+                relabelled.push(b.target.clone());
+            }
         }
         let text = lock.to_toml();
         if std::fs::read_to_string(&lock_path).ok().as_deref() != Some(text.as_str()) {
@@ -570,6 +602,14 @@ pub fn build_images(
     }
     for outcome in outcomes {
         progress(Progress::Target(outcome));
+    }
+    if relabel && !relabelled.is_empty() {
+        let again = BuildOptions {
+            targets: relabelled,
+            force: true,
+            ..options.clone()
+        };
+        out.push_str(&build_images_pass(settings, &again, progress, false)?);
     }
     Ok(out)
 }

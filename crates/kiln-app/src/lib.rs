@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod git;
 mod images;
+mod labels;
 mod paths;
 mod pin;
 mod plan;

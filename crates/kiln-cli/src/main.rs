@@ -103,6 +103,9 @@ enum Command {
         /// Push each image to its registry and record the pushed digest in kiln.lock.
         #[arg(long)]
         push: bool,
+        /// Also label the images with the git commit and its time (a new image per commit).
+        #[arg(long)]
+        stamp: bool,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -242,11 +245,13 @@ fn main() -> ExitCode {
             force,
             output,
             push,
+            stamp,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
                 force,
                 push,
+                stamp,
                 output: output.map(|dir| settings.cwd.join(dir)),
                 ..kiln_app::BuildOptions::default()
             };

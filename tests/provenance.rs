@@ -1,0 +1,212 @@
+//! Provenance on the real engine and real git: the labels kiln puts on every image (stable
+//! while nothing about the target changes), `kiln trace` from an image back to its commit and
+//! package versions, `kiln affected` from a package version to every target and every recorded
+//! image it reached, and `kiln sbom` from the lock files.
+
+#[path = "support/project.rs"]
+mod project;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use project::{Image, git, kiln, repo};
+
+const BASE: &str = "kiln-base/debian-python:bookworm";
+
+/// A manifest with target `app` (a `custom` manager whose install copies its requirements.txt
+/// lock into the image; no network), and `tool`, built on `app`.
+fn manifest(app: &Image, tool: &Image, extra_app: &str) -> String {
+    format!(
+        r#"version = 1
+[target.app]
+from  = "{BASE}"
+image = "{app}"
+network = "none"
+{extra_app}
+[target.app.packages]
+manager = "custom"
+files = ["requirements.in"]
+lock = ["requirements.txt"]
+refresh = "true"
+install = "mkdir -p site && cp requirements.txt site/installed.txt"
+
+[target.tool]
+from  = "target:app"
+image = "{tool}"
+network = "none"
+run = ["echo tool > /tool.txt"]
+"#,
+        app = app.0,
+        tool = tool.0
+    )
+}
+
+fn labels(image: &str) -> BTreeMap<String, String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}",
+            image,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn image_id(image: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex_encode(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    )
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The value of `key` in kiln.lock's `[[target]]` `name`.
+fn recorded(dir: &Path, name: &str, key: &str) -> Option<String> {
+    let text = project::read(dir, "kiln.lock");
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    doc.get("target")?
+        .as_array()?
+        .iter()
+        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))?
+        .get(key)?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn ok(run: &project::Run) {
+    assert_eq!(run.code, 0, "{run}");
+}
+
+#[test]
+fn images_carry_content_derived_labels_that_stay_put_until_the_target_changes() {
+    let app = Image::new("prov-labels-app");
+    let tool = Image::new("prov-labels-tool");
+    let dir = repo(&[
+        (
+            "kiln.toml",
+            &manifest(
+                &app,
+                &tool,
+                "[target.app.config]\nlabels = { \"org.opencontainers.image.title\" = \"Mine\" }\n",
+            ),
+        ),
+        ("requirements.in", "acme-widgets\n"),
+        ("requirements.txt", "acme-widgets==1.0.0\n"),
+    ]);
+    let d = dir.path();
+    git(
+        d,
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://bot:s3cret@git.example/org/p.git",
+        ],
+    );
+    ok(&kiln(d, &["build", "tool"]));
+
+    let l = labels(&app.0);
+    assert_eq!(l["kiln.target"], "app");
+    assert_eq!(l["kiln.manifest"], "kiln.toml");
+    assert_eq!(l["kiln.kiln-lock"], "kiln.lock");
+    assert_eq!(
+        Some(l["kiln.inputs"].clone()),
+        recorded(d, "app", "inputs"),
+        "the label carries the inputs hash kiln.lock records"
+    );
+    assert_eq!(
+        l["kiln.lock-file.requirements.txt"],
+        sha256_file(&d.join("requirements.txt"))
+    );
+    assert_eq!(l["kiln.version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        l["org.opencontainers.image.base.name"],
+        format!("docker.io/{BASE}")
+    );
+    assert_eq!(l["kiln.base.image-id"], image_id(BASE));
+    assert_eq!(
+        l["org.opencontainers.image.source"], "https://git.example/org/p.git",
+        "the remote, without its credentials"
+    );
+    assert_eq!(
+        l["org.opencontainers.image.title"], "Mine",
+        "the manifest's label wins"
+    );
+    assert!(!l.contains_key("org.opencontainers.image.revision"));
+    let t = labels(&tool.0);
+    assert_eq!(t["kiln.target"], "tool");
+    assert_eq!(t["kiln.base"], "target:app");
+    assert_eq!(t["org.opencontainers.image.title"], "tool");
+    assert_eq!(
+        Some(t["kiln.inputs"].clone()),
+        recorded(d, "tool", "inputs")
+    );
+
+    // Up to date after a commit of nothing the targets read; --force rebuilds the same ids.
+    let (app_id, tool_id) = (image_id(&app.0), image_id(&tool.0));
+    git(d, &["add", "-A"]);
+    git(d, &["commit", "-q", "-m", "kiln.lock"]);
+    std::fs::write(d.join("NOTES.md"), "unrelated\n").unwrap();
+    git(d, &["add", "NOTES.md"]);
+    git(d, &["commit", "-q", "-m", "unrelated"]);
+    let run = kiln(d, &["build", "tool"]);
+    ok(&run);
+    assert_eq!(run.stdout.matches("up to date").count(), 2, "{run}");
+    let run = kiln(d, &["build", "tool", "--force"]);
+    ok(&run);
+    assert_eq!(image_id(&app.0), app_id, "{run}");
+    assert_eq!(image_id(&tool.0), tool_id, "{run}");
+
+    // A new lock changes the label and the image.
+    std::fs::write(d.join("requirements.txt"), "acme-widgets==1.1.0\n").unwrap();
+    ok(&kiln(d, &["build", "app"]));
+    let l = labels(&app.0);
+    assert_eq!(
+        l["kiln.lock-file.requirements.txt"],
+        sha256_file(&d.join("requirements.txt"))
+    );
+    assert_ne!(image_id(&app.0), app_id);
+
+    // --stamp: the commit and its time.
+    let run = kiln(d, &["build", "app", "--stamp"]);
+    ok(&run);
+    let l = labels(&app.0);
+    let head = git(d, &["log", "-1", "--format=%H %ct"]);
+    let (commit, _) = head.trim().split_once(' ').unwrap();
+    assert_eq!(l["org.opencontainers.image.revision"], commit);
+    let created = std::process::Command::new("git")
+        .args([
+            "log",
+            "-1",
+            "--format=%cd",
+            "--date=format-local:%Y-%m-%dT%H:%M:%SZ",
+        ])
+        .env("TZ", "UTC")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(
+        l["org.opencontainers.image.created"],
+        String::from_utf8_lossy(&created.stdout).trim()
+    );
+}
