@@ -210,3 +210,96 @@ fn images_carry_content_derived_labels_that_stay_put_until_the_target_changes() 
         String::from_utf8_lossy(&created.stdout).trim()
     );
 }
+
+fn commit_all(d: &Path, message: &str) -> String {
+    git(d, &["add", "-A"]);
+    git(d, &["commit", "-q", "-m", message]);
+    git(d, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+fn json(run: &project::Run) -> serde_json::Value {
+    ok(run);
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{run}"))
+}
+
+/// A name in the local registry (docker-registry on 127.0.0.1:5000), unique to this run.
+fn remote(name: &str) -> Image {
+    Image(format!("127.0.0.1:5000/{}", Image::new(name).0))
+}
+
+#[test]
+fn trace_names_the_commit_and_package_versions_of_an_image_built_two_commits_ago() {
+    let app = remote("prov-trace-app");
+    let tool = Image::new("prov-trace-tool");
+    let dir = repo(&[
+        ("kiln.toml", &manifest(&app, &tool, "")),
+        ("requirements.in", "acme-widgets\n"),
+        ("requirements.txt", "acme-widgets==1.0.0\nsix==1.16.0\n"),
+    ]);
+    let d = dir.path();
+    let run = kiln(d, &["build", "app", "--push"]);
+    ok(&run);
+    let old_id = image_id(&app.0);
+    let old_pushed = recorded(d, "app", "digest").expect("a pushed digest");
+    let built_at = commit_all(d, "build 1.0.0");
+
+    std::fs::write(
+        d.join("requirements.txt"),
+        "acme-widgets==1.1.0\nsix==1.16.0\n",
+    )
+    .unwrap();
+    ok(&kiln(d, &["build", "app"]));
+    let new_at = commit_all(d, "build 1.1.0");
+    std::fs::write(d.join("NOTES.md"), "later\n").unwrap();
+    commit_all(d, "unrelated");
+
+    // By image id (the engine still has it, untagged).
+    let t = json(&kiln(d, &["trace", &old_id, "--format", "json"]));
+    assert_eq!(t["target"], "app");
+    assert_eq!(t["manifest"], "kiln.toml");
+    assert_eq!(t["commit"]["id"], built_at.as_str(), "{t:#}");
+    assert_eq!(t["packages"]["requirements.txt"]["acme-widgets"], "1.0.0");
+    assert_eq!(t["packages"]["requirements.txt"]["six"], "1.16.0");
+    assert_eq!(t["base"], format!("docker.io/{BASE}"));
+    assert_eq!(t["base_image_id"], image_id(BASE));
+    assert_eq!(t["same_as_working_tree"], false);
+    assert!(
+        t["changed"]
+            .to_string()
+            .contains("lock file `requirements.txt`"),
+        "{t:#}"
+    );
+    assert_eq!(t["unverified_locks"], serde_json::json!([]));
+
+    // From the registry, by the digest that push recorded.
+    let repo_name = app.0.rsplit_once(':').unwrap().0;
+    let by_digest = format!("{repo_name}@{old_pushed}");
+    let t = json(&kiln(d, &["trace", &by_digest, "--format", "json"]));
+    assert_eq!(t["read_from"], "registry", "{t:#}");
+    assert_eq!(t["image_id"], old_id.as_str());
+    assert_eq!(t["commit"]["id"], built_at.as_str());
+    assert_eq!(t["packages"]["requirements.txt"]["acme-widgets"], "1.0.0");
+
+    // The current image, in text.
+    let run = kiln(d, &["trace", &app.0]);
+    ok(&run);
+    assert!(
+        run.stdout
+            .contains(&format!("commit: {new_at} build 1.1.0")),
+        "{run}"
+    );
+    assert!(run.stdout.contains("  acme-widgets 1.1.0"), "{run}");
+    assert!(
+        run.stdout.contains("working tree: builds the same inputs"),
+        "{run}"
+    );
+
+    // An image kiln never recorded.
+    let run = kiln(d, &["trace", BASE]);
+    ok(&run);
+    assert!(run.stdout.contains("no kiln labels"), "{run}");
+    assert!(
+        run.stdout.contains("no commit of the current branch"),
+        "{run}"
+    );
+}

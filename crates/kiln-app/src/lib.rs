@@ -9,12 +9,14 @@ mod discover;
 mod engine;
 mod error;
 mod git;
+mod history;
 mod images;
 mod labels;
 mod paths;
 mod pin;
 mod plan;
 mod refresh;
+mod trace;
 mod trust;
 
 pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, build};
@@ -28,6 +30,7 @@ pub use kiln_graph::PackagesMode;
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};
+pub use trace::{Trace, TraceOptions, trace};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

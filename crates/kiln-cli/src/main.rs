@@ -125,6 +125,13 @@ enum Command {
         commit: bool,
     },
     /// Which engine kiln uses; start or stop one that kiln owns.
+    /// Which manifest, target, commit, base and package versions built an image.
+    Trace {
+        /// An image name, `repo@sha256:…`, or an image id / pushed digest.
+        image: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
     Engine {
         #[command(subcommand)]
         action: EngineAction,
@@ -152,6 +159,12 @@ enum Format {
     Json,
     Dot,
     Mermaid,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -277,6 +290,14 @@ fn main() -> ExitCode {
             };
             kiln_app::refresh(&settings, &options, show)
         }),
+        Command::Trace { image, format } => kiln_app::trace(
+            &settings,
+            &kiln_app::TraceOptions {
+                image,
+                json: format == ReportFormat::Json,
+            },
+        )
+        .map(Output::Text),
         Command::Engine { action } => match action {
             EngineAction::Status => kiln_app::engine_status(&settings),
             EngineAction::Up => kiln_app::engine_up(&settings),

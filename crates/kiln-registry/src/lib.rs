@@ -26,6 +26,17 @@ pub struct Resolved {
     pub platform_digest: String,
 }
 
+/// An image as the registry serves it.
+#[derive(Debug, Clone)]
+pub struct ImageConfig {
+    /// The (platform) manifest's digest: what a push reports.
+    pub manifest_digest: String,
+    /// The config blob's digest: the image id.
+    pub config_digest: String,
+    /// The config (`config.Labels`, …).
+    pub config: serde_json::Value,
+}
+
 /// Why a registry request failed, said so a user can act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -144,6 +155,77 @@ impl Registry {
         Ok(Resolved {
             digest,
             platform_digest: entry["digest"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// The image `reference` (a tag or digest) names, for `os`/`arch` when it is an index:
+    /// its manifest digest (the platform's), its config digest (the image id) and the config.
+    pub async fn image_config(
+        &self,
+        reference: &Reference,
+        os: &str,
+        arch: &str,
+    ) -> Result<ImageConfig, RegistryError> {
+        let bad = |message: String| RegistryError::Failed {
+            reference: reference.to_string(),
+            message,
+            attempts: 1,
+        };
+        let mut target = oci_reference(reference);
+        let mut manifest_digest = None;
+        let manifest = loop {
+            let (body, digest) = self
+                .retry(reference, || {
+                    self.client
+                        .pull_manifest_raw(&target, &self.auth, INDEX_TYPES)
+                })
+                .await?;
+            let manifest: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                bad(format!(
+                    "the registry sent a manifest that is not JSON: {e}"
+                ))
+            })?;
+            let Some(entries) = manifest.get("manifests").and_then(|m| m.as_array()) else {
+                manifest_digest = manifest_digest.or(Some(digest));
+                break manifest;
+            };
+            if manifest_digest.is_some() {
+                return Err(bad("an index inside an index".to_string()));
+            }
+            let entry = entries
+                .iter()
+                .find(|e| e["platform"]["os"] == os && e["platform"]["architecture"] == arch)
+                .and_then(|e| e["digest"].as_str())
+                .ok_or_else(|| RegistryError::NoPlatform {
+                    reference: reference.to_string(),
+                    platform: format!("{os}/{arch}"),
+                })?;
+            manifest_digest = Some(entry.to_string());
+            target = oci_client::Reference::with_digest(
+                target.registry().to_string(),
+                target.repository().to_string(),
+                entry.to_string(),
+            );
+        };
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| bad("the manifest has no config digest".to_string()))?
+            .to_string();
+        let blob = self
+            .retry(reference, || async {
+                let mut blob = Vec::new();
+                self.client
+                    .pull_blob(&target, config_digest.as_str(), &mut blob)
+                    .await
+                    .map(|()| blob)
+            })
+            .await?;
+        let config = serde_json::from_slice(&blob)
+            .map_err(|e| bad(format!("the image config is not JSON: {e}")))?;
+        Ok(ImageConfig {
+            manifest_digest: manifest_digest.unwrap_or_default(),
+            config_digest,
+            config,
         })
     }
 
