@@ -303,3 +303,181 @@ fn trace_names_the_commit_and_package_versions_of_an_image_built_two_commits_ago
         "{run}"
     );
 }
+
+fn digests(history: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["target"].as_str().unwrap().to_string(),
+                h["digest"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn affected_finds_the_targets_and_every_pushed_image_whose_locks_pinned_the_bad_version() {
+    let app = remote("prov-affected-app");
+    let tool = remote("prov-affected-tool");
+    let dir = repo(&[
+        ("kiln.toml", &manifest(&app, &tool, "")),
+        ("requirements.in", "acme-widgets\n"),
+        ("requirements.txt", "acme-widgets==1.0.0\n"),
+    ]);
+    let d = dir.path();
+    // Four commits, each built and pushed: 1.0.0, 1.1.0 (bad), 1.1.0 with six, 1.2.0.
+    let mut pushed = Vec::new();
+    for (i, lock) in [
+        "acme-widgets==1.0.0\n",
+        "acme-widgets==1.1.0\n",
+        "acme-widgets==1.1.0\nsix==1.16.0\n",
+        "acme-widgets==1.2.0\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(d.join("requirements.txt"), lock).unwrap();
+        let run = kiln(d, &["build", "tool", "--push"]);
+        ok(&run);
+        let app_digest = recorded(d, "app", "digest").expect("app pushed");
+        let tool_digest = recorded(d, "tool", "digest").expect("tool pushed");
+        commit_all(d, &format!("build {i}"));
+        pushed.push((app_digest, tool_digest));
+    }
+    // An unrelated commit on top.
+    std::fs::write(d.join("NOTES.md"), "later\n").unwrap();
+    commit_all(d, "unrelated");
+
+    let report = json(&kiln(
+        d,
+        &[
+            "affected",
+            "--package",
+            "acme-widgets==1.1.0",
+            "--history",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(
+        report["targets"],
+        serde_json::json!([]),
+        "the tree pins 1.2.0 now"
+    );
+    let mut expected = vec![
+        ("app".to_string(), pushed[1].0.clone()),
+        ("app".to_string(), pushed[2].0.clone()),
+        ("tool".to_string(), pushed[1].1.clone()),
+        ("tool".to_string(), pushed[2].1.clone()),
+    ];
+    expected.sort();
+    assert_eq!(digests(&report["history"]), expected, "{report:#}");
+
+    // A specifier; and the same question in text.
+    let report = json(&kiln(
+        d,
+        &[
+            "affected",
+            "--package",
+            "Acme_Widgets>=1.0,<1.1",
+            "--history",
+            "--format",
+            "json",
+        ],
+    ));
+    let mut expected = vec![
+        ("app".to_string(), pushed[0].0.clone()),
+        ("tool".to_string(), pushed[0].1.clone()),
+    ];
+    expected.sort();
+    assert_eq!(digests(&report["history"]), expected, "{report:#}");
+
+    // The current tree: app pins it, tool builds on app.
+    let run = kiln(d, &["affected", "--package", "acme-widgets==1.2.0"]);
+    ok(&run);
+    assert!(
+        run.stdout.contains("app (")
+            && run
+                .stdout
+                .contains("requirements.txt pins acme-widgets 1.2.0"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("tool (") && run.stdout.contains("it builds on target `app`"),
+        "{run}"
+    );
+    let report = json(&kiln(
+        d,
+        &["affected", "--package", "six", "--format", "json"],
+    ));
+    assert_eq!(report["targets"], serde_json::json!([]));
+
+    // A base, a file, a git ref.
+    let report = json(&kiln(d, &["affected", "--base", BASE, "--format", "json"]));
+    let names: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app", "tool"]);
+    assert_eq!(report["targets"][0]["direct"], true);
+    assert_eq!(report["targets"][1]["direct"], false);
+    let report = json(&kiln(
+        d,
+        &["affected", "--path", "requirements.in", "--format", "json"],
+    ));
+    assert_eq!(report["targets"][0]["target"], "app");
+    let report = json(&kiln(
+        d,
+        &["affected", "--path", "NOTES.md", "--format", "json"],
+    ));
+    assert_eq!(report["targets"], serde_json::json!([]));
+    let report = json(&kiln(
+        d,
+        &["affected", "--since", "HEAD", "--format", "json"],
+    ));
+    assert_eq!(report["targets"], serde_json::json!([]), "nothing changed");
+    let report = json(&kiln(
+        d,
+        &["affected", "--since", "HEAD~1", "--format", "json"],
+    ));
+    assert_eq!(
+        report["targets"],
+        serde_json::json!([]),
+        "NOTES.md is read by no target"
+    );
+    let report = json(&kiln(
+        d,
+        &["affected", "--since", "HEAD~2", "--format", "json"],
+    ));
+    assert_eq!(report["targets"].as_array().unwrap().len(), 2, "{report:#}");
+
+    // `kiln plan --format json` lists the pins.
+    let plan = json(&kiln(d, &["plan", "--format", "json"]));
+    let app_doc = plan["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "app")
+        .unwrap();
+    assert_eq!(
+        app_doc["packages"]["requirements.txt"]["acme-widgets"],
+        "1.2.0"
+    );
+
+    // Bad input.
+    let run = kiln(d, &["affected", "--package", "acme==", "--format", "json"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("`==` is not a version clause"), "{run}");
+    let run = kiln(d, &["affected"]);
+    assert_eq!(run.code, 2, "{run}");
+    let run = kiln(d, &["affected", "--since", "no-such-ref"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("--since `no-such-ref`"), "{run}");
+}

@@ -71,7 +71,7 @@ pub(crate) fn repo_path(cwd: &Path, root: Option<&Path>, path: &Path) -> String 
 
 /// `path` canonical when it exists, else with `.` and `..` folded lexically (its parent made
 /// canonical when that exists).
-fn normalise(path: &Path) -> PathBuf {
+pub(crate) fn normalise(path: &Path) -> PathBuf {
     if let Ok(p) = path.canonicalize() {
         return p;
     }

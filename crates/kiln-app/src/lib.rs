@@ -2,6 +2,7 @@
 //! The CLI crate parses arguments into [`Settings`] and calls these; everything a command prints
 //! is returned as data so it can be tested without a terminal.
 
+mod affected;
 mod artifacts;
 mod build;
 mod builder;
@@ -19,6 +20,7 @@ mod refresh;
 mod trace;
 mod trust;
 
+pub use affected::{AffectedOptions, affected};
 pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, build};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;

@@ -132,6 +132,26 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// Which targets (and, with --history, which recorded images) a change or bad version reaches.
+    Affected {
+        /// NAME, NAME==VERSION, or NAME and a specifier (`NAME>=1.0,<1.2`).
+        #[arg(long, value_name = "SPEC", group = "what")]
+        package: Option<String>,
+        /// Targets built on this image (or copying from it).
+        #[arg(long, value_name = "REF", group = "what")]
+        base: Option<String>,
+        /// Targets whose manifest or stages read this file (`--file` is the manifest option).
+        #[arg(long = "path", value_name = "PATH", group = "what")]
+        file: Option<PathBuf>,
+        /// Targets whose files, manifest or base pins changed since this git ref.
+        #[arg(long, value_name = "GIT_REF", group = "what")]
+        since: Option<String>,
+        /// Also every image recorded in kiln.lock on this branch whose locks pinned it.
+        #[arg(long, requires = "package")]
+        history: bool,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
     Engine {
         #[command(subcommand)]
         action: EngineAction,
@@ -294,6 +314,25 @@ fn main() -> ExitCode {
             &settings,
             &kiln_app::TraceOptions {
                 image,
+                json: format == ReportFormat::Json,
+            },
+        )
+        .map(Output::Text),
+        Command::Affected {
+            package,
+            base,
+            file,
+            since,
+            history,
+            format,
+        } => kiln_app::affected(
+            &settings,
+            &kiln_app::AffectedOptions {
+                package,
+                base,
+                file,
+                since,
+                history,
                 json: format == ReportFormat::Json,
             },
         )
