@@ -481,3 +481,112 @@ fn affected_finds_the_targets_and_every_pushed_image_whose_locks_pinned_the_bad_
     assert_eq!(run.code, 2, "{run}");
     assert!(run.stderr.contains("--since `no-such-ref`"), "{run}");
 }
+
+#[path = "support/pyindex.rs"]
+mod pyindex;
+
+#[test]
+fn the_sbom_lists_exactly_what_a_real_refresh_locked_with_its_hashes() {
+    let index = pyindex::PyIndex::start();
+    index.publish("kiln-demo-lib", "1.0.0", &["kiln-demo-dep>=2"]);
+    let dep_wheel = index.publish("kiln-demo-dep", "2.1.0", &[]);
+    let image = Image::new("prov-sbom");
+    let manifest = format!(
+        r#"version = 1
+[target.app]
+from  = "{BASE}"
+image = "{image}"
+network = "host"
+ca-certificates = "host"
+[target.app.packages]
+manager = "pip"
+[target.app.build-env]
+PIP_EXTRA_INDEX_URL = "{url}"
+"#,
+        image = image.0,
+        url = index.url()
+    );
+    let dir = repo(&[
+        ("kiln.toml", &manifest),
+        ("requirements.in", "kiln-demo-lib\n"),
+    ]);
+    let d = dir.path();
+    ok(&kiln(d, &["refresh"]));
+    let lock = project::read(d, "requirements.txt");
+    assert!(lock.contains("kiln-demo-dep==2.1.0"), "{lock}");
+
+    let run = kiln(d, &["sbom", "app"]);
+    ok(&run);
+    let bom: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(bom["bomFormat"], "CycloneDX");
+    assert_eq!(bom["specVersion"], "1.5");
+    assert_eq!(bom["metadata"]["component"]["type"], "container");
+    let libraries: Vec<&serde_json::Value> = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "library")
+        .collect();
+    let mut listed: Vec<(String, String, String)> = libraries
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["version"].as_str().unwrap().to_string(),
+                c["purl"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            (
+                "kiln-demo-dep".to_string(),
+                "2.1.0".to_string(),
+                "pkg:pypi/kiln-demo-dep@2.1.0".to_string()
+            ),
+            (
+                "kiln-demo-lib".to_string(),
+                "1.0.0".to_string(),
+                "pkg:pypi/kiln-demo-lib@1.0.0".to_string()
+            ),
+        ],
+        "the lock's pins, no more, no less"
+    );
+    // The hash the lock records is the wheel's, as the index served it.
+    let dep = libraries
+        .iter()
+        .find(|c| c["name"] == "kiln-demo-dep")
+        .unwrap();
+    let served = served_sha256(index.addr(), &dep_wheel);
+    assert_eq!(
+        dep["hashes"],
+        serde_json::json!([{"alg": "SHA-256", "content": served}]),
+        "{lock}"
+    );
+    assert!(lock.contains(&format!("--hash=sha256:{served}")), "{lock}");
+    assert_eq!(
+        bom["components"].as_array().unwrap().last().unwrap()["name"],
+        format!("docker.io/{BASE}")
+    );
+    // Deterministic.
+    assert_eq!(kiln(d, &["sbom", "app"]).stdout, run.stdout);
+    let run = kiln(d, &["sbom", "nope"]);
+    assert_eq!(run.code, 2, "{run}");
+}
+
+/// The sha256 of `/files/NAME` as the index serves it (plain HTTP/1.0).
+fn served_sha256(addr: std::net::SocketAddr, name: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /files/{name} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    let start = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header")
+        + 4;
+    pyindex::hex_sha256(&response[start..])
+}

@@ -17,6 +17,7 @@ mod paths;
 mod pin;
 mod plan;
 mod refresh;
+mod sbom;
 mod trace;
 mod trust;
 
@@ -32,6 +33,7 @@ pub use kiln_graph::PackagesMode;
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};
+pub use sbom::sbom;
 pub use trace::{Trace, TraceOptions, trace};
 
 use std::collections::BTreeMap;

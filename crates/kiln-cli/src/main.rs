@@ -152,6 +152,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// A CycloneDX 1.5 SBOM of a target, from its lock files (exact, not scanned).
+    Sbom { target: String },
     Engine {
         #[command(subcommand)]
         action: EngineAction,
@@ -337,6 +339,7 @@ fn main() -> ExitCode {
             },
         )
         .map(Output::Text),
+        Command::Sbom { target } => kiln_app::sbom(&settings, &target).map(Output::Text),
         Command::Engine { action } => match action {
             EngineAction::Status => kiln_app::engine_status(&settings),
             EngineAction::Up => kiln_app::engine_up(&settings),
