@@ -590,3 +590,131 @@ fn served_sha256(addr: std::net::SocketAddr, name: &str) -> String {
         + 4;
     pyindex::hex_sha256(&response[start..])
 }
+
+/// `GET http://127.0.0.1:5000PATH` with `accept`; the body.
+fn registry_get(path: &str, accept: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect("127.0.0.1:5000").expect("the registry is up");
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:5000\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    let start = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header")
+        + 4;
+    let head = String::from_utf8_lossy(&response[..start]).to_string();
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "GET {path}: {head}"
+    );
+    response[start..].to_vec()
+}
+
+#[test]
+fn push_attaches_the_sbom_and_slsa_provenance_as_referrers_that_read_back() {
+    let app = remote("prov-attest-app");
+    let tool = Image::new("prov-attest-tool");
+    // An image of this run only (the registry keeps earlier runs' referrers of their digests).
+    let unique = format!("acme-widgets\n# {}\n", app.0);
+    let dir = repo(&[
+        ("kiln.toml", &manifest(&app, &tool, "")),
+        ("requirements.in", &unique),
+        ("requirements.txt", "acme-widgets==1.0.0\n"),
+    ]);
+    let d = dir.path();
+    let run = kiln(d, &["build", "app", "--push"]);
+    ok(&run);
+    assert!(run.stdout.contains("app: attached sbom"), "{run}");
+    let digest = recorded(d, "app", "digest").unwrap();
+    let repo_path = app
+        .0
+        .strip_prefix("127.0.0.1:5000/")
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .0
+        .to_string();
+
+    // docker-registry 2.8 has no referrers API: the referrers tag schema.
+    let index: serde_json::Value = serde_json::from_slice(&registry_get(
+        &format!("/v2/{repo_path}/manifests/{}", digest.replace(':', "-")),
+        "application/vnd.oci.image.index.v1+json",
+    ))
+    .unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    let find = |t: &str| {
+        entries
+            .iter()
+            .find(|e| e["artifactType"] == t)
+            .unwrap_or_else(|| panic!("no {t} referrer: {index:#}"))["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let read = |manifest_digest: &str| -> serde_json::Value {
+        let m: serde_json::Value = serde_json::from_slice(&registry_get(
+            &format!("/v2/{repo_path}/manifests/{manifest_digest}"),
+            "application/vnd.oci.image.manifest.v1+json",
+        ))
+        .unwrap();
+        assert_eq!(m["subject"]["digest"], digest.as_str(), "{m:#}");
+        let layer = m["layers"][0]["digest"].as_str().unwrap();
+        serde_json::from_slice(&registry_get(
+            &format!("/v2/{repo_path}/blobs/{layer}"),
+            "*/*",
+        ))
+        .unwrap()
+    };
+    let sbom = read(&find("application/vnd.cyclonedx+json"));
+    let local: serde_json::Value = serde_json::from_str(&kiln(d, &["sbom", "app"]).stdout).unwrap();
+    assert_eq!(sbom, local, "the attached SBOM is `kiln sbom`'s");
+    let provenance = read(&find("application/vnd.in-toto+json"));
+    assert_eq!(provenance["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(
+        provenance["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+    assert_eq!(
+        provenance["subject"][0]["digest"]["sha256"],
+        digest.strip_prefix("sha256:").unwrap()
+    );
+    let head = git(d, &["rev-parse", "HEAD"]);
+    let deps = provenance["predicate"]["buildDefinition"]["resolvedDependencies"].to_string();
+    assert!(deps.contains(head.trim()), "{provenance:#}");
+    assert!(
+        deps.contains(&sha256_file(&d.join("requirements.txt"))[7..]),
+        "{provenance:#}"
+    );
+    assert_eq!(
+        provenance["predicate"]["buildDefinition"]["externalParameters"]["target"],
+        "app"
+    );
+
+    // `kiln trace` lists them; a second push adds no duplicate.
+    let t = json(&kiln(
+        d,
+        &[
+            "trace",
+            &format!("127.0.0.1:5000/{repo_path}@{digest}"),
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(t["referrers"].as_array().unwrap().len(), 2, "{t:#}");
+    ok(&kiln(d, &["build", "app", "--push"]));
+    let t = json(&kiln(
+        d,
+        &[
+            "trace",
+            &format!("127.0.0.1:5000/{repo_path}@{digest}"),
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(t["referrers"].as_array().unwrap().len(), 2, "{t:#}");
+}

@@ -147,7 +147,7 @@ pub(crate) fn own_inputs(
 /// The manifest entry as it decides the build: its JSON without where it is declared (file,
 /// line, directories) or the tag it gets, and with the digests `kiln.lock` pins taken off its
 /// image references (those are the `base:` and `image:` parts).
-fn manifest_entry(target: &kiln_manifest::Target, lock: &KilnLock) -> String {
+pub(crate) fn manifest_entry(target: &kiln_manifest::Target, lock: &KilnLock) -> String {
     let unpinned = |r: &kiln_reference::Reference| {
         let bare = r.without_digest();
         match lock.base(&bare.to_string()) {
@@ -513,7 +513,9 @@ fn build_images_pass(
     }
     // A failed push stops here: kiln.lock records nothing.
     let pushed = if options.push && options.output.is_none() {
-        push_all(settings, &built, engine.as_ref(), &mut out)?
+        let pushed = push_all(settings, &built, engine.as_ref(), &mut out)?;
+        crate::attest::attach_all(settings, &loaded, &pushed, &options.labels, &mut out)?;
+        pushed
     } else {
         BTreeMap::new()
     };

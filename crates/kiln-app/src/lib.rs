@@ -4,6 +4,7 @@
 
 mod affected;
 mod artifacts;
+mod attest;
 mod build;
 mod builder;
 mod discover;

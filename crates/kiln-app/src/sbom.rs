@@ -16,14 +16,24 @@ use crate::{AppError, Settings};
 /// `kiln sbom TARGET`.
 pub fn sbom(settings: &Settings, target: &str) -> Result<String, AppError> {
     let loaded = crate::load(settings, PackagesMode::Pinned)?;
+    let doc = document(settings, &loaded, target)?;
+    Ok(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n")
+}
+
+/// The CycloneDX document of `target`.
+pub(crate) fn document(
+    settings: &Settings,
+    loaded: &crate::Loaded,
+    target: &str,
+) -> Result<Value, AppError> {
     let Some(t) = loaded.manifest.targets.get(target) else {
         return Err(AppError::Usage(format!(
             "`{target}` is not a target; kiln sbom takes one target"
         )));
     };
     let (_, compiled) = loaded.compile(&[target.to_string()])?;
-    let own = crate::images::own_inputs(settings, &loaded, &compiled)?;
-    let inputs = crate::images::inputs(&loaded, &compiled, &own, &loaded.lock);
+    let own = crate::images::own_inputs(settings, loaded, &compiled)?;
+    let inputs = crate::images::inputs(loaded, &compiled, &own, &loaded.lock);
     let root = crate::labels::work_tree(settings).map(|(_, r)| r);
 
     // The target and every target it builds on: their packages are all in the image.
@@ -117,10 +127,12 @@ pub fn sbom(settings: &Settings, target: &str) -> Result<String, AppError> {
         components.push(c);
     }
 
+    // The repository without its tag: the same image pushed under another tag has the same
+    // document (and so the same referrer digest).
     let name = t
         .image
         .as_ref()
-        .map(|i| i.without_digest().to_string())
+        .map(|i| i.name())
         .unwrap_or_else(|| target.to_string());
     let mut properties = vec![
         json!({"name": "kiln:target", "value": target}),
@@ -148,7 +160,7 @@ pub fn sbom(settings: &Settings, target: &str) -> Result<String, AppError> {
         },
         "components": components,
     });
-    Ok(serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n")
+    Ok(doc)
 }
 
 /// A package URL: `pkg:pypi/NAME@VERSION`, `pkg:npm/%40SCOPE/NAME@VERSION`.

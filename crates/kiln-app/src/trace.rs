@@ -53,11 +53,15 @@ pub struct Trace {
     pub same_as_working_tree: Option<bool>,
     /// What differs in the working tree, in words.
     pub changed: Vec<String>,
+    /// Read from the registry: the image's OCI referrers (artifact type, manifest digest),
+    /// e.g. the SBOM and provenance `kiln build --push` attached.
+    pub referrers: Vec<(String, String)>,
     /// Labels kiln did not interpret, and why some answer is missing.
     pub notes: Vec<String>,
 }
 
 struct Found {
+    referrers: Vec<(String, String)>,
     image_id: Option<String>,
     pushed: Vec<String>,
     labels: BTreeMap<String, String>,
@@ -108,6 +112,7 @@ fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
             pushed,
             labels: labels_of(info.config.as_ref()),
             read_from: "engine",
+            referrers: Vec::new(),
         });
     }
     if bare_digest {
@@ -116,6 +121,7 @@ fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
             pushed: Vec::new(),
             labels: BTreeMap::new(),
             read_from: "kiln.lock",
+            referrers: Vec::new(),
         });
     }
     let reference = kiln_reference::Reference::parse(image)
@@ -133,7 +139,14 @@ fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
                 "trace {image}: not in the engine's image store, and the registry: {e}"
             ))
         })?;
+    let subject = reference
+        .without_digest()
+        .with_digest(&found.manifest_digest);
+    let referrers = runtime
+        .block_on(registry.referrers(&subject))
+        .unwrap_or_default();
     Ok(Found {
+        referrers,
         image_id: Some(found.config_digest),
         pushed: vec![found.manifest_digest],
         labels: labels_of(found.config.get("config")),
@@ -148,6 +161,7 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
         image_id: found.image_id.clone(),
         pushed: found.pushed.clone(),
         read_from: found.read_from.to_string(),
+        referrers: found.referrers.clone(),
         target: found.labels.get(key::TARGET).cloned(),
         manifest: found.labels.get(key::MANIFEST).cloned(),
         inputs: found.labels.get(key::INPUTS).cloned(),
@@ -333,6 +347,9 @@ fn render(t: &Trace) -> String {
             s,
             "warning: {file} at that commit is not the file the image was built from"
         );
+    }
+    for (artifact_type, digest) in &t.referrers {
+        let _ = writeln!(s, "referrer: {artifact_type} {digest}");
     }
     match t.same_as_working_tree {
         Some(true) => s.push_str("working tree: builds the same inputs\n"),

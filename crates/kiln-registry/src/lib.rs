@@ -9,6 +9,7 @@ use std::time::Duration;
 use kiln_reference::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use sha2::{Digest, Sha256};
 
 const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
@@ -24,6 +25,20 @@ pub struct Resolved {
     pub digest: String,
     /// The platform's manifest digest when `digest` is an index (else equal to `digest`).
     pub platform_digest: String,
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A document to attach to an image as an OCI referrer.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// The artifact type, e.g. `application/vnd.cyclonedx+json`.
+    pub artifact_type: String,
+    /// The document's media type.
+    pub media_type: String,
+    pub data: Vec<u8>,
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// An image as the registry serves it.
@@ -227,6 +242,187 @@ impl Registry {
             config_digest,
             config,
         })
+    }
+
+    /// Attach `attachment` to the manifest `subject` (a `repo@digest`) as an OCI referrer: an
+    /// image manifest with `artifactType`, an empty config, the document as its one layer and
+    /// `subject` pointing at the image. Registries without the referrers API (docker-registry
+    /// 2.8) find it through the referrers tag schema, so the index at tag `sha256-HEX` is
+    /// updated too (merged, without duplicates). Returns the artifact manifest's digest.
+    pub async fn attach(
+        &self,
+        subject: &Reference,
+        attachment: &Attachment,
+    ) -> Result<String, RegistryError> {
+        let bad = |message: String| RegistryError::Failed {
+            reference: subject.to_string(),
+            message,
+            attempts: 1,
+        };
+        let Some(subject_digest) = subject.digest() else {
+            return Err(bad("a referrer's subject needs a digest".to_string()));
+        };
+        let target = oci_reference(subject);
+        let (body, _) = self
+            .retry(subject, || {
+                self.client
+                    .pull_manifest_raw(&target, &self.auth, INDEX_TYPES)
+            })
+            .await?;
+        let subject_type = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|m| m["mediaType"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string());
+        let blob = |data: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(data)));
+        const EMPTY: &[u8] = b"{}";
+        for data in [EMPTY, attachment.data.as_slice()] {
+            let digest = blob(data);
+            self.retry(subject, || {
+                self.client.push_blob(&target, data.to_vec(), &digest)
+            })
+            .await?;
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": attachment.artifact_type,
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": blob(EMPTY),
+                "size": EMPTY.len(),
+                "data": "e30=",
+            },
+            "layers": [{
+                "mediaType": attachment.media_type,
+                "digest": blob(&attachment.data),
+                "size": attachment.data.len(),
+            }],
+            "subject": {
+                "mediaType": subject_type,
+                "digest": subject_digest,
+                "size": body.len(),
+            },
+            "annotations": attachment.annotations,
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+        let digest = blob(&manifest);
+        let at = oci_client::Reference::with_digest(
+            target.registry().to_string(),
+            target.repository().to_string(),
+            digest.clone(),
+        );
+        self.retry(subject, || {
+            self.client.push_manifest_raw(
+                &at,
+                manifest.clone(),
+                http::HeaderValue::from_static(OCI_MANIFEST),
+            )
+        })
+        .await?;
+
+        // The referrers tag schema: the index at `sha256-HEX` lists every referrer.
+        let tag = oci_client::Reference::with_tag(
+            target.registry().to_string(),
+            target.repository().to_string(),
+            subject_digest.replace(':', "-"),
+        );
+        let mut index: serde_json::Value = match self
+            .retry(subject, || {
+                self.client
+                    .pull_manifest_raw(&tag, &self.auth, &[OCI_INDEX])
+            })
+            .await
+        {
+            Ok((body, _)) => serde_json::from_slice(&body)
+                .map_err(|e| bad(format!("the referrers index is not JSON: {e}")))?,
+            Err(RegistryError::NotFound { .. }) => serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [],
+            }),
+            Err(e) => return Err(e),
+        };
+        let Some(entries) = index["manifests"].as_array_mut() else {
+            return Err(bad("the referrers index has no manifests list".to_string()));
+        };
+        if !entries.iter().any(|e| e["digest"] == digest.as_str()) {
+            entries.push(serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": manifest.len(),
+                "artifactType": attachment.artifact_type,
+                "annotations": attachment.annotations,
+            }));
+            let body = serde_json::to_vec(&index).unwrap_or_default();
+            self.retry(subject, || {
+                self.client.push_manifest_raw(
+                    &tag,
+                    body.clone(),
+                    http::HeaderValue::from_static(OCI_INDEX),
+                )
+            })
+            .await?;
+        }
+        Ok(digest)
+    }
+
+    /// The referrers of `subject` (`repo@digest`): artifact type and manifest digest of each
+    /// (the referrers API, else the referrers tag schema).
+    pub async fn referrers(
+        &self,
+        subject: &Reference,
+    ) -> Result<Vec<(String, String)>, RegistryError> {
+        let target = oci_reference(subject);
+        self.client
+            .store_auth_if_needed(target.resolve_registry(), &self.auth)
+            .await;
+        let index = self
+            .retry(subject, || self.client.pull_referrers(&target, None))
+            .await?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .map(|e| (e.artifact_type.unwrap_or_default(), e.digest))
+            .collect())
+    }
+
+    /// The document a referrer (its manifest `digest` in `repo`'s repository) carries: its
+    /// first layer.
+    pub async fn referrer_document(
+        &self,
+        repo: &Reference,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let base = oci_reference(repo);
+        let at = oci_client::Reference::with_digest(
+            base.registry().to_string(),
+            base.repository().to_string(),
+            digest.to_string(),
+        );
+        let (body, _) = self
+            .retry(repo, || {
+                self.client
+                    .pull_manifest_raw(&at, &self.auth, &[OCI_MANIFEST])
+            })
+            .await?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Failed {
+                reference: repo.to_string(),
+                message: format!("the referrer's manifest is not JSON: {e}"),
+                attempts: 1,
+            })?;
+        let layer = manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.retry(repo, || async {
+            let mut blob = Vec::new();
+            self.client
+                .pull_blob(&at, layer.as_str(), &mut blob)
+                .await
+                .map(|()| blob)
+        })
+        .await
     }
 
     /// The `Docker-Content-Digest` the registry reports for `reference`'s tag now.
