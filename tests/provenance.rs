@@ -480,6 +480,15 @@ fn affected_finds_the_targets_and_every_pushed_image_whose_locks_pinned_the_bad_
     let run = kiln(d, &["affected", "--since", "no-such-ref"]);
     assert_eq!(run.code, 2, "{run}");
     assert!(run.stderr.contains("--since `no-such-ref`"), "{run}");
+    // A lock file kiln cannot read is an error, never "not affected".
+    std::fs::write(d.join("requirements.txt"), "acme-widgets>=1\n").unwrap();
+    let run = kiln(d, &["affected", "--package", "acme-widgets==1.1.0"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains("requirements.txt")
+            && run.stderr.contains("not pinned as name==version"),
+        "{run}"
+    );
 }
 
 #[path = "support/pyindex.rs"]

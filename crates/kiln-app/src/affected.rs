@@ -159,27 +159,48 @@ fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Each lock file of `target` (as the manifest names it) and what it pins, read from the
-/// working tree; unreadable lock files are left out.
+/// working tree; lock files that do not exist or do not parse are left out (for `plan`).
 pub(crate) fn target_pins(
     cwd: &Path,
     target: &kiln_manifest::Target,
 ) -> BTreeMap<String, BTreeMap<String, String>> {
+    read_pins(cwd, target, false).unwrap_or_default()
+}
+
+/// [`target_pins`], with a lock file that does not parse an error naming it (`strict`).
+/// A lock file that does not exist yet (never refreshed) pins nothing.
+fn read_pins(
+    cwd: &Path,
+    target: &kiln_manifest::Target,
+    strict: bool,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, AppError> {
     let mut out = BTreeMap::new();
     let Some(packages) = &target.packages else {
-        return out;
+        return Ok(out);
     };
     for file in &packages.lock {
         let Some(format) = kiln_lock::LockFormat::for_file(file) else {
             continue;
         };
-        let Ok(text) = std::fs::read_to_string(cwd.join(&target.context).join(file)) else {
+        let path = cwd.join(&target.context).join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        if let Ok(pins) = kiln_lock::pins(format, &text) {
-            out.insert(file.clone(), pins);
+        match kiln_lock::pins(format, &text) {
+            Ok(pins) => {
+                out.insert(file.clone(), pins);
+            }
+            Err(e) if strict => {
+                return Err(AppError::Build(format!(
+                    "target `{}`: {}: {e}",
+                    target.name,
+                    path.display()
+                )));
+            }
+            Err(_) => {}
         }
     }
-    out
+    Ok(out)
 }
 
 /// `kiln affected`.
@@ -212,7 +233,7 @@ pub fn affected(settings: &Settings, options: &AffectedOptions) -> Result<String
         .transpose()?;
     if let Some(spec) = &spec {
         for (name, target) in &loaded.manifest.targets {
-            let hits: Vec<String> = target_pins(&settings.cwd, target)
+            let hits: Vec<String> = read_pins(&settings.cwd, target, true)?
                 .iter()
                 .flat_map(|(file, pins)| {
                     pins.iter()
@@ -533,12 +554,19 @@ fn recorded_with(
                 .unwrap_or_default();
             let mut pins = Vec::new();
             for file in &files {
-                if let Some(Ok(p)) = history::pins_at(&repo, r.oid, file) {
-                    pins.extend(
+                match history::pins_at(&repo, r.oid, file) {
+                    Some(Ok(p)) => pins.extend(
                         p.iter()
                             .filter(|(n, v)| spec.matches(n, v))
                             .map(|(n, v)| format!("{file}: {n} {v}")),
-                    );
+                    ),
+                    // Said, not silently taken as "not affected".
+                    Some(Err(e)) => settings.warnings.push(format!(
+                        "cannot tell whether {} of target `{}` was affected: {e}",
+                        t.image_id.as_deref().unwrap_or("the image"),
+                        t.name
+                    )),
+                    None => {}
                 }
             }
             if !pins.is_empty() {

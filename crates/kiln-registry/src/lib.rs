@@ -1,6 +1,7 @@
 //! Talks to image registries directly (the OCI distribution API, through `oci-client`): what
 //! digest a reference resolves to — the multi-arch index and the platform's manifest — and
-//! what digest a pushed tag has. Plain HTTP for registries on loopback (127.0.0.0/8,
+//! what digest a pushed tag has; an image's config; documents attached to an image as OCI
+//! referrers (pushed and listed). Plain HTTP for registries on loopback (127.0.0.0/8,
 //! `localhost`) and those named insecure; HTTPS otherwise. Transient failures (connection,
 //! 5xx) are retried with backoff; 401/403/404 are not.
 
@@ -384,45 +385,6 @@ impl Registry {
             .into_iter()
             .map(|e| (e.artifact_type.unwrap_or_default(), e.digest))
             .collect())
-    }
-
-    /// The document a referrer (its manifest `digest` in `repo`'s repository) carries: its
-    /// first layer.
-    pub async fn referrer_document(
-        &self,
-        repo: &Reference,
-        digest: &str,
-    ) -> Result<Vec<u8>, RegistryError> {
-        let base = oci_reference(repo);
-        let at = oci_client::Reference::with_digest(
-            base.registry().to_string(),
-            base.repository().to_string(),
-            digest.to_string(),
-        );
-        let (body, _) = self
-            .retry(repo, || {
-                self.client
-                    .pull_manifest_raw(&at, &self.auth, &[OCI_MANIFEST])
-            })
-            .await?;
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| RegistryError::Failed {
-                reference: repo.to_string(),
-                message: format!("the referrer's manifest is not JSON: {e}"),
-                attempts: 1,
-            })?;
-        let layer = manifest["layers"][0]["digest"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        self.retry(repo, || async {
-            let mut blob = Vec::new();
-            self.client
-                .pull_blob(&at, layer.as_str(), &mut blob)
-                .await
-                .map(|()| blob)
-        })
-        .await
     }
 
     /// The `Docker-Content-Digest` the registry reports for `reference`'s tag now.
