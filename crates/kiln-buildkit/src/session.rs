@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt as _};
 use kiln_fsutil::types::Packet;
+use std::future::Future as _;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -22,42 +24,84 @@ use crate::proto::health::{HealthCheckRequest, HealthCheckResponse, health_serve
 use crate::proto::secrets::{GetSecretRequest, GetSecretResponse, secrets_server};
 use crate::{Client, Endpoint, Error};
 
-/// The kiln end of a `Control.Session` tunnel.
-struct Tunnel(tokio::io::DuplexStream);
+/// The session's one connection (the upgraded `/session` socket, or kiln's end of the
+/// `Control.Session` tunnel), with a switch that closes it: the server runs each connection in
+/// a task of its own, so stopping the server does not end the connection; flipping the switch
+/// fails its reads and writes, the server drops it, and that closes the socket or the tunnel.
+struct Connection<IO> {
+    io: IO,
+    close: oneshot::Receiver<()>,
+    closed: bool,
+}
 
-impl tokio::io::AsyncRead for Tunnel {
+impl<IO> Connection<IO> {
+    fn new(io: IO) -> (Connection<IO>, oneshot::Sender<()>) {
+        let (tx, close) = oneshot::channel();
+        (
+            Connection {
+                io,
+                close,
+                closed: false,
+            },
+            tx,
+        )
+    }
+
+    /// Whether the switch was flipped (or its sender dropped); registers the waker otherwise.
+    fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if !self.closed && std::pin::Pin::new(&mut self.close).poll(cx).is_ready() {
+            self.closed = true;
+        }
+        self.closed
+    }
+}
+
+fn closed_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "session closed")
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Connection<IO> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+        if self.poll_closed(cx) {
+            return std::task::Poll::Ready(Err(closed_error()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl tokio::io::AsyncWrite for Tunnel {
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Connection<IO> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        if self.poll_closed(cx) {
+            return std::task::Poll::Ready(Err(closed_error()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        if self.poll_closed(cx) {
+            return std::task::Poll::Ready(Err(closed_error()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
-impl tonic::transport::server::Connected for Tunnel {
+impl<IO> tonic::transport::server::Connected for Connection<IO> {
     type ConnectInfo = ();
     fn connect_info(&self) {}
 }
@@ -97,10 +141,19 @@ pub struct Transfer {
 /// A running session; [`Session::close`] ends it.
 pub struct Session {
     id: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The server of the session services, on the one connection the daemon dialled.
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Closes the connection (see [`Connection`]).
+    close: Option<oneshot::Sender<()>>,
+    /// On the `Control.Session` tunnel: the pump that copies the daemon's bytes to the server;
+    /// it ends when the daemon ends the stream.
+    from_daemon: Option<tokio::task::JoinHandle<()>>,
     transfer: Arc<Mutex<Transfer>>,
 }
+
+/// How long [`Session::close`] waits for the daemon to end the `Control.Session` stream after
+/// kiln ended its side (a round trip; the daemon answers at once).
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Flow control on the session connection, where the daemon is the h2 client. h2 (0.4.16 and
 /// later) closes a connection with `GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames"` once the
@@ -186,7 +239,7 @@ impl Session {
         // pumps move bytes between the other end and the gRPC stream.
         let (ours, pipe) = tokio::io::duplex(1 << 20);
         let (mut pipe_read, mut pipe_write) = tokio::io::split(pipe);
-        tokio::spawn(async move {
+        let from_daemon = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             while let Some(Ok(message)) = incoming.next().await {
                 if pipe_write.write_all(&message.data).await.is_err() {
@@ -195,6 +248,8 @@ impl Session {
             }
             let _ = pipe_write.shutdown().await;
         });
+        // When the server's end of the pipe is dropped (the session closes), this reads EOF and
+        // drops `to_daemon`, which ends kiln's side of the stream (the Go client's CloseSend).
         tokio::spawn(async move {
             use tokio::io::AsyncReadExt;
             let mut buffer = vec![0u8; 64 * 1024];
@@ -210,25 +265,22 @@ impl Session {
                 }
             }
         });
-        Ok(Session::serve(id, config, Tunnel(ours)))
+        let mut session = Session::serve(id, config, ours);
+        session.from_daemon = Some(from_daemon);
+        Ok(session)
     }
 
     /// Serve the session services on `io`, one h2 connection the daemon dials into.
     fn serve<IO>(id: String, config: SessionConfig, io: IO) -> Session
     where
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let (io, close) = Connection::new(io);
         let transfer = Arc::new(Mutex::new(Transfer::default()));
         let shared = Arc::new(Shared {
             config,
             transfer: transfer.clone(),
         });
-        let (tx, rx) = oneshot::channel::<()>();
         let max = crate::client::MAX_MESSAGE;
         let router = tonic::transport::Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
@@ -249,13 +301,12 @@ impl Session {
         // One connection, then nothing: the server lives until `close`.
         let incoming = futures::stream::once(async move { Ok::<_, std::io::Error>(io) })
             .chain(futures::stream::pending());
-        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(router.serve_with_incoming(incoming));
         Session {
             id,
-            shutdown: Some(tx),
-            task,
+            server,
+            close: Some(close),
+            from_daemon: None,
             transfer,
         }
     }
@@ -270,13 +321,26 @@ impl Session {
         *self.transfer.lock().expect("transfer lock")
     }
 
-    /// Stop serving and close the connection.
+    /// Stop serving and close the connection, as BuildKit's Go client does: no graceful h2
+    /// shutdown (over the `Control.Session` tunnel the daemon never completes one, and every
+    /// close waited out a timer), but the server stopped and its connection dropped. On Docker
+    /// Engine's `/session` that closes the socket; on the tunnel it ends kiln's side of the
+    /// stream, and kiln waits (briefly) for the daemon to end its side too, so the daemon has
+    /// let go of the session when this returns.
     pub async fn close(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task).await;
-        self.task.abort();
+        self.server.abort();
+        if let Some(mut from_daemon) = self.from_daemon.take() {
+            if tokio::time::timeout(CLOSE_WAIT, &mut from_daemon)
+                .await
+                .is_err()
+            {
+                // Dropping the stream cancels the call.
+                from_daemon.abort();
+            }
+        }
     }
 }
 
