@@ -18,6 +18,14 @@ use crate::{Error, Event};
 /// 16 MiB, what BuildKit itself allows (tonic's default is 4 MiB).
 pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 
+/// How long the status stream is still followed once the solve has returned (see
+/// `Client::run_job`).
+const STATUS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a job may take to end once its frontend has failed (its `Return` carried the
+/// error, so the daemon ends it at once) before the frontend's error is reported alone.
+const JOB_END_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A connection to one daemon's Control API.
 #[derive(Clone)]
 pub struct Client {
@@ -215,17 +223,29 @@ impl Client {
         tokio::pin!(solve);
         tokio::pin!(front);
         tokio::select! {
-            // The job ended first (cancelled, daemon gone): the frontend's calls are moot.
+            // The job ended first (failed, cancelled, daemon gone): its error is the job's own,
+            // and the frontend's calls are moot.
             response = &mut solve => {
                 let response = response?;
                 let value = front.await?;
                 Ok((value, response))
             }
-            value = &mut front => {
-                // The frontend's own error says more than the job's echo of it.
-                let value = value?;
-                Ok((value, solve.await?))
-            }
+            value = &mut front => match value {
+                Ok(value) => Ok((value, solve.await?)),
+                // The first error of the job wins. A frontend error may follow from the job's
+                // (a bridge call to a job the daemon has already failed says "no such job"),
+                // so the job's error, once it comes, is reported over it; but when the job
+                // failed with the frontend's own error (the message `finish` returned), the
+                // frontend's original says it better.
+                Err(front_error) => match tokio::time::timeout(JOB_END_WAIT, solve).await {
+                    Ok(Err(job_error))
+                        if !job_error.to_string().contains(&front_error.to_string()) =>
+                    {
+                        Err(job_error)
+                    }
+                    _ => Err(front_error),
+                },
+            },
         }
     }
 
@@ -251,10 +271,24 @@ impl Client {
                 }
             }
         };
-        let solved = async move { control.solve(solve).await };
-        // The status stream ends on its own when the job does (or when the daemon gives up
-        // waiting for a job that never started, after 3 s).
-        let (result, ()) = tokio::join!(solved, status);
+        let solved = control.solve(solve);
+        tokio::pin!(status);
+        tokio::pin!(solved);
+        // The status stream ends on its own soon after the job does, but not always: a job the
+        // daemon rejects after creating it (v0.24, an entitlement it does not grant) keeps its
+        // stream open, and a job that never started keeps it for the 3 s (6 s) the daemon waits
+        // for it. Like BuildKit's Go client, stop following it a grace period after the solve.
+        let mut status_done = false;
+        let result = tokio::select! {
+            result = &mut solved => result,
+            () = &mut status => {
+                status_done = true;
+                solved.await
+            }
+        };
+        if !status_done {
+            let _ = tokio::time::timeout(STATUS_GRACE, status).await;
+        }
         let response = result.map_err(|s| Error::from_status("solve", s))?;
         Ok(response.into_inner().exporter_response)
     }
