@@ -49,7 +49,22 @@ pub struct SolveRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worker {
     pub id: String,
+    /// `os/arch[/variant]` (`linux/amd64/v2`), in the daemon's order.
     pub platforms: Vec<String>,
+    /// The worker's labels (executor, snapshotter, network, …; none on Docker 20.10).
+    pub labels: BTreeMap<String, String>,
+    /// The BuildKit version the worker reports (newer daemons).
+    pub buildkit_version: Option<String>,
+}
+
+/// What the daemon says it is (`Control.Info`, BuildKit v0.11 and later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// e.g. `github.com/moby/buildkit`.
+    pub package: String,
+    /// e.g. `v0.24.0`.
+    pub version: String,
+    pub revision: String,
 }
 
 /// A new, unique job reference: 25 base36 characters, like the Go client's random ids.
@@ -172,13 +187,48 @@ impl Client {
             .into_iter()
             .map(|w| Worker {
                 id: w.id,
-                platforms: w
-                    .platforms
-                    .iter()
-                    .map(|p| format!("{}/{}", p.os, p.architecture))
-                    .collect(),
+                platforms: w.platforms.iter().map(platform_name).collect(),
+                labels: w.labels,
+                buildkit_version: w
+                    .buildkit_version
+                    .map(|v| v.version)
+                    .filter(|v| !v.is_empty()),
             })
             .collect())
+    }
+
+    /// The daemon's name and version, or `None` for a daemon without the `Info` call (BuildKit
+    /// before v0.11, such as Docker 20.10's v0.8).
+    pub async fn info(&self) -> Result<Option<DaemonInfo>, Error> {
+        match self.control.clone().info(control::InfoRequest {}).await {
+            Ok(response) => Ok(response.into_inner().buildkit_version.map(|v| DaemonInfo {
+                package: v.package,
+                version: v.version,
+                revision: v.revision,
+            })),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(Error::from_status("info", status)),
+        }
+    }
+
+    /// Whether the daemon grants `entitlement` (`network.host`, `security.insecure`): the daemon
+    /// reports this nowhere, so ask it to solve nothing with the entitlement. `Ok(false)` when it
+    /// refuses the entitlement, an error when it fails otherwise.
+    pub async fn grants(&self, entitlement: &str) -> Result<bool, Error> {
+        let probe = control::SolveRequest {
+            r#ref: new_ref(),
+            // An empty definition: nothing to build (no definition at all would make kiln the
+            // job's frontend).
+            definition: Some(kiln_llb::pb::Definition::default()),
+            entitlements: vec![entitlement.to_string()],
+            internal: true,
+            ..control::SolveRequest::default()
+        };
+        match self.control.clone().solve(probe).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.message().contains("is not allowed") => Ok(false),
+            Err(status) => Err(Error::from_status("entitlement check", status)),
+        }
     }
 
     /// Solve `request`, forwarding the daemon's progress to `events`; returns the exporter's
@@ -294,6 +344,15 @@ impl Client {
     }
 }
 
+/// `os/arch`, with `/variant` when there is one.
+fn platform_name(p: &kiln_llb::pb::Platform) -> String {
+    if p.variant.is_empty() {
+        format!("{}/{}", p.os, p.architecture)
+    } else {
+        format!("{}/{}/{}", p.os, p.architecture, p.variant)
+    }
+}
+
 /// rustls settings for `tls`: the CA to trust (else the system's roots) and the client
 /// identity for mutual TLS.
 fn tls_config(host: &str, tls: &Tls) -> Result<tonic::transport::ClientTlsConfig, Error> {
@@ -365,6 +424,19 @@ impl SolveRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platforms_keep_their_variant() {
+        let p = |arch: &str, variant: &str| kiln_llb::pb::Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: variant.into(),
+            ..kiln_llb::pb::Platform::default()
+        };
+        assert_eq!(platform_name(&p("amd64", "")), "linux/amd64");
+        assert_eq!(platform_name(&p("amd64", "v2")), "linux/amd64/v2");
+        assert_eq!(platform_name(&p("arm", "v7")), "linux/arm/v7");
+    }
 
     #[test]
     fn refs_are_25_base36_chars_and_unique() {

@@ -22,6 +22,10 @@ pub mod proto {
     pub mod health {
         tonic::include_proto!("grpc.health.v1");
     }
+    /// FileSend, with undecoded messages (see `proto/filesend.proto`).
+    pub mod filesend {
+        include!(concat!(env!("OUT_DIR"), "/filesend/moby.filesync.v1.rs"));
+    }
 }
 
 mod auth;
@@ -31,12 +35,13 @@ mod error;
 mod event;
 mod gateway;
 mod hijack;
+mod raw;
 mod session;
 
 pub use auth::{AuthError, Credentials, DockerConfig};
-pub use client::{Client, SolveRequest, Worker, new_ref};
+pub use client::{Client, DaemonInfo, SolveRequest, Worker, new_ref};
 pub use endpoint::{DOCKER_SOCKET, Endpoint, Tls};
 pub use error::Error;
 pub use event::Event;
 pub use gateway::{Gateway, ResolveMode, ResolvedImage, ResultRef, Returned};
-pub use session::{LocalDir, Session, SessionConfig, Transfer};
+pub use session::{FileChunks, FileOutput, LocalDir, Session, SessionConfig, Transfer};

@@ -17,11 +17,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::proto::control::BytesMessage;
+use crate::proto::filesend::file_send_server;
 use crate::proto::filesync::{
-    CredentialsRequest, CredentialsResponse, auth_server, file_send_server, file_sync_server,
+    CredentialsRequest, CredentialsResponse, auth_server, file_sync_server,
 };
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse, health_server};
 use crate::proto::secrets::{GetSecretRequest, GetSecretResponse, secrets_server};
+use crate::raw::Frame;
 use crate::{Client, Endpoint, Error};
 
 /// The session's one connection (the upgraded `/session` socket, or kiln's end of the
@@ -120,8 +122,48 @@ pub struct SessionConfig {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// Where the local exporter writes, if this build exports to a directory.
     pub output: Option<PathBuf>,
+    /// Where the file of a `tar`, `docker` or `oci` exporter goes, if this build exports one.
+    pub output_file: Option<FileOutput>,
     /// Registry credentials the daemon asks for; the default answers anonymously.
     pub registry_auth: crate::DockerConfig,
+}
+
+/// The receiving end of [`FileOutput`]: the exported file's bytes in order, chunk by chunk;
+/// an `Err` says the stream broke there (the file is incomplete). It ends after the last chunk,
+/// or without any when the daemon sent no file (see [`FileOutput::close`]).
+pub type FileChunks = mpsc::Receiver<FileChunk>;
+
+/// One chunk of an exported file, or why the stream broke there.
+pub type FileChunk = Result<Vec<u8>, String>;
+
+/// The one file an exporter that writes a file (`tar`, `docker`, `oci`) sends through the
+/// session: FileSend with raw bytes instead of fsutil packets, handed on as it arrives, so it
+/// need not fit in memory or on disk.
+#[derive(Clone)]
+pub struct FileOutput(Arc<Mutex<Option<mpsc::Sender<FileChunk>>>>);
+
+impl FileOutput {
+    /// A file output and the chunks that will arrive on it.
+    pub fn channel() -> (FileOutput, FileChunks) {
+        let (tx, rx) = mpsc::channel(64);
+        (FileOutput(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    /// No file will come any more (the solve is over): a receiver still waiting for one ends.
+    pub fn close(&self) {
+        self.take();
+    }
+
+    /// The sender, for the one stream that carries the file.
+    fn take(&self) -> Option<mpsc::Sender<FileChunk>> {
+        self.0.lock().expect("file output lock").take()
+    }
+}
+
+impl std::fmt::Debug for FileOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileOutput")
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -500,14 +542,24 @@ impl file_sync_server::FileSync for Services {
     }
 }
 
+type FrameStream = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl file_send_server::FileSend for Services {
-    type DiffCopyStream = PacketStream;
+    type DiffCopyStream = FrameStream;
 
+    /// The exporter's output: a file (raw `BytesMessage` chunks) when the session has a file
+    /// output, else a directory tree (fsutil packets, kiln answering with its own).
     async fn diff_copy(
         &self,
-        request: Request<Streaming<Packet>>,
-    ) -> Result<Response<PacketStream>, Status> {
+        request: Request<Streaming<Frame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        if let Some(file) = &self.0.config.output_file {
+            let Some(tx) = file.take() else {
+                return Err(Status::already_exists("the output file was already sent"));
+            };
+            return Ok(Response::new(receive_file(request.into_inner(), tx)));
+        }
         let Some(dest) = self.0.config.output.clone() else {
             return Err(Status::failed_precondition(
                 "this session has no output directory",
@@ -515,14 +567,53 @@ impl file_send_server::FileSend for Services {
         };
         std::fs::create_dir_all(&dest)
             .map_err(|e| Status::internal(format!("create {}: {e}", dest.display())))?;
+        let packets = request.into_inner().map(|frame| {
+            frame.and_then(|Frame(data)| {
+                <Packet as prost::Message>::decode(data)
+                    .map_err(|e| Status::invalid_argument(format!("not an fsutil packet: {e}")))
+            })
+        });
         let (from_daemon, to_daemon) = Recording::start("filesend", "output").unzip();
-        let incoming = record_incoming(request.into_inner(), from_daemon);
+        let incoming = record_incoming(packets, from_daemon);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let _ = kiln_fsutil::receive(&dest, tx, incoming).await;
         });
-        Ok(Response::new(record_outgoing(rx, to_daemon)))
+        let outgoing = record_outgoing(rx, to_daemon)
+            .map(|packet| packet.map(|p| Frame(prost::Message::encode_to_vec(&p).into())));
+        Ok(Response::new(Box::pin(outgoing)))
     }
+}
+
+/// Hand the chunks of an exported file on to `tx` as they arrive. The daemon sends nothing
+/// back; the call ends (successfully) once the whole file has been handed on, or with the
+/// error that broke it.
+fn receive_file(mut incoming: Streaming<Frame>, tx: mpsc::Sender<FileChunk>) -> FrameStream {
+    let (done_tx, done_rx) = mpsc::channel::<Result<Frame, Status>>(1);
+    tokio::spawn(async move {
+        loop {
+            let chunk = match incoming.next().await {
+                None => break,
+                Some(Ok(Frame(data))) => match <BytesMessage as prost::Message>::decode(data) {
+                    Ok(message) => Ok(message.data),
+                    Err(e) => Err(format!("not a file chunk: {e}")),
+                },
+                Some(Err(status)) => Err(status.message().to_string()),
+            };
+            let failed = chunk.as_ref().err().cloned();
+            if tx.send(chunk).await.is_err() {
+                let _ = done_tx
+                    .send(Err(Status::aborted("the output file is no longer wanted")))
+                    .await;
+                return;
+            }
+            if let Some(message) = failed {
+                let _ = done_tx.send(Err(Status::aborted(message))).await;
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(done_rx))
 }
 
 #[tonic::async_trait]
