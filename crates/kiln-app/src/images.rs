@@ -8,6 +8,11 @@
 //! on, and its base image as pinned in `kiln.lock`. A target is up to date when that hash
 //! equals the one `kiln.lock` recorded, its base is pinned, and the engine still has the
 //! recorded image under the target's name. An unpinned base always solves.
+//!
+//! `kiln.lock` and the up-to-date check trust only what can be verified: a Docker Engine's
+//! image store (the engine that built the image, or the one `--load` loaded it into) and a
+//! registry's digest for a pushed tag. An image only in a standalone buildkitd's cache is
+//! reported as such, with a warning, and recorded nowhere.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +23,7 @@ use kiln_lock::KilnLock;
 use kiln_manifest::Base;
 use sha2::{Digest, Sha256};
 
-use crate::{AppError, BuildOptions, Goal, Loaded, Progress, Settings, load};
+use crate::{AppError, BuildOptions, Goal, Loaded, Progress, Settings, Stored, load};
 
 /// The inputs of one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +178,16 @@ pub fn build_images(
     let lock = loaded.lock.clone();
     let own = own_inputs(settings, &loaded, &compiled)?;
     let inputs = inputs(&loaded, &compiled, &own, &lock);
+    // The engine that builds (Docker's BuildKit), and the image store that can vouch for an
+    // image: that engine, or the one `--load` loads into.
     let engine = docker_api(settings)?;
+    let store = match (&engine, options.load) {
+        (Some(api), _) => Some(api.clone()),
+        (None, true) => Some(kiln_docker::Api::new(crate::engine::docker_socket(
+            settings,
+        )?)),
+        (None, false) => None,
+    };
 
     let mut out = String::new();
     // With --push, images are pushed even when up to date (a push of what the registry has is
@@ -181,7 +195,7 @@ pub fn build_images(
     if options.goal == Goal::Image && !options.force && !options.push && options.output.is_none() {
         let fresh: Vec<&String> = selected
             .iter()
-            .filter(|t| up_to_date(t, &loaded, &lock, &inputs, engine.as_ref()))
+            .filter(|t| up_to_date(t, &loaded, &lock, &inputs, store.as_ref()))
             .collect();
         if fresh.len() == selected.len() {
             for t in &selected {
@@ -198,23 +212,11 @@ pub fn build_images(
 
     let built = crate::build::build_loaded(settings, &loaded, options, progress)?;
     for b in &built {
-        match (options.goal, &b.output, &b.image, &b.image_id) {
-            (Goal::SmokeTest, ..) => out.push_str(&format!("{}: smoke test passed\n", b.target)),
-            (_, Some(dir), _, _) => {
-                out.push_str(&format!("{}: exported to {}\n", b.target, dir.display()))
-            }
-            (_, None, Some(image), Some(id)) => {
-                out.push_str(&format!("{}: {image} ({id})\n", b.target))
-            }
-            _ => out.push_str(&format!(
-                "{}: built (no `image` name, kept in the build cache)\n",
-                b.target
-            )),
-        }
+        out.push_str(&built_line(options.goal, b));
     }
     // A failed push stops here: kiln.lock records nothing.
     let pushed = if options.push && options.output.is_none() {
-        push_all(settings, &built, engine.as_ref(), &mut out)?
+        push_all(settings, &built, store.as_ref(), &mut out)?
     } else {
         BTreeMap::new()
     };
@@ -239,6 +241,10 @@ pub fn build_images(
         // Inputs again: the bases just pinned are part of them.
         let inputs = self::inputs(&loaded, &compiled, &own, &lock);
         for b in &built {
+            if b.stored == Stored::BuilderCache {
+                // Nothing anyone can check: what kiln.lock says of the target stays as it was.
+                continue;
+            }
             let before = lock.target(&b.target);
             // A new image id means a new image: an old push digest no longer describes it.
             let kept = before
@@ -271,9 +277,33 @@ pub fn build_images(
     Ok(out)
 }
 
-/// Push every built image (through the engine on Docker; buildkitd already pushed from its
-/// exporter), then check the registry reports the same digest for the tag. Returns the pushed
-/// digest per target.
+/// What `kiln build` says of one built target: where its image is, truthfully. An image only
+/// in a standalone buildkitd's cache gets a warning, never an image id (there is none anyone
+/// could use); a pushed one is reported by the push.
+fn built_line(goal: Goal, b: &crate::Built) -> String {
+    let t = &b.target;
+    match (goal, &b.output, &b.image, &b.image_id, &b.stored) {
+        (Goal::SmokeTest, ..) => format!("{t}: smoke test passed\n"),
+        (_, Some(dir), ..) => format!("{t}: exported to {}\n", dir.display()),
+        (_, None, Some(image), Some(id), Stored::Loaded { socket }) => format!(
+            "{t}: {image} ({id}), loaded into the Docker Engine at unix://{}\n",
+            socket.display()
+        ),
+        (_, None, Some(image), Some(id), Stored::Engine) => format!("{t}: {image} ({id})\n"),
+        // `push_all` says where it went.
+        (_, None, Some(_), _, Stored::Registry) => String::new(),
+        (_, None, Some(image), _, Stored::BuilderCache) => format!(
+            "warning: {t}: {image} is only in the builder's cache (a standalone buildkitd \
+             keeps no image store kiln can use); --load loads it into the Docker Engine, \
+             --push pushes it to its registry\n"
+        ),
+        _ => format!("{t}: built (no `image` name, kept in the build cache)\n"),
+    }
+}
+
+/// Push every built image (through the engine on Docker, and after `--load`; buildkitd already
+/// pushed from its exporter otherwise), then check the registry reports the same digest for
+/// the tag. Returns the pushed digest per target.
 fn push_all(
     settings: &Settings,
     built: &[crate::Built],
@@ -411,4 +441,48 @@ pub(crate) fn relative(settings: &Settings, path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Built;
+
+    #[test]
+    fn each_image_is_reported_where_it_is() {
+        let built = |stored: Stored, id: Option<&str>| Built {
+            target: "hello".into(),
+            image: Some("docker.io/x/hello:1".into()),
+            image_id: id.map(str::to_string),
+            stored,
+            ..Built::default()
+        };
+        let engine = built_line(Goal::Image, &built(Stored::Engine, Some("sha256:1")));
+        assert_eq!(engine, "hello: docker.io/x/hello:1 (sha256:1)\n");
+        let loaded = built_line(
+            Goal::Image,
+            &built(
+                Stored::Loaded {
+                    socket: "/var/run/docker.sock".into(),
+                },
+                Some("sha256:1"),
+            ),
+        );
+        assert!(
+            loaded.ends_with("loaded into the Docker Engine at unix:///var/run/docker.sock\n"),
+            "{loaded}"
+        );
+        // Only in a buildkitd's cache: a warning that says so, no image id, nothing claimed.
+        let cached = built_line(Goal::Image, &built(Stored::BuilderCache, None));
+        assert!(
+            cached
+                .starts_with("warning: hello: docker.io/x/hello:1 is only in the builder's cache"),
+            "{cached}"
+        );
+        assert!(
+            cached.contains("--load") && !cached.contains("sha256"),
+            "{cached}"
+        );
+        assert_eq!(built_line(Goal::Image, &built(Stored::Registry, None)), "");
+    }
 }

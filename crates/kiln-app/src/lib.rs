@@ -15,7 +15,7 @@ mod plan;
 mod progress;
 mod refresh;
 
-pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Progress, build};
+pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Progress, Stored, build};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};

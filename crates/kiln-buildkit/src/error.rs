@@ -31,9 +31,7 @@ impl Error {
             // The transport's own error (e.g. a TLS alert) is in the source chain.
             tonic::Code::Unavailable | tonic::Code::Cancelled => Error::Lost {
                 action,
-                message: chain(&status)
-                    .trim_start_matches(&format!("status: {:?}, message: ", status.code()))
-                    .to_string(),
+                message: lost(&status),
             },
             tonic::Code::Unimplemented => {
                 Error::Unsupported(format!("{action} ({})", status.message()))
@@ -53,6 +51,29 @@ impl Error {
             },
         }
     }
+}
+
+/// What broke a connection: the status message and what its sources add (a TLS alert, the
+/// socket gone), without tonic's rendering of the status itself (code, source debug dump).
+fn lost(status: &tonic::Status) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut add = |text: String| {
+        // "transport error" and the like say nothing the parts around them do not.
+        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text))
+        {
+            parts.push(text);
+        }
+    };
+    add(status.message().to_string());
+    let mut source = std::error::Error::source(status);
+    while let Some(inner) = source {
+        add(inner.to_string());
+        source = inner.source();
+    }
+    if parts.is_empty() {
+        parts.push(format!("{:?}", status.code()));
+    }
+    parts.join(": ")
 }
 
 /// An error and its sources, joined with `: `.

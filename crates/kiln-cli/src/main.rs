@@ -95,6 +95,11 @@ enum Command {
         /// Push each image to its registry and record the pushed digest in kiln.lock.
         #[arg(long)]
         push: bool,
+        /// Load each image into the Docker Engine (DOCKER_HOST, else /var/run/docker.sock): a
+        /// standalone buildkitd streams it there (without --load or --push its images stay in
+        /// its cache); Docker's own BuildKit stores it there anyway.
+        #[arg(long, conflicts_with = "output")]
+        load: bool,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -188,11 +193,13 @@ fn main() -> ExitCode {
             force,
             output,
             push,
+            load,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
                 force,
                 push,
+                load,
                 output: output.map(|dir| settings.cwd.join(dir)),
                 ..kiln_app::BuildOptions::default()
             };
