@@ -333,8 +333,7 @@ impl Job<'_> {
         config.output = output;
         config.output_file = file;
         Session::start(client, config).await.map_err(|e| {
-            let lost =
-                matches!(&e, kiln_buildkit::Error::Session(m) if m.contains("lost the connection"));
+            let lost = matches!(&e, kiln_buildkit::Error::Lost { .. });
             let mut message = e.to_string();
             if lost {
                 // Typically the daemon went away between two solves.

@@ -275,7 +275,11 @@ impl Session {
             .control()
             .session(request)
             .await
-            .map_err(|s| Error::Session(crate::Error::from_status("open session", s).to_string()))?
+            .map_err(|s| match Error::from_status("open session", s) {
+                // The daemon is gone: say so as such, not as a session problem.
+                lost @ Error::Lost { .. } => lost,
+                other => Error::Session(other.to_string()),
+            })?
             .into_inner();
         // The server side of the tunnel's h2 connection is one end of an in-memory pipe; two
         // pumps move bytes between the other end and the gRPC stream.
@@ -370,10 +374,7 @@ impl Session {
     /// stream, and kiln waits (briefly) for the daemon to end its side too, so the daemon has
     /// let go of the session when this returns.
     pub async fn close(mut self) {
-        if let Some(close) = self.close.take() {
-            let _ = close.send(());
-        }
-        self.server.abort();
+        self.stop();
         if let Some(mut from_daemon) = self.from_daemon.take() {
             if tokio::time::timeout(CLOSE_WAIT, &mut from_daemon)
                 .await
@@ -382,6 +383,26 @@ impl Session {
                 // Dropping the stream cancels the call.
                 from_daemon.abort();
             }
+        }
+    }
+}
+
+impl Session {
+    /// Close the connection and stop the server (without waiting for anything).
+    fn stop(&mut self) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
+        }
+        self.server.abort();
+    }
+}
+
+/// A session dropped without [`Session::close`] (an error or Ctrl-C on the way) stops too.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(from_daemon) = self.from_daemon.take() {
+            from_daemon.abort();
         }
     }
 }
