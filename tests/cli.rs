@@ -95,6 +95,71 @@ fn check_reports_missing_context_files() {
     );
 }
 
+/// Paths a manifest reads stay inside the repository that holds it (here a git work tree),
+/// symlinks resolved, unless `--allow fs.read=PATH` grants more.
+#[test]
+fn check_refuses_paths_outside_the_repository_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join(".git")).unwrap();
+    std::fs::create_dir_all(d.join("manifests")).unwrap();
+    std::fs::create_dir_all(d.join("app")).unwrap();
+    std::os::unix::fs::symlink("/etc", d.join("app/etc")).unwrap();
+    std::fs::write(
+        d.join("manifests/evil.toml"),
+        "version = 1\n[defaults]\nca-certificates = \"/etc/shadow\"\n\n[target.a]\nfrom = \"debian:bookworm\"\ncontext = \"/\"\ncopy = [{ src = \"etc/shadow\", dest = \"/x\" }]\n\n[target.b]\nfrom = \"debian:bookworm\"\ncontext = \"../app/etc\"\nca-certificates = \"host\"\n\n[target.ok]\nfrom = \"debian:bookworm\"\ncontext = \"../app\"\nca-certificates = \"none\"\n\n[target.s]\nfrom = \"debian:bookworm\"\nca-certificates = \"none\"\n[target.s.secrets]\ntoken = { file = \"../app/etc/shadow\" }\n",
+    )
+    .unwrap();
+    let run = kiln_in(d, &["check"], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "error: manifests/evil.toml:3:19: `defaults.ca-certificates`: reads `/etc/shadow`, outside the repository that holds it",
+            "error: manifests/evil.toml:7:11: `target.a.context`: reads `/`, outside the repository that holds it",
+            "error: manifests/evil.toml:12:11: `target.b.context`: reads `manifests/../app/etc` (resolved: `/etc`), outside the repository that holds it",
+            "error: manifests/evil.toml:24:1: `target.s.secrets.token`: reads `manifests/../app/etc/shadow` (resolved: `/etc/shadow`), outside the repository that holds it",
+        ]
+        .map(|l| l.replace(
+            "outside the repository that holds it",
+            &format!(
+                "outside {} (the git repository that holds manifests/evil.toml)",
+                d.canonicalize().unwrap().display()
+            )
+        )),
+        "{}",
+        run.stderr
+    );
+    for flag in [
+        "--allow fs.read=/etc/shadow`",
+        "--allow fs.read=/`",
+        "--allow fs.read=/etc`",
+    ] {
+        assert!(run.stderr.contains(flag), "{flag}: {}", run.stderr);
+    }
+    let run = kiln_in(
+        d,
+        &["check", "--allow", "fs.read=/etc", "--allow", "fs.read=/"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = kiln_in(d, &["check", "--allow", "fs.read=/etc"], &[]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("`target.a.context`") && !run.stderr.contains("target.b"));
+    let run = kiln_in(d, &["check", "--allow", "/etc"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("expected fs.read=PATH"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn plan_json_has_targets_dependencies_and_stage_digests() {
     let doc = json(&kiln("app", &["plan", "--format", "json"]));
@@ -448,4 +513,166 @@ fn build_refuses_a_malformed_docker_config_naming_file_and_line_before_building(
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn llb_of_a_group_says_to_name_a_target_instead_of_panicking() {
+    let run = kiln("app", &["plan", "--llb", "default"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("error: `default` is a group, not a target"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
+fn an_environment_variable_that_is_not_utf8_is_ignored_with_a_warning() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("check")
+        .current_dir(fixtures().join("app"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("BADVAR", bad)
+        .output()
+        .expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 3 targets in 1 manifest\n"
+    );
+    assert_eq!(
+        stderr.trim_end(),
+        "warning: ignoring environment variables that are not UTF-8: BADVAR"
+    );
+}
+
+#[test]
+fn completion_scripts_complete_subcommands_and_flags() {
+    // bash: source the script and ask it, as the shell does on <Tab>.
+    let run = kiln("app", &["completion", "bash"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let script = std::env::temp_dir().join(format!("kiln-completion-{}.bash", std::process::id()));
+    std::fs::write(&script, &run.stdout).unwrap();
+    let ask = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let program = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; _kiln kiln '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let out = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let subcommands = ask("kiln re");
+    assert_eq!(
+        subcommands.lines().collect::<Vec<_>>(),
+        ["refresh"],
+        "{subcommands}"
+    );
+    let flags = ask("kiln build --f");
+    assert!(flags.lines().any(|l| l == "--force"), "{flags}");
+    let _ = std::fs::remove_file(&script);
+
+    let zsh = kiln("app", &["completion", "zsh"]);
+    assert_eq!(zsh.code, 0, "{}", zsh.stderr);
+    assert!(
+        zsh.stdout().starts_with("#compdef kiln"),
+        "{}",
+        zsh.stdout()
+    );
+    assert!(zsh.stdout().contains("smoke-test"));
+    let fish = kiln("app", &["completion", "fish"]);
+    assert_eq!(fish.code, 0, "{}", fish.stderr);
+    assert!(
+        fish.stdout().contains("complete -c kiln") && fish.stdout().contains("refresh"),
+        "{}",
+        fish.stdout()
+    );
+    let bad = kiln("app", &["completion", "tcsh"]);
+    assert_eq!(bad.code, 2, "an unknown shell is a usage error");
+}
+
+#[test]
+fn plan_shows_what_each_override_rule_matched_and_a_rule_that_matches_nothing_is_a_warning() {
+    // `re:python$` is what a user writes against `from = "python"`; rules match the
+    // normalised `docker.io/library/python:latest`, so it rewrites nothing.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        r#"version = 1
+[profiles.ci.image-overrides]
+"re:python$" = "mirror.local/python:3.11"
+"re:^docker\\.io/library/(.+)$" = "mirror.local/$1"
+[target.app]
+from = "python"
+"#,
+    )
+    .unwrap();
+    let warning = "warning: kiln.toml:3:1: `profiles.ci.image-overrides.\"re:python$\"`: profile `ci`: this override rewrites no image reference of any target\n  hint: rules match the normalised reference; it was tried on `docker.io/library/python:latest`\n";
+    let plan = kiln_in(dir.path(), &["--profile", "ci", "plan"], &[]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert_eq!(plan.stderr, warning);
+    let text = plan.stdout();
+    assert!(
+        text.starts_with(
+            "profile ci: image-overrides, each matched against the normalised reference\n  re:python$  kiln.toml:3:1\n    matches nothing: tried on docker.io/library/python:latest\n  re:^docker\\.io/library/(.+)$  kiln.toml:4:1\n    app from: docker.io/library/python:latest → mirror.local/python:latest\n"
+        ),
+        "{text}"
+    );
+    let json = json(&kiln_in(
+        dir.path(),
+        &["--profile", "ci", "plan", "--format", "json"],
+        &[],
+    ));
+    assert_eq!(json["overrides"][0]["rule"], "re:python$");
+    assert_eq!(json["overrides"][0]["matched"], 0);
+    assert_eq!(
+        json["overrides"][0]["missed"],
+        serde_json::json!(["docker.io/library/python:latest"])
+    );
+    assert_eq!(json["overrides"][1]["matched"], 1);
+
+    let check = kiln_in(dir.path(), &["--profile", "ci", "check"], &[]);
+    assert_eq!(
+        (check.code, check.stdout().as_str(), check.stderr.as_str()),
+        (0, "ok: 1 target in 1 manifest\n", warning)
+    );
+    // build warns too (here before failing to reach a builder that does not exist).
+    let build = kiln_in(
+        dir.path(),
+        &[
+            "--profile",
+            "ci",
+            "build",
+            "--builder",
+            "unix:///nonexistent/buildkitd.sock",
+        ],
+        &[],
+    );
+    assert_eq!(build.code, 1, "{}", build.stderr);
+    assert!(build.stderr.starts_with(warning), "{}", build.stderr);
+    // Without the profile, no warning.
+    let check = kiln_in(dir.path(), &["check"], &[]);
+    assert_eq!((check.code, check.stderr.as_str()), (0, ""));
 }

@@ -154,7 +154,8 @@ fn lifecycle(manager: &str, lock: &str, pinned_line: impl Fn(&str) -> String, py
         run.stderr
     );
 
-    // 4. A failing smoke test leaves the lock, kiln.lock and git untouched.
+    // 4. A failing smoke test leaves the lock, kiln.lock and git untouched, and the error says
+    // which upgrades it tried (1.2.0 is out) above the failing test's output.
     std::fs::write(d.join("tests/fail"), "").unwrap();
     let head = git(d, &["rev-parse", "HEAD"]);
     let (lock_before, kiln_before) = (read(d, lock), read(d, "kiln.lock"));
@@ -164,6 +165,15 @@ fn lifecycle(manager: &str, lock: &str, pinned_line: impl Fn(&str) -> String, py
         run.stderr.contains("smoke test failed on purpose"),
         "{}",
         run.stderr
+    );
+    let error = &run.stderr[run.stderr.rfind("error: app/refresh").expect("the error")..];
+    let tried = format!(
+        "  the refresh tried (nothing was written):\n    app: {lock} (1 upgraded)\n      ↑ kiln-demo-lib 1.1.0 → 1.2.0\n  step: [app/smoke-test 1]"
+    );
+    assert!(error.contains(&tried), "{error}");
+    assert!(
+        error.find(&tried) < error.find("smoke test failed on purpose"),
+        "{error}"
     );
     assert_eq!(read(d, lock), lock_before);
     assert_eq!(read(d, "kiln.lock"), kiln_before);
@@ -265,5 +275,107 @@ fn a_whole_context_copy_is_up_to_date_after_its_build_and_never_holds_kiln_lock(
     assert!(
         listing.contains("data.txt") && !listing.contains("kiln.lock"),
         "{listing}"
+    );
+}
+
+#[test]
+fn check_locked_names_the_input_that_changed() {
+    let image = Image::new("which-input");
+    let manifest = format!(
+        r#"version = 1
+[target.dep]
+from = "{BASE}"
+network = "none"
+copy = [{{ src = "data/", dest = "/data" }}]
+
+[target.app]
+from  = "target:dep"
+image = "{image}"
+network = "none"
+run = ["echo {image} > /id"]
+copy = [{{ src = "app.py", dest = "/app/app.py" }}]
+
+[target.app.packages]
+manager = "custom"
+files = ["deps.txt"]
+lock = ["deps.lock"]
+refresh = "cp deps.txt deps.lock"
+install = "cat deps.lock"
+"#,
+        image = image.0
+    );
+    let dir = repo(&[
+        ("kiln.toml", &manifest),
+        ("data/x.txt", "x\n"),
+        ("app.py", "print('app')\n"),
+        ("deps.txt", "a==1\n"),
+        ("deps.lock", "a==1\n"),
+    ]);
+    let d = dir.path();
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    let kiln_lock = read(d, "kiln.lock");
+    assert!(kiln_lock.contains("[target.parts]"), "{kiln_lock}");
+    git(d, &["add", "kiln.lock"]);
+    git(d, &["commit", "-q", "-m", "kiln.lock"]);
+    let inputs_lines = |run: &project::Run| -> Vec<String> {
+        run.stderr
+            .lines()
+            .filter(|l| l.contains("inputs changed"))
+            .map(str::to_string)
+            .collect()
+    };
+    let check = || kiln(d, &["check", "--locked"]);
+    // A local base has no registry digest, so --locked fails, but no input changed.
+    assert_eq!(inputs_lines(&check()), Vec::<String>::new());
+    let changed = |what: &str| {
+        format!("its inputs changed since kiln.lock was written: {what}; run `kiln build")
+    };
+
+    std::fs::write(d.join("deps.lock"), "a==2\n").unwrap();
+    let lines = inputs_lines(&check());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("target `app`") && lines[0].contains(&changed("lock file `deps.lock`")),
+        "{lines:?}"
+    );
+    git(d, &["checkout", "-q", "deps.lock"]);
+
+    std::fs::write(d.join("data/x.txt"), "y\n").unwrap();
+    let lines = inputs_lines(&check());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("target `app`")
+            && lines[0].contains(&changed("target `dep`, which it builds on")),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("target `dep`") && lines[1].contains(&changed("context file(s) `data`")),
+        "{lines:?}"
+    );
+    git(d, &["checkout", "-q", "data/x.txt"]);
+
+    std::fs::write(d.join("kiln.toml"), manifest.replace("> /id", "> /id2")).unwrap();
+    let lines = inputs_lines(&check());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&changed(
+            "its manifest entry `[target.app]` (kiln.toml:7:9)"
+        )),
+        "{lines:?}"
+    );
+    git(d, &["checkout", "-q", "kiln.toml"]);
+
+    // The base is pinned (by image id, a local image) to something else.
+    let repinned = kiln_lock.replacen("image-id = \"sha256:", "image-id = \"sha256:0", 1);
+    assert_ne!(repinned, kiln_lock);
+    std::fs::write(d.join("kiln.lock"), repinned).unwrap();
+    let lines = inputs_lines(&check());
+    assert!(
+        lines[0].contains("target `app`")
+            && lines[1].contains(&changed(&format!(
+                "its base `docker.io/{BASE}` (pinned to another digest in kiln.lock)"
+            ))),
+        "{lines:?}"
     );
 }

@@ -1,7 +1,9 @@
 //! Poetry and npm end to end on the real engine: `kiln refresh` writes the manager's lock from
 //! a real resolver run inside the build, a pinned `kiln build` installs exactly what is locked
 //! (checked by running the image), and a declaration that no longer matches the lock fails the
-//! build with the manager's own complaint.
+//! build with the manager's own complaint. And for uv, pip and poetry: the environment the
+//! packages are installed into is active afterwards, so plain `python3` finds them in the
+//! smoke test and in the image, unless the manifest says `activate = false`.
 //!
 //! Poetry resolves against the local generated index (tests/support/pyindex.rs), declared as
 //! the project's only (`primary`) source; poetry itself comes from PyPI through the host's CA
@@ -64,7 +66,8 @@ fn poetry_refresh_moves_the_lock_and_a_pinned_build_keeps_it() {
     index.publish(LIB, "1.0.0", &[]);
     index.publish("kiln-other-lib", "1.0.0", &[]);
     let image = Image::new("managers-poetry");
-    let python = "/app/.venv/bin/python";
+    // Poetry's project venv (/app/.venv) is active: the image's plain python3 is its python.
+    let python = "python3";
     let kiln_toml = manifest(
         &image,
         &format!(
@@ -135,6 +138,114 @@ run  = ["{python} tests/smoke.py"]
     assert_eq!(run.code, 1, "{run}");
     assert!(run.stderr.contains("poetry check --lock"), "{run}");
     assert!(run.stderr.contains("poetry lock"), "poetry's advice: {run}");
+}
+
+/// A uv or pip project depending on `kiln-demo-lib` from `index`, whose smoke test imports it
+/// with plain `python3`; `activate` is the packages table's extra line, if any.
+fn activation_project(
+    manager: &str,
+    index: &PyIndex,
+    image: &Image,
+    activate: &str,
+) -> tempfile::TempDir {
+    let (file, env) = match manager {
+        "uv" => (
+            (
+                "pyproject.toml",
+                "[project]\nname = \"activation-app\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"kiln-demo-lib\"]\n",
+            ),
+            // No UV_LINK_MODE or UV_PYTHON_DOWNLOADS: the uv manager brings them.
+            format!("UV_INDEX_URL = \"{}\"", index.url()),
+        ),
+        _ => (
+            ("requirements.in", "kiln-demo-lib\n"),
+            format!("PIP_EXTRA_INDEX_URL = \"{}\"", index.url()),
+        ),
+    };
+    let kiln_toml = manifest(
+        image,
+        &format!(
+            r#"[target.app.packages]
+manager = "{manager}"
+{activate}
+
+[target.app.build-env]
+{env}
+
+[target.app.smoke-test]
+run = ["python3 -c 'import sys, kiln_demo_lib; print(\"smoke:\", sys.prefix, kiln_demo_lib.__version__)'"]
+"#
+        ),
+    );
+    repo(&[("kiln.toml", &kiln_toml), file])
+}
+
+/// uv's `<dir>/.venv` and pip's `/opt/venv` are active after the install: the smoke test's and
+/// the image's `python3` import the packages, and `VIRTUAL_ENV` names the environment.
+fn the_environment_is_active(manager: &str, lock: &str, venv: &str) {
+    let index = PyIndex::start();
+    index.publish("kiln-demo-lib", "1.0.0", &[]);
+    let image = Image::new(&format!("activation-{manager}"));
+    let dir = activation_project(manager, &index, &image, "");
+    let d = dir.path();
+
+    // The refresh's smoke test runs on the refreshed environment.
+    let run = kiln(d, &["refresh", "--commit"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stderr.contains(&format!("smoke: {venv} 1.0.0")),
+        "{run}"
+    );
+    assert!(read(d, lock).contains("kiln-demo-lib"), "{run}");
+
+    // The pinned build's smoke test, then the image.
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stderr.contains(&format!("smoke: {venv} 1.0.0")),
+        "{run}"
+    );
+    assert_eq!(
+        image.run(&[
+            "python3",
+            "-c",
+            "import kiln_demo_lib; print(kiln_demo_lib.__version__)"
+        ]),
+        "1.0.0"
+    );
+    assert_eq!(image.run(&["printenv", "VIRTUAL_ENV"]), venv);
+    assert!(
+        image
+            .run(&["printenv", "PATH"])
+            .starts_with(&format!("{venv}/bin:")),
+        "the environment first on PATH"
+    );
+    // The image still finds the base's tools.
+    assert!(image.run(&["ls", "/"]).contains("usr"));
+
+    // `activate = false`: the packages are installed, but plain python3 does not see them.
+    let off = Image::new(&format!("activation-{manager}-off"));
+    let dir = activation_project(manager, &index, &off, "activate = false");
+    let d = dir.path();
+    let run = kiln(d, &["refresh"]);
+    assert_eq!(
+        run.code, 1,
+        "the smoke test's python3 cannot import it: {run}"
+    );
+    assert!(
+        run.stderr.contains("No module named 'kiln_demo_lib'"),
+        "{run}"
+    );
+}
+
+#[test]
+fn uv_environment_is_active_in_the_smoke_test_and_the_image() {
+    the_environment_is_active("uv", "uv.lock", "/app/.venv");
+}
+
+#[test]
+fn pip_environment_is_active_in_the_smoke_test_and_the_image() {
+    the_environment_is_active("pip", "requirements.txt", "/opt/venv");
 }
 
 const NODE_PRE: &str = "apt-get update && apt-get install -y --no-install-recommends nodejs npm";

@@ -90,3 +90,82 @@ fn exports_a_whole_root_filesystem_to_a_directory() {
     assert!(files > 1000, "only {files} files exported");
     assert!(bytes > 100_000_000, "only {bytes} bytes exported");
 }
+
+#[test]
+fn output_exports_only_the_named_targets_not_their_dependencies() {
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    // `app` and `tool` build on `dep`; the default group names `app` and `tool` only.
+    let manifest = format!(
+        r#"version = 1
+[defaults]
+network = "none"
+[target.dep]
+from = "{BASE}"
+run = ["echo dep {unique} > /dep.txt"]
+[target.app]
+from = "target:dep"
+run = ["echo app > /app.txt"]
+[target.tool]
+from = "target:dep"
+run = ["echo tool > /tool.txt"]
+[group.default]
+targets = ["app", "tool"]
+"#
+    );
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("kiln.toml"), manifest).unwrap();
+    let kiln = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .args(["--progress", "plain"])
+            .current_dir(project.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("BUILDKIT_HOST")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let out = tempfile::tempdir().unwrap();
+
+    // One target named: its filesystem goes into DIR itself, its dependency nowhere.
+    let one = out.path().join("one");
+    let stdout = kiln(&["build", "app", "--output", one.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(one.join("app.txt")).unwrap(),
+        "app\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(one.join("dep.txt")).unwrap(),
+        format!("dep {unique}\n")
+    );
+    assert!(!one.join("dep").exists() && !one.join("app").exists());
+    assert!(
+        stdout.contains("dep: built (a dependency, kept in the build cache)")
+            && stdout.contains(&format!("app: exported to {}", one.display())),
+        "{stdout}"
+    );
+
+    // The default group: DIR/app and DIR/tool, and no DIR/dep.
+    let group = out.path().join("group");
+    kiln(&["build", "--output", group.to_str().unwrap()]);
+    let mut entries: Vec<String> = std::fs::read_dir(&group)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["app", "tool"]);
+    assert!(group.join("tool/tool.txt").exists() && !group.join("tool/app.txt").exists());
+}

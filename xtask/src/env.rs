@@ -24,6 +24,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("python3 -c 'import venv, ensurepip'", "python3-venv"),
     // The registry tests: a real registry on 127.0.0.1:5000.
     ("command -v docker-registry", "docker-registry"),
+    // The crash test: kills `kiln refresh --commit` at each file-system call (fault injection).
+    ("command -v strace", "strace"),
 ];
 
 fn have(check: &str) -> bool {

@@ -17,7 +17,7 @@ use kiln_buildkit::{
     Client, Endpoint, Event, FileOutput, LocalDir, ResolveMode, Returned, Session, SessionConfig,
     SolveRequest, Transfer,
 };
-use kiln_compile::{BaseConfigs, CA_BUNDLE_SECRET, CompiledTarget, EffectiveConfig};
+use kiln_compile::{BaseConfigs, CompiledTarget, EffectiveConfig};
 use kiln_graph::{PackagesMode, StageKind};
 use kiln_manifest::{Base, CaCertificates, Manifest, NetworkMode};
 use kiln_reference::Reference;
@@ -46,7 +46,9 @@ pub enum Goal {
 pub struct BuildOptions {
     /// Targets or groups (empty: the default group, else everything).
     pub targets: Vec<String>,
-    /// Export each selected target's filesystem into `DIR/<target>` instead of the image store.
+    /// Export the filesystem of each target named in `targets` (or of the default selection,
+    /// not the dependencies it pulls in) into `DIR/<target>` — into `DIR` itself when that is
+    /// one target — instead of the image store. Dependencies are built, and stay in the cache.
     pub output: Option<PathBuf>,
     pub goal: Goal,
     /// Solve even what `kiln.lock` says is up to date.
@@ -116,6 +118,30 @@ pub enum Progress {
         stage: &'static str,
         ok: bool,
     },
+    /// What became of a target: the last event about it.
+    Target(Outcome),
+    /// Something the user should know that is not an error.
+    Warning {
+        target: Option<String>,
+        message: String,
+    },
+}
+
+/// The end result of one target of a command, as reported in the last progress event about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    pub target: String,
+    /// `built`, `up-to-date`, `smoke-tested`, `exported`, `refreshed`, or `cache-only` (built
+    /// by a standalone buildkitd, but in no image store and not pushed: `--load`, `--push`).
+    pub status: &'static str,
+    /// The image name, when the target has one.
+    pub image: Option<String>,
+    /// The image id (config digest) in the engine's image store.
+    pub image_id: Option<String>,
+    /// The manifest digest the registry serves for the pushed image.
+    pub pushed: Option<String>,
+    /// Where the filesystem was exported (`--output`).
+    pub output: Option<PathBuf>,
 }
 
 /// Build the selected targets, calling `progress` as things happen.
@@ -149,9 +175,20 @@ pub(crate) fn build_loaded(
     } else {
         None
     };
+    // Zip artifacts are unpacked here and served as local sources until the build ends.
+    let artifacts = crate::artifacts::unpack(settings, &loaded.manifest, &selected)?;
     let job = Job {
         docker,
-        config: session_config(settings, &loaded.manifest, &selected, &loaded.lock_path)?,
+        exported: match options.output {
+            Some(_) => kiln_graph::Graph::named(&loaded.manifest, &options.targets)?,
+            None => Default::default(),
+        },
+        config: artifacts.serve(session_config(
+            settings,
+            &loaded.manifest,
+            &selected,
+            &loaded.lock_path,
+        )?),
         entitlements: entitlements(&loaded.manifest, &selected),
         endpoint,
         cwd: settings.cwd.clone(),
@@ -198,6 +235,8 @@ struct Job<'a> {
     cwd: PathBuf,
     loaded: &'a Loaded,
     selected: &'a [String],
+    /// With `BuildOptions::output`: the targets to export (what was named, not dependencies).
+    exported: std::collections::BTreeSet<String>,
     options: &'a BuildOptions,
 }
 
@@ -265,23 +304,30 @@ impl Job<'_> {
     }
 
     /// The image configs of the selected targets' base images, and the manifest digests they
-    /// resolved to, asked of the engine in one job.
+    /// resolved to, asked of the engine in one job. A base whose config says it is another
+    /// platform than its target asks for is an error, before any step runs.
     async fn resolve_bases(
         &self,
         client: &Client,
         tx: &Events,
     ) -> Result<(BaseConfigs, BTreeMap<Reference, String>), AppError> {
-        let mut wanted: BTreeMap<Reference, kiln_llb::Platform> = BTreeMap::new();
+        let mut wanted: BTreeMap<(Reference, String), kiln_llb::Platform> = BTreeMap::new();
         for name in self.selected {
             let target = &self.loaded.manifest.targets[name];
             if let (Base::Image(reference), Ok(platform)) = (&target.from, target.platform.parse())
             {
-                wanted.insert(reference.clone(), platform);
+                wanted.insert((reference.clone(), target.platform.clone()), platform);
             }
         }
         if wanted.is_empty() {
             return Ok(Default::default());
         }
+        // The builder's own platform, to tell "no such image" from "not for this platform".
+        let native: Option<kiln_llb::Platform> = client
+            .workers()
+            .await
+            .ok()
+            .and_then(|w| w.first()?.platforms.first().and_then(|p| p.parse().ok()));
         let session = self.session(client, None).await?;
         let request = SolveRequest {
             session: Some(session.id().to_string()),
@@ -291,11 +337,36 @@ impl Job<'_> {
             client.build(request, events, |gateway| async move {
                 let mut bases = BaseConfigs::new();
                 let mut digests = BTreeMap::new();
-                for (reference, platform) in wanted {
+                let mut platforms = BTreeMap::new();
+                for ((reference, asked), platform) in wanted {
                     let name = reference.to_string();
-                    let image = gateway
+                    let image = match gateway
                         .resolve_image_config(&name, &platform, ResolveMode::Default)
-                        .await?;
+                        .await
+                    {
+                        Ok(image) => image,
+                        Err(e) => {
+                            // The engine looks an image it has only for another platform (one
+                            // in Docker's local store, say) up in the registry; when that
+                            // fails, what it has for its own platform says why.
+                            let other = match &native {
+                                Some(n) if !kiln_compile::platform::serves(n, &platform) => gateway
+                                    .resolve_image_config(&name, n, ResolveMode::Default)
+                                    .await
+                                    .ok(),
+                                _ => None,
+                            };
+                            match other
+                                .and_then(|i| kiln_compile::platform::base_platform(&i.config))
+                            {
+                                Some(has) if !kiln_compile::platform::serves(&has, &platform) => {
+                                    platforms.insert((reference, asked), has);
+                                    continue;
+                                }
+                                _ => return Err(e),
+                            }
+                        }
+                    };
                     let config =
                         EffectiveConfig::from_image_config(&image.config).map_err(|e| {
                             kiln_buildkit::Error::Failed {
@@ -306,14 +377,58 @@ impl Job<'_> {
                     if let Some(digest) = image.digest {
                         digests.insert(reference.clone(), digest);
                     }
+                    if let Some(has) = kiln_compile::platform::base_platform(&image.config) {
+                        platforms.insert((reference.clone(), asked), has);
+                    }
                     bases.insert(reference, config);
                 }
-                Ok(((bases, digests), Returned::default()))
+                Ok(((bases, digests, platforms), Returned::default()))
             })
         })
         .await;
         session.close().await;
-        Ok(resolved?.0)
+        let (bases, digests, platforms) = resolved?.0;
+        self.check_platforms(&platforms)?;
+        Ok((bases, digests))
+    }
+
+    /// Every selected target's base is the platform the target asks for (by the base's image
+    /// config; a config that does not say is taken as it is).
+    fn check_platforms(
+        &self,
+        platforms: &BTreeMap<(Reference, String), kiln_llb::Platform>,
+    ) -> Result<(), AppError> {
+        let mut wrong = Vec::new();
+        for name in self.selected {
+            let target = &self.loaded.manifest.targets[name];
+            let Base::Image(reference) = &target.from else {
+                continue;
+            };
+            let (Some(has), Ok(asked)) = (
+                platforms.get(&(reference.clone(), target.platform.clone())),
+                target.platform.parse::<kiln_llb::Platform>(),
+            ) else {
+                continue;
+            };
+            if !kiln_compile::platform::serves(has, &asked) {
+                wrong.push(kiln_manifest::Diagnostic {
+                    location: target.location.clone(),
+                    key: format!("target.{name}.platform"),
+                    message: format!(
+                        "target `{name}` asks for platform {asked}, but its base image {reference} is {has}"
+                    ),
+                    expected: None,
+                    hint: Some(format!(
+                        "use a base image that has {asked} (a multi-platform image, or one built for it), or set `platform = \"{has}\"`"
+                    )),
+                });
+            }
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Manifest(kiln_manifest::Diagnostics(wrong)))
+        }
     }
 
     /// A session serving the contexts and secrets, and `output` as the local exporter's
@@ -401,17 +516,22 @@ impl Job<'_> {
         tx: Events,
     ) -> Result<Built, AppError> {
         let manifest_target = &self.loaded.manifest.targets[&target.name];
-        let output = self.options.output.as_ref().map(|dir| {
-            if self.selected.len() == 1 {
-                dir.clone()
-            } else {
-                dir.join(&target.name)
-            }
-        });
+        let output = self
+            .options
+            .output
+            .as_ref()
+            .filter(|_| self.exported.contains(&target.name))
+            .map(|dir| {
+                if self.exported.len() == 1 {
+                    dir.clone()
+                } else {
+                    dir.join(&target.name)
+                }
+            });
         let image_name = manifest_target
             .image
             .as_ref()
-            .filter(|_| output.is_none())
+            .filter(|_| self.options.output.is_none())
             .map(|i| i.to_string());
         let mut image_id = None;
         let mut pushed = None;
@@ -614,9 +734,11 @@ impl Job<'_> {
         }
     }
 
-    /// `Goal::Refresh` for one target: one gateway job solves its smoke test on the refreshed
-    /// packages (or, without a smoke test, the stage after the packages) and reads each lock
-    /// file out of that result. A target without packages has nothing to refresh.
+    /// `Goal::Refresh` for one target: one gateway job solves the refreshed packages, reads
+    /// each lock file out of that result, then solves its smoke test on them (or, without a
+    /// smoke test, the stage after the packages). When that fails, the error carries the lock
+    /// files it read, so `kiln refresh` can say which upgrades failed the test. A target
+    /// without packages has nothing to refresh.
     async fn refresh_target(
         &self,
         client: &Client,
@@ -631,11 +753,24 @@ impl Job<'_> {
         let Some(packages) = &manifest_target.packages else {
             return Ok(built);
         };
-        let state = target
-            .stage(StageKind::SmokeTest)
-            .or_else(|| target.stage(StageKind::Post))
-            .expect("every target has a post stage");
-        let definition = kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
+        let marshal = |kind: StageKind| match target.stage(kind) {
+            Some(state) => kiln_llb::marshal(state)
+                .map(Some)
+                .map_err(|e| AppError::Build(e.to_string())),
+            None => Ok(None),
+        };
+        let (Some(packages_definition), Some(definition)) = (
+            marshal(StageKind::PackagesRefresh)?,
+            match marshal(StageKind::SmokeTest)? {
+                Some(d) => Some(d),
+                None => marshal(StageKind::Post)?,
+            },
+        ) else {
+            return Err(AppError::Build(format!(
+                "{}: no packages-refresh or post stage was compiled",
+                target.name
+            )));
+        };
         let session = self.session(client, None).await?;
         let request = SolveRequest {
             session: Some(session.id().to_string()),
@@ -644,9 +779,11 @@ impl Job<'_> {
         };
         let dir = packages.dir.trim_end_matches('/').to_string();
         let locks = packages.lock.clone();
+        let read_before_test = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let slot = read_before_test.clone();
         let read = staged(&tx, &target.name, "refresh", |events| {
             client.build(request, events, |gateway| async move {
-                let result = gateway.solve(&definition).await?;
+                let result = gateway.solve(&packages_definition).await?;
                 let mut files = BTreeMap::new();
                 for lock in locks {
                     let path = format!("{dir}/{lock}");
@@ -660,13 +797,31 @@ impl Job<'_> {
                     })?;
                     files.insert(lock, data);
                 }
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(files.clone());
+                gateway.solve(&definition).await?;
                 Ok((files, Returned::default()))
             })
         })
         .await;
         built.context = session.transfer();
         session.close().await;
-        built.locks = read?.0;
+        built.locks = match read {
+            Ok((files, _)) => files,
+            Err(error) => {
+                let read = read_before_test
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                return Err(match (read, error) {
+                    (Some(locks), AppError::Build(message)) => AppError::RefreshTestFailed {
+                        target: target.name.clone(),
+                        locks,
+                        message,
+                    },
+                    (_, error) => error,
+                });
+            }
+        };
         Ok(built)
     }
 }
@@ -892,8 +1047,9 @@ fn remember(event: &Event, seen: &mut Seen) {
     }
 }
 
-/// Every selected target's context, its ignore files, the CA bundle secret and registry
-/// credentials.
+/// Every selected target's context, its ignore files, its CA bundle and `[secrets]` (each
+/// under the target's own secret ids) and registry credentials. A secret whose environment
+/// variable is unset or whose file cannot be read is an error here, before any solve.
 fn session_config(
     settings: &Settings,
     manifest: &Manifest,
@@ -928,10 +1084,82 @@ fn session_config(
                 action: "read CA bundle",
                 source,
             })?;
-            config.secrets.insert(CA_BUNDLE_SECRET.to_string(), data);
+            if let Some(id) = kiln_compile::ca_bundle_secret(name, &target.ca_certificates) {
+                config.secrets.insert(id, data);
+            }
         }
     }
+    let mut missing = Vec::new();
+    for name in selected {
+        for secret in manifest.targets[name].secrets.values() {
+            match secret_value(settings, secret) {
+                Ok(data) => {
+                    config
+                        .secrets
+                        .insert(kiln_compile::secret_id(name, &secret.name), data);
+                }
+                Err((message, hint)) => {
+                    // Quoted as in the manifest's own messages when not a bare key.
+                    let bare = secret
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    let key = if bare {
+                        secret.name.clone()
+                    } else {
+                        format!("{:?}", secret.name)
+                    };
+                    missing.push(kiln_manifest::Diagnostic {
+                        location: secret.location.clone(),
+                        key: format!("target.{name}.secrets.{key}"),
+                        message,
+                        expected: None,
+                        hint: Some(hint),
+                    })
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort_by(|a, b| a.location.cmp(&b.location));
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(missing)));
+    }
     Ok(config)
+}
+
+/// A secret's value: its environment variable (from `Settings.env`, never the process's own)
+/// or its file. Else what is wrong and a hint.
+fn secret_value(
+    settings: &Settings,
+    secret: &kiln_manifest::Secret,
+) -> Result<Vec<u8>, (String, String)> {
+    match &secret.source {
+        kiln_manifest::SecretSource::Env(var) => settings
+            .env
+            .get(var)
+            .map(|v| v.as_bytes().to_vec())
+            .ok_or_else(|| {
+                (
+                    format!(
+                        "secret `{}` comes from the environment variable `{var}`, which is not set",
+                        secret.name
+                    ),
+                    format!("set `{var}` for kiln, e.g. `{var}=… kiln build`"),
+                )
+            }),
+        kiln_manifest::SecretSource::File(path) => {
+            std::fs::read(settings.cwd.join(path)).map_err(|e| {
+                (
+                    format!(
+                        "secret `{}` comes from the file `{}`, which cannot be read: {e}",
+                        secret.name,
+                        path.display()
+                    ),
+                    "a relative `file` is relative to the manifest's directory".to_string(),
+                )
+            })
+        }
+    }
 }
 
 /// The exclude patterns of a context's `.dockerignore` and `.kilnignore`, plus `kiln.lock`

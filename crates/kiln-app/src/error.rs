@@ -32,6 +32,14 @@ pub enum AppError {
     /// A build failed: the daemon reported an error, or the connection to it broke.
     #[error("error: {0}")]
     Build(String),
+    /// A refresh resolved new lock files (`locks`, as read out of the build), but the smoke
+    /// test (or what follows the packages) failed on them; `message` says how.
+    #[error("error: {message}")]
+    RefreshTestFailed {
+        target: String,
+        locks: std::collections::BTreeMap<String, Vec<u8>>,
+        message: String,
+    },
     /// Interrupted (Ctrl-C): in-flight solves were cancelled.
     #[error("error: interrupted; the in-flight build was cancelled")]
     Interrupted,

@@ -9,6 +9,10 @@
 //! equals the one `kiln.lock` recorded, its base is pinned, and the engine still has the
 //! recorded image under the target's name. An unpinned base always solves.
 //!
+//! Beside the hash, `kiln.lock` records a short digest of each part of it (the manifest entry,
+//! each base pin, each context pattern's files, each dependency, the planned LLB), so that
+//! `kiln check --locked` can say which input changed.
+//!
 //! `kiln.lock` and the up-to-date check trust only what can be verified: a Docker Engine's
 //! image store (the engine that built the image, or the one `--load` loaded it into) and a
 //! registry's digest for a pushed tag. An image only in a standalone buildkitd's cache is
@@ -25,12 +29,57 @@ use sha2::{Digest, Sha256};
 
 use crate::{AppError, BuildOptions, Goal, Loaded, Progress, Settings, Stored, load};
 
+/// Waits for and takes the lock that serialises kiln's read-merge-replace of `kiln.lock`
+/// (an flock on its directory), so concurrent commands do not lose each other's entries.
+pub(crate) fn lock_kiln_lock(path: &Path) -> Result<kiln_lock::DirLock, AppError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    kiln_lock::lock_dir(dir).map_err(|source| AppError::Io {
+        path: dir.to_path_buf(),
+        action: "lock the directory of kiln.lock in",
+        source,
+    })
+}
+
 /// The inputs of one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
     pub hash: String,
     /// Whether every base image it rests on is pinned in `kiln.lock`.
     pub pinned: bool,
+    /// A short digest of each part of the inputs, as `kiln.lock` records them (see [`Part`]).
+    pub parts: BTreeMap<String, String>,
+}
+
+/// The names of the parts of a target's inputs (keys of [`Inputs::parts`]).
+pub(crate) struct Part;
+
+impl Part {
+    /// The manifest entry after profile and vars, without its place in the file.
+    const MANIFEST: &'static str = "manifest";
+    /// The LLB planned for its smoke-test and image stages, and its image config.
+    const LLB: &'static str = "llb";
+    /// Context directories that only lead to included files (their modes).
+    const DIRS: &'static str = "dirs";
+    /// `base:REF`: how `kiln.lock` pins its base image.
+    const BASE: &'static str = "base:";
+    /// `image:REF`: how `kiln.lock` pins an image it copies from.
+    const IMAGE: &'static str = "image:";
+    /// `file:PATTERN`: the context files one include pattern selects.
+    const FILE: &'static str = "file:";
+    /// `dep:TARGET`: the inputs of a target it builds on.
+    const DEP: &'static str = "dep:";
+}
+
+/// The part digest kiln.lock keeps: 16 hex digits of a SHA-256 (only ever compared with the
+/// same part's earlier digest; the inputs hash itself is the full digest).
+fn short(data: impl AsRef<[u8]>) -> String {
+    hex::encode(&Sha256::digest(data)[..8])
+}
+
+/// The part of a target's inputs that reads files, before dependencies and base pins.
+pub(crate) struct Own {
+    hasher: Sha256,
+    parts: BTreeMap<String, String>,
 }
 
 /// Where `kiln.lock` lives: next to the first manifest.
@@ -60,33 +109,106 @@ pub fn read_kiln_lock(path: &Path) -> Result<KilnLock, AppError> {
 /// The part of each target's inputs that reads files — its planned LLB, config and context
 /// files — as a hasher that [`inputs`] finishes with dependencies and base pins, so the
 /// context is read once however often the pins change.
-pub fn own_inputs(
+pub(crate) fn own_inputs(
     settings: &Settings,
     loaded: &Loaded,
     compiled: &[CompiledTarget],
-) -> Result<BTreeMap<String, Sha256>, AppError> {
+) -> Result<BTreeMap<String, Own>, AppError> {
     let mut out = BTreeMap::new();
     for target in compiled {
         let manifest_target = &loaded.manifest.targets[&target.name];
         let mut h = Sha256::new();
+        let mut llb = Sha256::new();
         h.update(b"kiln-inputs/1\n");
         for kind in [StageKind::SmokeTest, StageKind::Image] {
             if let Some(digest) = target.stage(kind).and_then(|s| s.digest()) {
                 h.update(format!("{}={digest}\n", kind.as_str()));
+                llb.update(format!("{}={digest}\n", kind.as_str()));
             }
         }
         h.update(target.config.to_json());
         h.update(b"\n");
+        llb.update(target.config.to_json());
+        let mut parts = BTreeMap::from([
+            (Part::LLB.to_string(), hex::encode(&llb.finalize()[..8])),
+            (
+                Part::MANIFEST.to_string(),
+                short(manifest_entry(manifest_target, &loaded.lock)),
+            ),
+        ]);
         let context = settings.cwd.join(&manifest_target.context);
         hash_context(
             &mut h,
+            &mut parts,
             &context,
             &target.context_includes,
             &loaded.lock_path,
         )?;
-        out.insert(target.name.clone(), h);
+        out.insert(target.name.clone(), Own { hasher: h, parts });
     }
     Ok(out)
+}
+
+/// The manifest entry as it decides the build: its JSON without where it is declared (file,
+/// line, directories) or the tag it gets, and with the digests `kiln.lock` pins taken off its
+/// image references (those are the `base:` and `image:` parts).
+fn manifest_entry(target: &kiln_manifest::Target, lock: &KilnLock) -> String {
+    let unpinned = |r: &kiln_reference::Reference| {
+        let bare = r.without_digest();
+        match lock.base(&bare.to_string()) {
+            Some(pin) if pin.digest.as_deref() == r.digest() => bare,
+            _ => r.clone(),
+        }
+    };
+    let mut target = target.clone();
+    if let Base::Image(r) = &mut target.from {
+        *r = unpinned(r);
+    }
+    for copy in &mut target.copy {
+        if let kiln_manifest::CopySource::Image(r) = &mut copy.from {
+            *r = unpinned(r);
+        }
+    }
+    let mut value = serde_json::to_value(&target).unwrap_or_default();
+    if let Some(entry) = value.as_object_mut() {
+        // Paths depend on where kiln runs from; what is in them is hashed on its own.
+        for key in ["manifest-dir", "context", "image"] {
+            entry.remove(key);
+        }
+        if let Some(ca) = entry
+            .get_mut("ca-certificates")
+            .and_then(|v| v.as_object_mut())
+        {
+            ca.remove("path");
+        }
+    }
+    drop_locations(&mut value);
+    value.to_string()
+}
+
+/// Remove every `location` key, at any depth.
+fn drop_locations(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("location");
+            map.values_mut().for_each(drop_locations);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_locations),
+        _ => {}
+    }
+}
+
+/// How `kiln.lock` pins `reference` (digest and image id), as a part digest.
+fn pin_part(lock: &KilnLock, reference: &kiln_reference::Reference) -> String {
+    let name = reference.without_digest().to_string();
+    match lock.base(&name) {
+        Some(base) if base.digest.is_some() || base.image_id.is_some() => short(format!(
+            "{name}@{}/{}",
+            base.digest.as_deref().unwrap_or(""),
+            base.image_id.as_deref().unwrap_or("")
+        )),
+        _ => "unpinned".to_string(),
+    }
 }
 
 /// The inputs of every compiled target (compiled in dependency order): its own part, its
@@ -94,20 +216,34 @@ pub fn own_inputs(
 pub fn inputs(
     loaded: &Loaded,
     compiled: &[CompiledTarget],
-    own: &BTreeMap<String, Sha256>,
+    own: &BTreeMap<String, Own>,
     lock: &KilnLock,
 ) -> BTreeMap<String, Inputs> {
     let mut out: BTreeMap<String, Inputs> = BTreeMap::new();
     for target in compiled {
         let manifest_target = &loaded.manifest.targets[&target.name];
-        let mut h = own[&target.name].clone();
+        let mut h = own[&target.name].hasher.clone();
+        let mut parts = own[&target.name].parts.clone();
         let mut pinned = true;
-        for dep in loaded.graph.depends_on(&target.name) {
-            let dep = &out[dep];
+        for dep_name in loaded.graph.depends_on(&target.name) {
+            let dep = &out[dep_name];
             h.update(format!("dep={}\n", dep.hash));
             pinned &= dep.pinned;
+            parts.insert(format!("{}{dep_name}", Part::DEP), short(&dep.hash));
+        }
+        for copy in &manifest_target.copy {
+            if let kiln_manifest::CopySource::Image(reference) = &copy.from {
+                parts.insert(
+                    format!("{}{}", Part::IMAGE, reference.without_digest()),
+                    pin_part(lock, reference),
+                );
+            }
         }
         if let Base::Image(reference) = &manifest_target.from {
+            parts.insert(
+                format!("{}{}", Part::BASE, reference.without_digest()),
+                pin_part(lock, reference),
+            );
             let name = reference.without_digest().to_string();
             match lock.base(&name) {
                 Some(base) if base.digest.is_some() || base.image_id.is_some() => {
@@ -121,15 +257,24 @@ pub fn inputs(
             }
         }
         let hash = format!("sha256:{}", hex::encode(h.finalize()));
-        out.insert(target.name.clone(), Inputs { hash, pinned });
+        out.insert(
+            target.name.clone(),
+            Inputs {
+                hash,
+                pinned,
+                parts,
+            },
+        );
     }
     out
 }
 
 /// Path, mode and content of every context file matching `includes` (minus the context's
-/// ignore files), in walk order.
+/// ignore files), in walk order, into `h`; and into `parts`, each include pattern's own files
+/// (`file:PATTERN`) and the directories that only lead to them (`dirs`).
 fn hash_context(
     h: &mut Sha256,
+    parts: &mut BTreeMap<String, String>,
     context: &Path,
     includes: &[String],
     kiln_lock: &Path,
@@ -137,6 +282,15 @@ fn hash_context(
     if includes.is_empty() {
         return Ok(());
     }
+    let bad_pattern = |e: kiln_fsutil::Error| AppError::Build(format!("context pattern: {e}"));
+    let mut per_pattern = Vec::with_capacity(includes.len());
+    for pattern in includes {
+        let matcher =
+            kiln_fsutil::Patterns::new(std::slice::from_ref(pattern)).map_err(bad_pattern)?;
+        per_pattern.push((pattern, matcher, Sha256::new()));
+    }
+    let mut dirs = Sha256::new();
+    let mut any_dirs = false;
     let filter = kiln_fsutil::Filter {
         include: includes.to_vec(),
         exclude: crate::build::ignored(context, kiln_lock),
@@ -148,21 +302,121 @@ fn hash_context(
         ))
     })?;
     for entry in entries {
-        h.update(format!(
+        let mut line = format!(
             "{}\0{:o}\0{}\0",
             entry.path_rel, entry.stat.mode, entry.stat.linkname
-        ));
+        )
+        .into_bytes();
         if entry.is_requestable() {
             let data = std::fs::read(&entry.abs).map_err(|source| AppError::Io {
                 path: entry.abs.clone(),
                 action: "read",
                 source,
             })?;
-            h.update(Sha256::digest(&data));
+            line.extend_from_slice(&Sha256::digest(&data));
         }
-        h.update(b"\n");
+        line.push(b'\n');
+        h.update(&line);
+        let mut matched = false;
+        for (_, matcher, part) in &mut per_pattern {
+            if matcher.matches(&entry.path_rel) {
+                part.update(&line);
+                matched = true;
+            }
+        }
+        if !matched {
+            dirs.update(&line);
+            any_dirs = true;
+        }
+    }
+    for (pattern, _, part) in per_pattern {
+        parts.insert(
+            format!("{}{pattern}", Part::FILE),
+            hex::encode(&part.finalize()[..8]),
+        );
+    }
+    if any_dirs {
+        parts.insert(Part::DIRS.to_string(), hex::encode(&dirs.finalize()[..8]));
     }
     Ok(())
+}
+
+/// Which parts of `target`'s inputs differ between `recorded` (in `kiln.lock`) and `now`, in
+/// words, most telling first; `None` when `kiln.lock` recorded no parts (written by an older
+/// kiln).
+pub(crate) fn changed_parts(
+    target: &kiln_manifest::Target,
+    recorded: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Option<Vec<String>> {
+    if recorded.is_empty() {
+        return None;
+    }
+    let differs = |key: &str| recorded.get(key) != now.get(key);
+    let both = |key: &str| recorded.contains_key(key) && now.contains_key(key);
+    let mut out = Vec::new();
+    if differs(Part::MANIFEST) {
+        out.push(format!(
+            "its manifest entry `[target.{}]` ({})",
+            target.name, target.location
+        ));
+    }
+    let keys: std::collections::BTreeSet<&String> = recorded.keys().chain(now.keys()).collect();
+    let pinned = |key: &str| match now.get(key).map(String::as_str) {
+        Some("unpinned") => "no longer pinned in kiln.lock",
+        _ if recorded.get(key).map(String::as_str) == Some("unpinned") => {
+            "pinned in kiln.lock since"
+        }
+        _ => "pinned to another digest in kiln.lock",
+    };
+    for key in keys.iter().filter(|k| differs(k) && both(k)) {
+        if let Some(reference) = key.strip_prefix(Part::BASE) {
+            out.push(format!("its base `{reference}` ({})", pinned(key)));
+        } else if let Some(reference) = key.strip_prefix(Part::IMAGE) {
+            out.push(format!(
+                "image `{reference}` it copies from ({})",
+                pinned(key)
+            ));
+        }
+    }
+    for key in keys.iter().filter(|k| differs(k) && both(k)) {
+        if let Some(dep) = key.strip_prefix(Part::DEP) {
+            out.push(format!("target `{dep}`, which it builds on"));
+        }
+    }
+    let packages = target.packages.as_ref();
+    for key in keys.iter().filter(|k| differs(k)) {
+        let Some(pattern) = key.strip_prefix(Part::FILE) else {
+            continue;
+        };
+        if !now.contains_key(key.as_str()) {
+            continue;
+        }
+        let is = |list: Option<&Vec<String>>| {
+            list.is_some_and(|l| l.iter().any(|f| f.trim_start_matches("./") == pattern))
+        };
+        let what = if is(packages.map(|p| &p.lock)) {
+            format!("lock file `{pattern}`")
+        } else if is(packages.map(|p| &p.files)) {
+            format!("package file `{pattern}`")
+        } else if pattern == "**" {
+            "files of the context".to_string()
+        } else {
+            format!("context file(s) `{pattern}`")
+        };
+        out.push(if recorded.contains_key(key.as_str()) {
+            what
+        } else {
+            format!("{what} (newly read)")
+        });
+    }
+    if differs(Part::DIRS) && both(Part::DIRS) {
+        out.push("the modes of context directories".to_string());
+    }
+    if out.is_empty() && differs(Part::LLB) {
+        out.push("the LLB kiln plans for it (a different kiln version?)".to_string());
+    }
+    Some(out)
 }
 
 /// `kiln build` / `kiln smoke-test`: solve what is not up to date, then (for `build`) record
@@ -173,6 +427,12 @@ pub fn build_images(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
+    if let Some(message) = crate::git::recover(&settings.cwd)? {
+        progress(Progress::Warning {
+            target: None,
+            message,
+        });
+    }
     let (selected, compiled) = loaded.compile(&options.targets)?;
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
@@ -199,12 +459,22 @@ pub fn build_images(
             .collect();
         if fresh.len() == selected.len() {
             for t in &selected {
-                let recorded = lock.target(t).expect("up to date means recorded");
+                let Some(recorded) = lock.target(t) else {
+                    continue;
+                };
                 out.push_str(&format!(
                     "{t}: {} ({}) up to date\n",
                     recorded.image.as_deref().unwrap_or("-"),
                     recorded.image_id.as_deref().unwrap_or("-")
                 ));
+                progress(Progress::Target(crate::Outcome {
+                    target: t.clone(),
+                    status: "up-to-date",
+                    image: recorded.image.clone(),
+                    image_id: recorded.image_id.clone(),
+                    pushed: recorded.digest.clone(),
+                    output: None,
+                }));
             }
             return Ok(out);
         }
@@ -212,7 +482,17 @@ pub fn build_images(
 
     let built = crate::build::build_loaded(settings, &loaded, options, progress)?;
     for b in &built {
-        out.push_str(&built_line(options.goal, b));
+        out.push_str(&built_line(options.goal, options.output.is_some(), b));
+        if let (Stored::BuilderCache, Some(image)) = (&b.stored, &b.image) {
+            progress(Progress::Warning {
+                target: Some(b.target.clone()),
+                message: format!(
+                    "{image} is only in the builder's cache (a standalone buildkitd keeps no \
+                     image store kiln can use); --load loads it into the Docker Engine, --push \
+                     pushes it to its registry"
+                ),
+            });
+        }
     }
     // A failed push stops here: kiln.lock records nothing.
     let pushed = if options.push && options.output.is_none() {
@@ -220,6 +500,22 @@ pub fn build_images(
     } else {
         BTreeMap::new()
     };
+    let outcomes: Vec<crate::Outcome> = built
+        .iter()
+        .map(|b| crate::Outcome {
+            target: b.target.clone(),
+            status: match (options.goal, &b.output, &b.stored) {
+                (Goal::SmokeTest, ..) => "smoke-tested",
+                (_, Some(_), _) => "exported",
+                (_, None, Stored::BuilderCache) => "cache-only",
+                _ => "built",
+            },
+            image: b.image.clone(),
+            image_id: b.image_id.clone(),
+            pushed: pushed.get(&b.target).cloned(),
+            output: b.output.clone(),
+        })
+        .collect();
     if options.goal == Goal::Image && options.output.is_none() {
         let mut lock = lock;
         for b in &built {
@@ -238,6 +534,16 @@ pub fn build_images(
                 });
             }
         }
+        // Another kiln may have recorded its targets since this one read kiln.lock: re-read
+        // it under a lock on its directory and merge in only this build's bases and targets.
+        let _held = lock_kiln_lock(&lock_path)?;
+        let mut current = read_kiln_lock(&lock_path)?;
+        for b in &built {
+            if let Some(base) = b.base.as_ref().and_then(|(r, _)| lock.base(r)) {
+                current.set_base(base.clone());
+            }
+        }
+        let mut lock = current;
         // Inputs again: the bases just pinned are part of them.
         let inputs = self::inputs(&loaded, &compiled, &own, &lock);
         for b in &built {
@@ -257,6 +563,7 @@ pub fn build_images(
                 image_id: b.image_id.clone(),
                 digest,
                 inputs: inputs[&b.target].hash.clone(),
+                parts: inputs[&b.target].parts.clone(),
             });
         }
         let text = lock.to_toml();
@@ -274,17 +581,25 @@ pub fn build_images(
             ));
         }
     }
+    for outcome in outcomes {
+        progress(Progress::Target(outcome));
+    }
     Ok(out)
 }
 
 /// What `kiln build` says of one built target: where its image is, truthfully. An image only
-/// in a standalone buildkitd's cache gets a warning, never an image id (there is none anyone
-/// could use); a pushed one is reported by the push.
-fn built_line(goal: Goal, b: &crate::Built) -> String {
+/// in a standalone buildkitd's cache never gets an image id (there is none anyone could use);
+/// a pushed one is reported by the push.
+/// `exporting`: the build exports to a directory (`--output`), so a target that was not
+/// exported is a dependency the named ones needed.
+fn built_line(goal: Goal, exporting: bool, b: &crate::Built) -> String {
     let t = &b.target;
     match (goal, &b.output, &b.image, &b.image_id, &b.stored) {
         (Goal::SmokeTest, ..) => format!("{t}: smoke test passed\n"),
         (_, Some(dir), ..) => format!("{t}: exported to {}\n", dir.display()),
+        (_, None, ..) if exporting => {
+            format!("{t}: built (a dependency, kept in the build cache)\n")
+        }
         (_, None, Some(image), Some(id), Stored::Loaded { socket }) => format!(
             "{t}: {image} ({id}), loaded into the Docker Engine at unix://{}\n",
             socket.display()
@@ -292,11 +607,10 @@ fn built_line(goal: Goal, b: &crate::Built) -> String {
         (_, None, Some(image), Some(id), Stored::Engine) => format!("{t}: {image} ({id})\n"),
         // `push_all` says where it went.
         (_, None, Some(_), _, Stored::Registry) => String::new(),
-        (_, None, Some(image), _, Stored::BuilderCache) => format!(
-            "warning: {t}: {image} is only in the builder's cache (a standalone buildkitd \
-             keeps no image store kiln can use); --load loads it into the Docker Engine, \
-             --push pushes it to its registry\n"
-        ),
+        // With a warning (see `build_images`).
+        (_, None, Some(image), _, Stored::BuilderCache) => {
+            format!("{t}: {image} built, only in the builder's cache\n")
+        }
         _ => format!("{t}: built (no `image` name, kept in the build cache)\n"),
     }
 }
@@ -457,10 +771,11 @@ mod tests {
             stored,
             ..Built::default()
         };
-        let engine = built_line(Goal::Image, &built(Stored::Engine, Some("sha256:1")));
+        let engine = built_line(Goal::Image, false, &built(Stored::Engine, Some("sha256:1")));
         assert_eq!(engine, "hello: docker.io/x/hello:1 (sha256:1)\n");
         let loaded = built_line(
             Goal::Image,
+            false,
             &built(
                 Stored::Loaded {
                     socket: "/var/run/docker.sock".into(),
@@ -472,17 +787,15 @@ mod tests {
             loaded.ends_with("loaded into the Docker Engine at unix:///var/run/docker.sock\n"),
             "{loaded}"
         );
-        // Only in a buildkitd's cache: a warning that says so, no image id, nothing claimed.
-        let cached = built_line(Goal::Image, &built(Stored::BuilderCache, None));
-        assert!(
-            cached
-                .starts_with("warning: hello: docker.io/x/hello:1 is only in the builder's cache"),
-            "{cached}"
+        // Only in a buildkitd's cache: says so, no image id, nothing claimed.
+        let cached = built_line(Goal::Image, false, &built(Stored::BuilderCache, None));
+        assert_eq!(
+            cached,
+            "hello: docker.io/x/hello:1 built, only in the builder's cache\n"
         );
-        assert!(
-            cached.contains("--load") && !cached.contains("sha256"),
-            "{cached}"
+        assert_eq!(
+            built_line(Goal::Image, false, &built(Stored::Registry, None)),
+            ""
         );
-        assert_eq!(built_line(Goal::Image, &built(Stored::Registry, None)), "");
     }
 }

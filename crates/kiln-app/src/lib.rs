@@ -2,6 +2,7 @@
 //! The CLI crate parses arguments into [`Settings`] and calls these; everything a command prints
 //! is returned as data so it can be tested without a terminal.
 
+mod artifacts;
 mod build;
 mod builder;
 mod discover;
@@ -12,19 +13,19 @@ mod images;
 mod paths;
 mod pin;
 mod plan;
-mod progress;
 mod refresh;
+mod trust;
 
-pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Progress, Stored, build};
+pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, Stored, build};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
 pub use error::AppError;
 pub use images::{Inputs, build_images, kiln_lock_path};
+pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
-pub use progress::{ProgressFormat, Renderer};
 pub use refresh::{RefreshOptions, refresh};
 
 use std::collections::BTreeMap;
@@ -48,6 +49,30 @@ pub struct Settings {
     pub env: BTreeMap<String, String>,
     /// `--builder` and its TLS files.
     pub builder: BuilderOptions,
+    /// Where commands leave warnings for the caller to print (on stderr).
+    pub warnings: Warnings,
+    /// `--allow fs.read=PATH`: local paths outside their repository the manifests may read.
+    pub allow_read: Vec<PathBuf>,
+}
+
+/// Problems that do not stop a command, e.g. a profile override that rewrites nothing; the
+/// caller prints them. Clones share one list.
+#[derive(Debug, Clone, Default)]
+pub struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// Add `warning` unless it is there already (a command may load the manifests twice).
+    pub fn push(&self, warning: String) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.contains(&warning) {
+            list.push(warning);
+        }
+    }
+
+    /// The warnings so far, in the order found; the list is emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Manifests read, resolved and laid out as a graph.
@@ -102,6 +127,14 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
         env: settings.env.clone(),
     };
     let mut manifest = kiln_manifest::load(&sources, &options).map_err(AppError::Manifest)?;
+    for warning in &manifest.warnings {
+        settings.warnings.push(warning.to_string());
+    }
+    // Before anything reads a context or bundle, and before any solve.
+    let outside = trust::check_reads(settings, &manifest);
+    if !outside.is_empty() {
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(outside)));
+    }
     let graph = Graph::build(&manifest, mode).map_err(AppError::Graph)?;
     let lock_path = images::kiln_lock_path(&settings.cwd, &files);
     let lock = images::read_kiln_lock(&lock_path)?;
@@ -144,7 +177,9 @@ fn apply_pins(manifest: &mut Manifest, lock: &kiln_lock::KilnLock) {
 /// Returns a one-line summary on success.
 pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
-    let problems = paths::check_paths(&settings.cwd, &loaded.manifest);
+    let recovered = git::recover(&settings.cwd)?.map(|m| format!("note: {m}\n"));
+    let mut problems = paths::check_paths(&settings.cwd, &loaded.manifest);
+    problems.extend(artifacts::check(&settings.cwd, &loaded.manifest));
     if !problems.is_empty() {
         return Err(AppError::Manifest(kiln_manifest::Diagnostics(problems)));
     }
@@ -158,7 +193,8 @@ pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
     let targets = loaded.manifest.targets.len();
     let files = loaded.files.len();
     Ok(format!(
-        "ok: {targets} target{} in {files} manifest{}{}",
+        "{}ok: {targets} target{} in {files} manifest{}{}",
+        recovered.unwrap_or_default(),
         if targets == 1 { "" } else { "s" },
         if files == 1 { "" } else { "s" },
         if locked {
@@ -198,9 +234,17 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
             None => problems.push(format!(
                 "target `{name}`: not in {lock_file}; run `kiln build {name}`"
             )),
-            Some(recorded) if recorded.inputs != inputs[name].hash => problems.push(format!(
-                "target `{name}`: its inputs changed since {lock_file} was written (manifest entry, package or lock files, copied files, or base pin); run `kiln build {name}`"
-            )),
+            Some(recorded) if recorded.inputs != inputs[name].hash => {
+                let which =
+                    match images::changed_parts(target, &recorded.parts, &inputs[name].parts) {
+                        Some(parts) if !parts.is_empty() => parts.join(", "),
+                        _ => "manifest entry, package or lock files, copied files, or base pin"
+                            .to_string(),
+                    };
+                problems.push(format!(
+                    "target `{name}`: its inputs changed since {lock_file} was written: {which}; run `kiln build {name}`"
+                ))
+            }
             Some(_) => {}
         }
         if let Some(packages) = &target.packages {

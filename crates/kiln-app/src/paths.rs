@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
-use kiln_manifest::{CaCertificates, CopySource, Diagnostic, Location, Manifest};
+use kiln_manifest::{CaCertificates, CopySource, Diagnostic, Location, Manifest, SecretSource};
 
-/// One diagnostic per missing context, copy source, package file, artifact, test file or CA
-/// bundle. Globs are not expanded; a path containing `*`, `?` or `[` is skipped.
+/// One diagnostic per missing context, copy source, package file, artifact, test file, CA
+/// bundle or secret file (a secret from the environment is only needed by a build). Globs are
+/// not expanded; a path containing `*`, `?` or `[` is skipped.
 pub(crate) fn check_paths(cwd: &Path, manifest: &Manifest) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     for (name, target) in &manifest.targets {
@@ -65,6 +66,17 @@ pub(crate) fn check_paths(cwd: &Path, manifest: &Manifest) -> Vec<Diagnostic> {
                     key("ca-certificates"),
                     format!("CA bundle `{}` does not exist", path.display()),
                 ));
+            }
+        }
+        for secret in target.secrets.values() {
+            if let SecretSource::File(path) = &secret.source {
+                if !cwd.join(path).is_file() {
+                    problems.push(missing(
+                        &secret.location,
+                        key(&format!("secrets.{}", secret.name)),
+                        format!("secret file `{}` does not exist", path.display()),
+                    ));
+                }
             }
         }
     }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use kiln_compile::CompiledTarget;
 use kiln_graph::StageKind;
-use kiln_manifest::{Base, Manifest, Rewrite};
+use kiln_manifest::{Base, Manifest, OverrideRule, Rewrite};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
@@ -25,6 +25,8 @@ struct PlanDoc<'a> {
     mode: PackagesMode,
     profile: Option<&'a str>,
     rewrites: &'a [Rewrite],
+    /// The profile's override rules in the order tried, with what each matched.
+    overrides: &'a [OverrideRule],
     targets: Vec<TargetDoc<'a>>,
 }
 
@@ -76,11 +78,18 @@ pub fn plan_llb(settings: &Settings, stage: &str, mode: PackagesMode) -> Result<
         Some((t, k)) => (t, k),
         None => (stage, "image"),
     };
+    if let Some(group) = loaded.manifest.groups.get(target) {
+        return Err(AppError::Usage(format!(
+            "`{target}` is a group, not a target: --llb writes one stage of one target\n  hint: name one of its targets: {}",
+            group.targets.join(", ")
+        )));
+    }
     let (_, compiled) = loaded.compile(&[target.to_string()])?;
-    let compiled = compiled
-        .iter()
-        .find(|c| c.name == target)
-        .expect("selected target is compiled");
+    let Some(compiled) = compiled.iter().find(|c| c.name == target) else {
+        return Err(AppError::Usage(format!(
+            "`{target}` is not a target; --llb takes TARGET or TARGET/STAGE"
+        )));
+    };
     let available = || {
         compiled
             .stages
@@ -164,6 +173,7 @@ fn document<'a>(
         mode,
         profile: manifest.profile.as_deref(),
         rewrites: &manifest.rewrites,
+        overrides: &manifest.overrides,
         targets,
     }
 }
@@ -171,9 +181,27 @@ fn document<'a>(
 fn text(doc: &PlanDoc) -> String {
     let mut out = String::new();
     if let Some(profile) = doc.profile {
-        let _ = writeln!(out, "profile {profile}");
-        for r in doc.rewrites {
-            let _ = writeln!(out, "  {} {}: {} → {}", r.target, r.field, r.old, r.new);
+        let _ = writeln!(
+            out,
+            "profile {profile}: image-overrides, each matched against the normalised reference"
+        );
+        for rule in doc.overrides {
+            let normalised = match &rule.normalised {
+                Some(n) if *n != rule.rule => format!(" (= {n})"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  {}{normalised}  {}", rule.rule, rule.location);
+            for r in doc.rewrites.iter().filter(|r| r.rule == rule.rule) {
+                let _ = writeln!(out, "    {} {}: {} → {}", r.target, r.field, r.old, r.new);
+            }
+            if rule.matched == 0 {
+                let tried = if rule.missed.is_empty() {
+                    "no reference reached it".to_string()
+                } else {
+                    format!("tried on {}", rule.missed.join(", "))
+                };
+                let _ = writeln!(out, "    matches nothing: {tried}");
+            }
         }
     }
     for t in &doc.targets {

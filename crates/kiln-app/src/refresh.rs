@@ -1,7 +1,8 @@
 //! `kiln refresh`: re-resolve packages inside the build, smoke-test the refreshed image, and
 //! only when that passes replace the lock files in the tree (atomically) and say what changed;
-//! `--commit` commits exactly those files. Nothing is touched before the build succeeds, and
-//! a lock file with uncommitted edits is never overwritten.
+//! `--commit` commits exactly those files (crash-safely, `git::commit_refresh`). Nothing is
+//! touched before the build succeeds, and a lock file with uncommitted edits is never
+//! overwritten.
 
 use std::path::PathBuf;
 
@@ -38,6 +39,12 @@ pub fn refresh(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Refresh)?;
+    if let Some(message) = git::recover(&settings.cwd)? {
+        progress(Progress::Warning {
+            target: None,
+            message,
+        });
+    }
     let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
     let lock_files: Vec<PathBuf> = selected
         .iter()
@@ -84,70 +91,53 @@ pub fn refresh(
         goal: Goal::Refresh,
         ..BuildOptions::default()
     };
-    let built = crate::build::build_loaded(settings, &loaded, &build, progress)?;
+    let built = match crate::build::build_loaded(settings, &loaded, &build, progress) {
+        Ok(built) => built,
+        // Say what the refresh tried: the change list it would have written, above the
+        // failure (which ends with the failing step's output).
+        Err(AppError::RefreshTestFailed {
+            target,
+            locks,
+            message,
+        }) => {
+            let (first, rest) = message.split_once('\n').unwrap_or((&message, ""));
+            let mut tried = String::new();
+            for r in compare(settings, &loaded, &target, &locks) {
+                for line in describe(settings, &r).lines() {
+                    tried.push_str(&format!("\n    {line}"));
+                }
+            }
+            return Err(AppError::Build(
+                format!("{first}\n  the refresh tried (nothing was written):{tried}\n{rest}")
+                    .trim_end()
+                    .to_string(),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
 
     let mut refreshed = Vec::new();
     for b in &built {
-        let target = &loaded.manifest.targets[&b.target];
-        for (lock, data) in &b.locks {
-            let path = settings.cwd.join(&target.context).join(lock);
-            let old = std::fs::read(&path).ok();
-            let changed = old.as_deref() != Some(data.as_slice());
-            let changes = LockFormat::for_file(lock).and_then(|format| {
-                let new = kiln_lock::pins(format, &String::from_utf8_lossy(data)).ok()?;
-                let old = match &old {
-                    Some(old) => kiln_lock::pins(format, &String::from_utf8_lossy(old)).ok()?,
-                    None => Default::default(),
-                };
-                Some(kiln_lock::diff(&old, &new))
-            });
-            refreshed.push(Refreshed {
-                target: b.target.clone(),
-                path,
-                data: data.clone(),
-                changed,
-                changes,
-            });
-        }
+        refreshed.extend(compare(settings, &loaded, &b.target, &b.locks));
     }
 
+    pause_before_writing(settings);
     let mut out = String::new();
     let mut written = Vec::new();
     for r in &refreshed {
-        let shown = relative(settings, &r.path);
+        out.push_str(&describe(settings, r));
         if !r.changed {
-            out.push_str(&format!("{}: {} unchanged\n", r.target, shown.display()));
             continue;
         }
-        match &r.changes {
-            Some(c) if !c.is_empty() => {
-                out.push_str(&format!(
-                    "{}: {} ({})\n",
-                    r.target,
-                    shown.display(),
-                    c.summary()
-                ));
-                for line in c.to_string().lines() {
-                    out.push_str(&format!("  {line}\n"));
-                }
-            }
-            _ if !r.path.exists() => {
-                out.push_str(&format!("{}: {} created\n", r.target, shown.display()))
-            }
-            _ => out.push_str(&format!(
-                "{}: {} rewritten (same versions)\n",
-                r.target,
-                shown.display()
-            )),
-        }
-        if !options.dry_run {
+        // With --commit, the files are written as part of the commit (git::commit_refresh).
+        if !options.dry_run && !options.commit {
             kiln_lock::write_atomic(&r.path, &r.data).map_err(|source| AppError::Io {
                 path: r.path.clone(),
                 action: "write",
                 source,
             })?;
-            written.push(r.path.clone());
         }
+        written.push((r.path.clone(), r.data.clone()));
     }
     if options.dry_run {
         out.push_str("dry run: nothing written\n");
@@ -157,15 +147,95 @@ pub fn refresh(
             out.push_str("nothing changed: no commit\n");
         } else {
             let message = commit_message(&refreshed, settings);
-            let id = git::commit_files(repo, &written, &message)?;
-            out.push_str(&format!(
-                "committed {} ({} file(s))\n",
-                &id[..12],
-                written.len()
-            ));
+            match git::commit_refresh(repo, &written, &message)? {
+                None => out.push_str("nothing to commit: HEAD already has these lock files\n"),
+                Some(id) => out.push_str(&format!(
+                    "committed {} ({} file(s))\n",
+                    id.get(..12).unwrap_or(&id),
+                    written.len()
+                )),
+            }
         }
     }
     Ok(out)
+}
+
+/// Each refreshed lock file of `target` (as read out of the build) against the one in the tree.
+fn compare(
+    settings: &Settings,
+    loaded: &crate::Loaded,
+    target: &str,
+    locks: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Vec<Refreshed> {
+    let Some(manifest_target) = loaded.manifest.targets.get(target) else {
+        return Vec::new();
+    };
+    let mut refreshed = Vec::new();
+    for (lock, data) in locks {
+        let path = settings.cwd.join(&manifest_target.context).join(lock);
+        let old = std::fs::read(&path).ok();
+        let changed = old.as_deref() != Some(data.as_slice());
+        let changes = LockFormat::for_file(lock).and_then(|format| {
+            let new = kiln_lock::pins(format, &String::from_utf8_lossy(data)).ok()?;
+            let old = match &old {
+                Some(old) => kiln_lock::pins(format, &String::from_utf8_lossy(old)).ok()?,
+                None => Default::default(),
+            };
+            Some(kiln_lock::diff(&old, &new))
+        });
+        refreshed.push(Refreshed {
+            target: target.to_string(),
+            path,
+            data: data.clone(),
+            changed,
+            changes,
+        });
+    }
+    refreshed
+}
+
+/// What happened to one lock file: `TARGET: FILE (summary)` and a line per change, `created`,
+/// `rewritten (same versions)` or `unchanged`.
+fn describe(settings: &Settings, r: &Refreshed) -> String {
+    let shown = relative(settings, &r.path);
+    let mut out = String::new();
+    if !r.changed {
+        out.push_str(&format!("{}: {} unchanged\n", r.target, shown.display()));
+        return out;
+    }
+    match &r.changes {
+        Some(c) if !c.is_empty() => {
+            out.push_str(&format!(
+                "{}: {} ({})\n",
+                r.target,
+                shown.display(),
+                c.summary()
+            ));
+            for line in c.to_string().lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        _ if !r.path.exists() => {
+            out.push_str(&format!("{}: {} created\n", r.target, shown.display()))
+        }
+        _ => out.push_str(&format!(
+            "{}: {} rewritten (same versions)\n",
+            r.target,
+            shown.display()
+        )),
+    }
+    out
+}
+
+/// Test hook: with `KILN_TEST_PAUSE_BEFORE_WRITE=MARKER`, write this process's id to MARKER and
+/// wait for a line on stdin before the write-and-commit phase, so a test can attach strace
+/// (`strace -p PID -e inject=…:signal=KILL:when=N`) and kill kiln at each of its calls.
+fn pause_before_writing(settings: &Settings) {
+    if let Some(marker) = settings.env.get("KILN_TEST_PAUSE_BEFORE_WRITE") {
+        if std::fs::write(marker, std::process::id().to_string()).is_ok() {
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
+    }
 }
 
 /// `kiln refresh: …` with every change, for the commit.

@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_app::{AppError, PackagesMode, PlanFormat, Settings};
 
+mod progress;
+
+use progress::{ProgressFormat, Renderer};
+
 /// kiln: build container images from a TOML manifest on BuildKit, with a package-lock
 /// lifecycle (refresh, pinned build, smoke test) written back to git.
 #[derive(Parser)]
@@ -43,6 +47,10 @@ struct Cli {
     /// Name the builder's certificate must carry (default: the host of the URL).
     #[arg(long, global = true, value_name = "NAME")]
     tls_server_name: Option<String>,
+    /// Let the manifests read local files outside the repository that holds them (contexts,
+    /// CA bundles, secret files), below PATH (repeatable).
+    #[arg(long = "allow", global = true, value_name = "fs.read=PATH", value_parser = parse_allow)]
+    allow: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,8 +96,8 @@ enum Command {
         /// Solve even targets that kiln.lock says are up to date.
         #[arg(long)]
         force: bool,
-        /// Export the filesystem to DIR (DIR/TARGET with several targets) instead of loading
-        /// an image; works on any builder.
+        /// Export the named targets' filesystems to DIR (DIR/TARGET when several are named;
+        /// dependencies are built, not exported) instead of loading an image; any builder.
         #[arg(long, value_name = "DIR", conflicts_with = "push")]
         output: Option<PathBuf>,
         /// Push each image to its registry and record the pushed digest in kiln.lock.
@@ -122,6 +130,11 @@ enum Command {
     Engine {
         #[command(subcommand)]
         action: EngineAction,
+    },
+    /// Print a shell completion script, e.g. `kiln completion bash > ~/.local/share/bash-completion/completions/kiln`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -157,6 +170,15 @@ enum Mode {
     Refresh,
 }
 
+fn parse_allow(s: &str) -> Result<PathBuf, String> {
+    match s.strip_prefix("fs.read=") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(format!(
+            "expected fs.read=PATH (the only entitlement kiln grants), got `{s}`"
+        )),
+    }
+}
+
 fn parse_set(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -164,14 +186,33 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The process environment; a variable whose name or value is not UTF-8 cannot be a manifest
+/// variable or a setting, so it is left out (and said, since a user may wonder).
+fn environment() -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+    let mut env = std::collections::BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        match (key.into_string(), value.into_string()) {
+            (Ok(k), Ok(v)) => {
+                env.insert(k, v);
+            }
+            (Ok(k), Err(_)) => skipped.push(k),
+            (Err(k), _) => skipped.push(k.to_string_lossy().into_owned()),
+        }
+    }
+    (env, skipped)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = matches!(cli.progress, ProgressArg::Json);
+    let (env, skipped) = environment();
     let settings = Settings {
         files: cli.files,
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         profile: cli.profile,
         set: cli.set,
-        env: std::env::vars().collect(),
+        env,
         builder: kiln_app::BuilderOptions {
             url: cli.builder,
             tls_ca: cli.tls_ca,
@@ -179,8 +220,21 @@ fn main() -> ExitCode {
             tls_key: cli.tls_key,
             tls_server_name: cli.tls_server_name,
         },
+        warnings: kiln_app::Warnings::default(),
+        allow_read: cli.allow,
     };
     let progress = cli.progress;
+    if !skipped.is_empty() {
+        let message = format!(
+            "ignoring environment variables that are not UTF-8: {}",
+            skipped.join(", ")
+        );
+        if json {
+            eprintln!("{}", progress::json_warning(&message));
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
     let result = match cli.command {
         Command::Check { locked } => {
             kiln_app::check(&settings, locked).map(|s| Output::Text(s + "\n"))
@@ -231,6 +285,16 @@ fn main() -> ExitCode {
             EngineAction::Down => kiln_app::engine_down(&settings),
         }
         .map(|s| Output::Text(s + "\n")),
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "kiln",
+                &mut script,
+            );
+            Ok(Output::Text(String::from_utf8_lossy(&script).into_owned()))
+        }
         Command::Plan {
             targets,
             format,
@@ -255,9 +319,17 @@ fn main() -> ExitCode {
             }
         }
     };
+    // What the command found that is not an error (e.g. an override rule that matches nothing).
+    for warning in settings.warnings.take() {
+        if json {
+            eprintln!("{}", progress::json_warning(&warning));
+        } else {
+            eprintln!("warning: {warning}");
+        }
+    }
     match result {
-        Ok(output) => write_output(output),
-        Err(err) => fail(&err),
+        Ok(output) => write_output(output, json),
+        Err(err) => fail(&err, json),
     }
 }
 
@@ -272,23 +344,29 @@ fn with_progress(
     work: impl FnOnce(&mut dyn FnMut(kiln_app::Progress)) -> Result<String, AppError>,
 ) -> Result<Output, AppError> {
     let format = match progress {
-        ProgressArg::Auto if std::io::stderr().is_terminal() => kiln_app::ProgressFormat::Tty,
-        ProgressArg::Tty => kiln_app::ProgressFormat::Tty,
-        ProgressArg::Auto | ProgressArg::Plain => kiln_app::ProgressFormat::Plain,
-        ProgressArg::Json => kiln_app::ProgressFormat::Json,
+        ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressFormat::Tty,
+        ProgressArg::Tty => ProgressFormat::Tty,
+        ProgressArg::Auto | ProgressArg::Plain => ProgressFormat::Plain,
+        ProgressArg::Json => ProgressFormat::Json,
     };
-    let mut renderer = kiln_app::Renderer::new(format);
+    let mut renderer = Renderer::new(format);
     let result = work(&mut |p: kiln_app::Progress| {
-        let mut err = std::io::stderr().lock();
-        for line in renderer.render(&p) {
-            let _ = writeln!(err, "{line}");
+        // Render first, then take stderr's lock only to write: in tty mode indicatif draws from
+        // its own ticker thread, which holds its state while it waits for stderr, so holding
+        // stderr while calling into indicatif deadlocks.
+        let lines = renderer.render(&p);
+        if !lines.is_empty() {
+            let mut err = std::io::stderr().lock();
+            for line in lines {
+                let _ = writeln!(err, "{line}");
+            }
         }
     });
     renderer.finish();
     result.map(Output::Text)
 }
 
-fn write_output(output: Output) -> ExitCode {
+fn write_output(output: Output, json: bool) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let bytes = match &output {
         Output::Text(s) => s.as_bytes(),
@@ -296,7 +374,7 @@ fn write_output(output: Output) -> ExitCode {
             if stdout.is_terminal() {
                 return fail(&AppError::Usage(
                     "refusing to write binary LLB to a terminal\n  hint: redirect it to a file or pipe it, e.g. `kiln plan --llb app | buildctl build`".into(),
-                ));
+                ), json);
             }
             b.as_slice()
         }
@@ -305,13 +383,24 @@ fn write_output(output: Output) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: cannot write output: {e}");
+            let message = format!("error: cannot write output: {e}");
+            if json {
+                eprintln!("{}", progress::json_error(&message, 2));
+            } else {
+                eprintln!("{message}");
+            }
             ExitCode::from(2)
         }
     }
 }
 
-fn fail(err: &AppError) -> ExitCode {
-    eprintln!("{err}");
-    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
+/// Say what failed (as a JSON event with `--progress json`) and exit with its code.
+fn fail(err: &AppError, json: bool) -> ExitCode {
+    let code = err.exit_code();
+    if json {
+        eprintln!("{}", progress::json_error(&err.to_string(), code));
+    } else {
+        eprintln!("{err}");
+    }
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -45,11 +45,10 @@ impl EffectiveConfig {
         if let Some(cmd) = &manifest.cmd {
             out.cmd = Some(cmd.clone());
         }
+        // Like one Dockerfile `ENV A=… B=…`: every value refers to the environment before it.
         for (k, v) in &manifest.env {
-            match out.env.iter_mut().find(|(key, _)| key == k) {
-                Some(entry) => entry.1 = v.clone(),
-                None => out.env.push((k.clone(), v.clone())),
-            }
+            let v = expand(v, &self.env);
+            set_env(&mut out.env, k, v);
         }
         if manifest.workdir.is_some() {
             out.workdir = manifest.workdir.clone();
@@ -65,6 +64,29 @@ impl EffectiveConfig {
         out.exposed_ports.sort();
         out.labels
             .extend(manifest.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out
+    }
+
+    /// This config with the environment (a venv) at `dir` active, as `ENV VIRTUAL_ENV=dir
+    /// PATH=dir/bin:$PATH` would make it: `dir/bin` first on `PATH` (not twice when it already
+    /// is first).
+    pub fn activate(&self, dir: &str) -> EffectiveConfig {
+        let dir = match dir.trim_end_matches('/') {
+            "" => "/",
+            d => d,
+        };
+        let bin = format!("{}/bin", dir.trim_end_matches('/'));
+        let path = lookup(&self.env, "PATH");
+        let path = if path.split(':').next() == Some(bin.as_str()) {
+            path.to_string()
+        } else if path.is_empty() {
+            bin
+        } else {
+            format!("{bin}:{path}")
+        };
+        let mut out = self.clone();
+        set_env(&mut out.env, "VIRTUAL_ENV", dir.to_string());
+        set_env(&mut out.env, "PATH", path);
         out
     }
 
@@ -147,6 +169,143 @@ impl EffectiveConfig {
     /// Canonical JSON (keys in a fixed order), as hashed into the image stage's config digest.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("config serialises")
+    }
+}
+
+/// Set `key` in an ordered environment: in place when present, else at the end.
+fn set_env(env: &mut Vec<(String, String)>, key: &str, value: String) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value,
+        None => env.push((key.to_string(), value)),
+    }
+}
+
+/// `name`'s value in `env`: empty when unset, except `PATH`, which every process gets anyway
+/// ([`kiln_llb::DEFAULT_PATH`], what BuildKit and Docker give a process whose image sets none).
+fn lookup<'e>(env: &'e [(String, String)], name: &str) -> &'e str {
+    match env.iter().rev().find(|(k, _)| k == name) {
+        Some((_, v)) => v,
+        None if name == "PATH" => kiln_llb::DEFAULT_PATH,
+        None => "",
+    }
+}
+
+/// `value` with references to the environment `env` expanded, as Dockerfile `ENV` does:
+///
+/// - `$NAME` and `${NAME}` (NAME: a letter or `_`, then letters, digits and `_`) become the
+///   variable's value; an unset variable is empty, except `PATH` (see [`lookup`]);
+/// - `${NAME:-word}` is `word` when NAME is unset or empty, `${NAME:+word}` is `word` when it
+///   is set and not empty (`word` is expanded too);
+/// - `\$` is a literal `$`;
+/// - anything else stays as written: a `$` not followed by a name (`$1`, `$`, `${1}`, an
+///   unterminated `${A`) and every other backslash.
+///
+/// Pure and total: the same inputs give the same string, and no input is an error.
+pub fn expand(value: &str, env: &[(String, String)]) -> String {
+    if !value.contains('$') {
+        return value.to_string();
+    }
+    let mut x = Expander {
+        s: value,
+        i: 0,
+        env,
+    };
+    x.word(false)
+}
+
+struct Expander<'a> {
+    s: &'a str,
+    i: usize,
+    env: &'a [(String, String)],
+}
+
+impl<'a> Expander<'a> {
+    fn rest(&self) -> &'a str {
+        self.s.get(self.i..).unwrap_or("")
+    }
+
+    /// Text up to the end, or (`in_braces`) up to the `}` that closes the enclosing `${`,
+    /// which is left for the caller.
+    fn word(&mut self, in_braces: bool) -> String {
+        let mut out = String::new();
+        while let Some(c) = self.rest().chars().next() {
+            match c {
+                '}' if in_braces => break,
+                '\\' if self.rest().starts_with("\\$") => {
+                    out.push('$');
+                    self.i += 2;
+                }
+                '$' => {
+                    let text = self.dollar();
+                    out.push_str(&text);
+                }
+                c => {
+                    out.push(c);
+                    self.i += c.len_utf8();
+                }
+            }
+        }
+        out
+    }
+
+    /// The expansion of the reference at `$`; a lone `$` when none starts there.
+    fn dollar(&mut self) -> String {
+        let start = self.i;
+        self.i += 1;
+        let literal = |x: &mut Self| {
+            x.i = start + 1;
+            "$".to_string()
+        };
+        if !self.rest().starts_with('{') {
+            return match self.name() {
+                "" => literal(self),
+                name => lookup(self.env, name).to_string(),
+            };
+        }
+        self.i += 1;
+        let name = self.name();
+        if name.is_empty() {
+            return literal(self);
+        }
+        let rest = self.rest();
+        if rest.starts_with('}') {
+            self.i += 1;
+            return lookup(self.env, name).to_string();
+        }
+        let op = if rest.starts_with(":-") {
+            '-'
+        } else if rest.starts_with(":+") {
+            '+'
+        } else {
+            return literal(self);
+        };
+        self.i += 2;
+        let word = self.word(true);
+        if !self.rest().starts_with('}') {
+            return literal(self);
+        }
+        self.i += 1;
+        let value = lookup(self.env, name);
+        match (op, value.is_empty()) {
+            ('-', true) | ('+', false) => word,
+            ('-', false) => value.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// The variable name at the cursor (possibly empty), consumed.
+    fn name(&mut self) -> &'a str {
+        let rest = self.rest();
+        let mut len = 0;
+        for (n, c) in rest.char_indices() {
+            let ok = c == '_' || c.is_ascii_alphabetic() || (n > 0 && c.is_ascii_digit());
+            if !ok {
+                break;
+            }
+            len = n + 1;
+        }
+        self.i += len;
+        rest.get(..len).unwrap_or("")
     }
 }
 

@@ -5,8 +5,9 @@
 
 mod config;
 mod managers;
+pub mod platform;
 
-pub use config::{BaseConfigs, EffectiveConfig};
+pub use config::{BaseConfigs, EffectiveConfig, expand};
 pub use managers::{ManagerSpec, spec};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,13 +15,33 @@ use std::collections::{BTreeMap, BTreeSet};
 use kiln_graph::{Graph, PackagesMode, StageId, StageKind};
 use kiln_llb::{CacheSharing, CopyOptions, Exec, FileActions, LocalOptions, Mount, NetMode, State};
 use kiln_manifest::{
-    Base, CaCertificates, CopySource, Manifest, NetworkMode, Packages, SmokeTest, Target,
+    Activate, Base, CaCertificates, CopySource, Manifest, NetworkMode, Packages, SmokeTest, Target,
 };
 
 /// Where the CA bundle secret is mounted inside RUN steps.
 pub const CA_BUNDLE_PATH: &str = "/run/kiln/ca-certificates.crt";
-/// The secret id the session serves the CA bundle under.
-pub const CA_BUNDLE_SECRET: &str = "kiln.ca-certificates";
+
+/// The secret id the session serves a target's CA bundle under, if it has one: the host's
+/// bundle is the same for every target (one id, so identical steps of different targets still
+/// share the cache); a bundle file gets an id of its target's own, since targets built
+/// together may trust different files.
+pub fn ca_bundle_secret(target: &str, ca: &CaCertificates) -> Option<String> {
+    match ca {
+        CaCertificates::None => None,
+        CaCertificates::Host => Some("kiln.ca-certificates".to_string()),
+        CaCertificates::Path(_) => Some(format!("kiln.ca-certificates/{target}")),
+    }
+}
+
+/// Where a target's `[secrets]` are mounted inside RUN steps: `/run/secrets/NAME`.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// The secret id the session serves `target`'s secret `name` under: per target, so two
+/// targets with a secret of the same name from different sources each get their own. `/`
+/// is in neither a target nor a secret name, so ids never collide.
+pub fn secret_id(target: &str, name: &str) -> String {
+    format!("kiln.secret/{target}/{name}")
+}
 /// Environment variables pointed at the CA bundle for RUN steps only.
 pub const CA_BUNDLE_ENV: [&str; 5] = [
     "SSL_CERT_FILE",
@@ -29,6 +50,13 @@ pub const CA_BUNDLE_ENV: [&str; 5] = [
     "NODE_EXTRA_CA_CERTS",
     "CURL_CA_BUNDLE",
 ];
+
+/// The local source a zip artifact is served as: kiln unpacks `target`'s `index`-th artifact
+/// on the client into a directory the session serves under this name (BuildKit can only
+/// unpack tar archives). Not a valid target name, so it never clashes with a context.
+pub fn artifact_source(target: &str, index: usize) -> String {
+    format!("{target}:artifact-{index}")
+}
 
 /// Why a target could not be lowered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,6 +185,7 @@ fn compile_target(
         config: &config,
         includes: Default::default(),
         local_unique,
+        env: std::cell::RefCell::new(config.env.clone()),
     };
 
     let mut stages = Vec::new();
@@ -167,12 +196,25 @@ fn compile_target(
         });
     };
 
-    // pre: from + run, with the image's env and workdir in effect (as Dockerfile ENV/WORKDIR).
-    let mut state = config.apply_to_state(&base_state);
+    // pre: from + run, with the image's env in effect (as Dockerfile ENV). The steps run in the
+    // workdir the base gives; the manifest's workdir is made after them, as a Dockerfile
+    // WORKDIR after the RUNs: root-owned when new, left as it is when a step made it (a
+    // `useradd -m -d /app` keeps its home). BuildKit would create an exec's missing cwd as root
+    // before the step, so it must not be the steps' cwd.
+    let mut state = config
+        .apply_to_state(&base_state)
+        .with_cwd(inherited.workdir.as_deref().unwrap_or("/"));
     for (i, cmd) in target.run.iter().enumerate() {
         let exec = lower.exec(cmd, &format!("[{}/pre {}] {cmd}", target.name, i + 1));
         state = state.run(exec).root();
     }
+    if let Some(dir) = target.config.workdir.as_deref().filter(|d| *d != "/") {
+        let mkdir = FileActions::default()
+            .mkdir(dir, 0o755, true)
+            .name(&format!("[{}/pre] workdir {dir}", target.name));
+        state = state.file(mkdir);
+    }
+    state = state.with_cwd(config.workdir.as_deref().unwrap_or("/"));
     push(StageKind::Pre, &state);
 
     if let Some(packages) = &target.packages {
@@ -183,6 +225,21 @@ fn compile_target(
         state = lower.packages(&state, packages, kind);
         push(kind, &state);
     }
+    // From here on the packages' environment is active, as `ENV VIRTUAL_ENV=… PATH=…/bin:$PATH`
+    // after the install would make it: in the smoke test, the image and whatever builds on it.
+    let config = match target.packages.as_ref().and_then(environment) {
+        Some(dir) => {
+            let active = config.activate(&dir);
+            for key in ["VIRTUAL_ENV", "PATH"] {
+                if let Some((k, v)) = active.env.iter().find(|(k, _)| k == key) {
+                    state = state.with_env(k, v);
+                }
+            }
+            *lower.env.borrow_mut() = active.env.clone();
+            active
+        }
+        None => config.clone(),
+    };
 
     // post: copies and artifacts.
     let mut actions = FileActions::default();
@@ -192,7 +249,13 @@ fn compile_target(
         .iter()
         .filter(|c| c.from == CopySource::Context)
         .map(|c| include_pattern(&c.src))
-        .chain(target.artifacts.iter().map(|a| include_pattern(&a.src)))
+        .chain(
+            target
+                .artifacts
+                .iter()
+                .filter(|a| !a.is_zip())
+                .map(|a| include_pattern(&a.src)),
+        )
         .collect();
     let context = lower.context(context_includes);
     for copy in &target.copy {
@@ -220,14 +283,50 @@ fn compile_target(
         actions = actions.copy(&source, &src, &copy.dest, opts);
         any = true;
     }
-    for artifact in &target.artifacts {
-        let opts = CopyOptions {
-            create_dest_path: true,
-            attempt_unpack: true,
-            ..CopyOptions::default()
-        };
-        let src = format!("/{}", artifact.src.trim_start_matches("./"));
-        actions = actions.copy(&context, &src, &artifact.extract_to, opts);
+    for (i, artifact) in target.artifacts.iter().enumerate() {
+        let chown = artifact.chown.as_deref().map(config::parse_chown);
+        if artifact.is_zip() {
+            // Unpacked by kiln into a local source of its own; the archive's bytes still count
+            // among the context files the target reads (its inputs hash).
+            lower
+                .includes
+                .borrow_mut()
+                .insert(include_pattern(&artifact.src));
+            let opts = CopyOptions {
+                create_dest_path: true,
+                dir_copy_contents: true,
+                chown,
+                ..CopyOptions::default()
+            };
+            let unpacked = lower.artifact(i);
+            actions = actions.copy(&unpacked, "/", &artifact.extract_to, opts);
+        } else {
+            let src = format!("/{}", artifact.src.trim_start_matches("./"));
+            let unpack = CopyOptions {
+                create_dest_path: true,
+                attempt_unpack: true,
+                ..CopyOptions::default()
+            };
+            match chown {
+                None => actions = actions.copy(&context, &src, &artifact.extract_to, unpack),
+                // BuildKit's unpacking keeps the owners in the tar (chown only reaches the
+                // directory it creates), so unpack into scratch and copy that with the owner.
+                Some(chown) => {
+                    let unpacked = State::scratch().file(
+                        FileActions::default()
+                            .copy(&context, &src, "/", unpack)
+                            .name(&format!("[{}/post] unpack {}", target.name, artifact.src)),
+                    );
+                    let opts = CopyOptions {
+                        create_dest_path: true,
+                        dir_copy_contents: true,
+                        chown: Some(chown),
+                        ..CopyOptions::default()
+                    };
+                    actions = actions.copy(&unpacked, "/", &artifact.extract_to, opts);
+                }
+            }
+        }
         any = true;
     }
     if any {
@@ -256,10 +355,14 @@ struct Lowering<'a> {
     /// Every include pattern the target's context sources use.
     includes: std::cell::RefCell<BTreeSet<String>>,
     local_unique: Option<&'a str>,
+    /// The environment in effect for the next RUN steps (the config's, then with the packages'
+    /// environment active): what build-env values expand against.
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Lowering<'_> {
-    /// A RUN step: `/bin/sh -c cmd` with build-env, network mode and the CA bundle.
+    /// A RUN step: `/bin/sh -c cmd` with build-env, network mode, the CA bundle and the
+    /// target's secrets (mounted read-only; only their ids are in the LLB, never a value).
     fn exec(&self, cmd: &str, name: &str) -> Exec {
         let mut exec = Exec::shell(cmd)
             .name(name)
@@ -268,13 +371,25 @@ impl Lowering<'_> {
                 NetworkMode::Host => NetMode::Host,
                 NetworkMode::None => NetMode::None,
             });
-        for (k, v) in &self.target.build_env {
-            exec = exec.env(k, v);
+        let env = self.env.borrow();
+        // The manager's defaults, below build-env and the config env in effect.
+        let defaults = self
+            .target
+            .packages
+            .as_ref()
+            .map_or(&[][..], |p| managers::spec(p.manager).env);
+        for (k, v) in defaults {
+            if !self.target.build_env.contains_key(*k) && !env.iter().any(|(e, _)| e == k) {
+                exec = exec.env(k, v);
+            }
         }
-        if self.target.ca_certificates != CaCertificates::None {
+        for (k, v) in &self.target.build_env {
+            exec = exec.env(k, &config::expand(v, &env));
+        }
+        if let Some(id) = ca_bundle_secret(&self.target.name, &self.target.ca_certificates) {
             exec = exec.mount(Mount::Secret {
                 dest: CA_BUNDLE_PATH.to_string(),
-                id: CA_BUNDLE_SECRET.to_string(),
+                id,
                 uid: 0,
                 gid: 0,
                 mode: 0o444,
@@ -283,6 +398,17 @@ impl Lowering<'_> {
             for var in CA_BUNDLE_ENV {
                 exec = exec.env(var, CA_BUNDLE_PATH);
             }
+        }
+        for name in self.target.secrets.keys() {
+            exec = exec.mount(Mount::Secret {
+                dest: format!("{SECRETS_DIR}/{name}"),
+                id: secret_id(&self.target.name, name),
+                uid: 0,
+                gid: 0,
+                // Readable by the smoke test, which runs as the image's user.
+                mode: 0o444,
+                optional: false,
+            });
         }
         exec
     }
@@ -304,6 +430,23 @@ impl Lowering<'_> {
                     .local_unique
                     .map(|u| format!("{u}:{}", self.target.name)),
                 name: Some(format!("[{}] context", self.target.name)),
+                ..LocalOptions::default()
+            },
+        )
+    }
+
+    /// The directory kiln unpacked the target's `index`-th artifact (a zip) into.
+    fn artifact(&self, index: usize) -> State {
+        let name = artifact_source(&self.target.name, index);
+        State::local(
+            &name,
+            &LocalOptions {
+                shared_key_hint: Some(name.clone()),
+                unique: self.local_unique.map(|u| format!("{u}:{name}")),
+                name: Some(format!(
+                    "[{}] artifact {index} (unpacked)",
+                    self.target.name
+                )),
                 ..LocalOptions::default()
             },
         )
@@ -391,10 +534,16 @@ impl Lowering<'_> {
             .with_cwd(self.config.workdir.as_deref().unwrap_or("/"))
     }
 
+    /// The smoke test runs where the app is: the workdir, else the packages' directory (where
+    /// a manager installed them), else `/`; its files are copied there.
     fn smoke_test(&self, state: &State, smoke: &SmokeTest) -> State {
         let t = &self.target.name;
-        let workdir = self.config.workdir.as_deref().unwrap_or("/");
-        let mut state = state.clone();
+        let workdir = match (&self.config.workdir, &self.target.packages) {
+            (Some(dir), _) => dir.as_str(),
+            (None, Some(packages)) => packages.dir.as_str(),
+            (None, None) => "/",
+        };
+        let mut state = state.with_cwd(workdir);
         if !smoke.copy.is_empty() {
             let context = self.context(smoke.copy.iter().map(|c| include_pattern(c)).collect());
             let mut actions = FileActions::default();
@@ -403,7 +552,11 @@ impl Lowering<'_> {
                 actions = actions.copy(
                     &context,
                     &format!("/{rel}"),
-                    &format!("{}/{}", workdir.trim_end_matches('/'), rel),
+                    &format!(
+                        "{}/{}",
+                        workdir.trim_end_matches('/'),
+                        rel.trim_start_matches('/')
+                    ),
                     CopyOptions {
                         create_dest_path: true,
                         allow_wildcard: true,
@@ -423,6 +576,20 @@ impl Lowering<'_> {
         }
         state
     }
+}
+
+/// The directory of the environment `packages` installs into and the manifest activates, if any.
+fn environment(packages: &Packages) -> Option<String> {
+    let dir = match &packages.activate {
+        Activate::Off => return None,
+        Activate::Manager => managers::spec(packages.manager).venv?,
+        Activate::Dir(dir) => dir.as_str(),
+    };
+    if dir.starts_with('/') {
+        return Some(dir.to_string());
+    }
+    let rel = dir.trim_start_matches("./").trim_end_matches('/');
+    Some(format!("{}/{rel}", packages.dir.trim_end_matches('/')))
 }
 
 /// A short stable key for a set of include patterns (FNV-1a, hex).

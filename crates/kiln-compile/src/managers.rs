@@ -17,6 +17,13 @@ pub struct ManagerSpec {
     pub install: &'static str,
     /// Cache mount target for the tool's download cache (`None`: no cache mount).
     pub cache_dir: Option<&'static str>,
+    /// The environment the install puts the packages in, made active (`PATH`, `VIRTUAL_ENV`)
+    /// after it unless the manifest says `activate = false`: relative to the packages `dir`,
+    /// or absolute. `None`: the manager makes no environment to activate.
+    pub venv: Option<&'static str>,
+    /// Environment every RUN step of a target that uses this manager gets, unless the
+    /// manifest's `build-env` or the config env in effect sets the variable.
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 const UV: ManagerSpec = ManagerSpec {
@@ -25,6 +32,14 @@ const UV: ManagerSpec = ManagerSpec {
     refresh: "uv lock --upgrade && uv sync --frozen --no-dev",
     install: "uv sync --locked --no-dev",
     cache_dir: Some("/root/.cache/uv"),
+    // uv's project environment.
+    venv: Some(".venv"),
+    env: &[
+        // The cache is a cache mount, another file system: hardlinks from it cannot work.
+        ("UV_LINK_MODE", "copy"),
+        // The image's python3, never one downloaded by uv.
+        ("UV_PYTHON_DOWNLOADS", "never"),
+    ],
 };
 
 const PIP: ManagerSpec = ManagerSpec {
@@ -33,30 +48,25 @@ const PIP: ManagerSpec = ManagerSpec {
     refresh: "/opt/kiln/pip-tools/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --output-file requirements.txt requirements.in && /opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r requirements.txt",
     install: "/opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r requirements.txt",
     cache_dir: Some("/root/.cache/pip"),
+    venv: Some("/opt/venv"),
+    env: &[("PIP_DISABLE_PIP_VERSION_CHECK", "1")],
 };
-
-/// Poetry's default home for project venvs is under its cache dir, which kiln mounts as a cache:
-/// the installed packages would never reach the image. So the venv goes into the project
-/// (`<dir>/.venv`, as uv's does), and the venv path points away from the cache mount so that a
-/// venv left there by another build is never picked up. Either stays overridable by build-env.
-macro_rules! poetry_venv_in_project {
-    () => {
-        "export POETRY_VIRTUALENVS_IN_PROJECT=\"${POETRY_VIRTUALENVS_IN_PROJECT:-true}\" POETRY_VIRTUALENVS_PATH=\"${POETRY_VIRTUALENVS_PATH:-/opt/kiln/poetry-venvs}\" && "
-    };
-}
 
 const POETRY: ManagerSpec = ManagerSpec {
     manager: Manager::Poetry,
     setup: "command -v poetry >/dev/null 2>&1 || { python3 -m venv /opt/kiln/poetry && /opt/kiln/poetry/bin/pip install --quiet --disable-pip-version-check poetry && ln -sf /opt/kiln/poetry/bin/poetry /usr/local/bin/poetry; }",
-    refresh: concat!(
-        poetry_venv_in_project!(),
-        "poetry update --no-interaction && poetry install --no-interaction --no-root"
-    ),
-    install: concat!(
-        poetry_venv_in_project!(),
-        "poetry check --lock --no-interaction && poetry install --no-interaction --no-root"
-    ),
+    refresh: "poetry update --no-interaction && poetry install --no-interaction --no-root",
+    install: "poetry check --lock --no-interaction && poetry install --no-interaction --no-root",
     cache_dir: Some("/root/.cache/pypoetry"),
+    venv: Some(".venv"),
+    // Poetry's default home for project venvs is under its cache dir, which kiln mounts as a
+    // cache: the installed packages would never reach the image. So the venv goes into the
+    // project (`<dir>/.venv`, as uv's does), and the venv path points away from the cache
+    // mount so that a venv left there by another build is never picked up.
+    env: &[
+        ("POETRY_VIRTUALENVS_IN_PROJECT", "true"),
+        ("POETRY_VIRTUALENVS_PATH", "/opt/kiln/poetry-venvs"),
+    ],
 };
 
 const NPM: ManagerSpec = ManagerSpec {
@@ -65,6 +75,9 @@ const NPM: ManagerSpec = ManagerSpec {
     refresh: "npm update --no-audit --no-fund && npm install --no-audit --no-fund",
     install: "npm ci --no-audit --no-fund",
     cache_dir: Some("/root/.npm"),
+    // `node_modules` is found from the package dir; there is no environment to activate.
+    venv: None,
+    env: &[("NPM_CONFIG_UPDATE_NOTIFIER", "false")],
 };
 
 const CUSTOM: ManagerSpec = ManagerSpec {
@@ -73,6 +86,8 @@ const CUSTOM: ManagerSpec = ManagerSpec {
     refresh: "",
     install: "",
     cache_dir: None,
+    venv: None,
+    env: &[],
 };
 
 /// The spec for `manager`.

@@ -112,11 +112,13 @@ fn run_steps_get_build_env_ca_bundle_and_network_but_the_image_does_not() {
         .find(|m| m.mount_type == pb::MountType::Secret as i32)
         .expect("secret mount");
     assert_eq!(secret.dest, CA_BUNDLE_PATH);
-    // The image config carries config env only.
-    assert_eq!(t.config.env, [("A".to_string(), "1".to_string())]);
+    // The image config carries config env (and the packages' environment) only.
     assert_eq!(
         t.config.to_json(),
-        r#"{"Env":["A=1"],"WorkingDir":"/app","User":"1000"}"#
+        format!(
+            r#"{{"Env":["A=1","VIRTUAL_ENV=/app/.venv","PATH=/app/.venv/bin:{}"],"WorkingDir":"/app","User":"1000"}}"#,
+            kiln_llb::DEFAULT_PATH
+        )
     );
 }
 
@@ -263,4 +265,509 @@ fn a_lock_wildcard_matches_only_that_file() {
         wildcard_of("sub/requirements.txt"),
         "sub/requirements.tx[t]"
     );
+}
+
+#[test]
+fn every_run_step_mounts_the_targets_own_secrets_and_ca_bundle() {
+    let text = r#"
+[target.a]
+from = "debian"
+run = ["echo pre"]
+ca-certificates = "host"
+packages = { manager = "uv" }
+smoke-test = { run = ["echo smoke"] }
+[target.a.secrets]
+token = { env = "A_TOKEN" }
+"pip.conf" = { file = "pip.conf" }
+[target.b]
+from = "target:a"
+run = ["echo b"]
+ca-certificates = "bundle.pem"
+secrets = { token = { env = "B_TOKEN" } }
+"#;
+    for mode in [PackagesMode::Pinned, PackagesMode::Refresh] {
+        let compiled = compile_text(text, mode);
+        for t in &compiled {
+            let mut expected: Vec<(String, String)> = match t.name.as_str() {
+                "a" => vec![
+                    ("/run/secrets/pip.conf".into(), secret_id("a", "pip.conf")),
+                    ("/run/secrets/token".into(), secret_id("a", "token")),
+                ],
+                _ => vec![("/run/secrets/token".into(), secret_id("b", "token"))],
+            };
+            let ca = match t.name.as_str() {
+                "a" => CaCertificates::Host,
+                _ => CaCertificates::Path("bundle.pem".into()),
+            };
+            expected.push((
+                CA_BUNDLE_PATH.into(),
+                ca_bundle_secret(&t.name, &ca).unwrap(),
+            ));
+            expected.sort();
+            let last = t
+                .stage(StageKind::SmokeTest)
+                .or(t.stage(StageKind::Post))
+                .unwrap();
+            let steps = execs(last);
+            // `b` rests on `a`'s image: only its own step is `b`'s.
+            let own: Vec<_> = steps
+                .iter()
+                .filter(|(_, m)| {
+                    m.description
+                        .get("llb.customname")
+                        .is_some_and(|n| n.starts_with(&format!("[{}/", t.name)))
+                })
+                .collect();
+            let want = if t.name == "a" { 4 } else { 1 };
+            assert_eq!(own.len(), want, "{}: pre, setup, install, smoke", t.name);
+            for (exec, meta) in own {
+                let mut secrets: Vec<(String, String)> = exec
+                    .mounts
+                    .iter()
+                    .filter(|m| m.mount_type == pb::MountType::Secret as i32)
+                    .map(|m| {
+                        let opt = m.secret_opt.as_ref().unwrap();
+                        assert_eq!(opt.mode, 0o444);
+                        assert!(!opt.optional);
+                        (m.dest.clone(), opt.id.clone())
+                    })
+                    .collect();
+                secrets.sort();
+                assert_eq!(secrets, expected, "{:?}", meta.description);
+            }
+        }
+    }
+    assert_ne!(secret_id("a", "token"), secret_id("b", "token"));
+    // The host's bundle is one for all; a bundle file is its target's own.
+    let file = CaCertificates::Path("ca.pem".into());
+    assert_eq!(
+        ca_bundle_secret("a", &CaCertificates::Host),
+        ca_bundle_secret("b", &CaCertificates::Host)
+    );
+    assert_ne!(ca_bundle_secret("a", &file), ca_bundle_secret("b", &file));
+    assert_ne!(
+        ca_bundle_secret("a", &file),
+        ca_bundle_secret("a", &CaCertificates::Host)
+    );
+    assert_eq!(ca_bundle_secret("a", &CaCertificates::None), None);
+    // Dots are allowed in both names: the separator keeps ids apart.
+    assert_ne!(secret_id("a.b", "c"), secret_id("a", "b.c"));
+}
+
+fn env_of(e: &pb::ExecOp) -> Vec<String> {
+    e.meta.as_ref().unwrap().env.clone()
+}
+
+/// The value of `key` in a `KEY=VALUE` list.
+fn var<'e>(env: &'e [String], key: &str) -> Option<&'e str> {
+    env.iter()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The exec whose command is `cmd`, in the LLB of `state`.
+fn exec_of(state: &State, cmd: &str) -> pb::ExecOp {
+    execs(state)
+        .into_iter()
+        .map(|(e, _)| e)
+        .find(|e| last_arg(e) == cmd)
+        .unwrap_or_else(|| panic!("no exec `{cmd}`"))
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn expansion_is_dockerfile_env_style() {
+    let e = env(&[("A", "a"), ("B", "b"), ("EMPTY", ""), ("PATH", "/usr/bin")]);
+    let cases = [
+        ("$A", "a"),
+        ("${A}", "a"),
+        ("$A$B", "ab"),
+        ("${A}_$B.x", "a_b.x"),
+        ("$A_B", ""), // the name is `A_B`, unset
+        ("/x/bin:$PATH", "/x/bin:/usr/bin"),
+        ("$UNSET|${UNSET}", "|"),
+        (r"\$A", "$A"),
+        (r"a\b", r"a\b"),
+        ("$1 ${1} $ a$", "$1 ${1} $ a$"),
+        ("${A", "${A"),
+        ("${A:?x}", "${A:?x}"),
+        ("${UNSET:-dflt} ${EMPTY:-dflt} ${A:-dflt}", "dflt dflt a"),
+        ("${A:+alt} ${EMPTY:+alt} ${UNSET:+alt}", "alt  "),
+        ("${UNSET:-$B/${A}}", "b/a"),
+        ("${UNSET:-x", "${UNSET:-x"),
+        ("é$A€", "éa€"),
+        ("no dollars", "no dollars"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(expand(input, &e), want, "{input:?}");
+    }
+    // A PATH nobody set is the PATH every process gets.
+    assert_eq!(
+        expand("/x:$PATH", &[]),
+        format!("/x:{}", kiln_llb::DEFAULT_PATH)
+    );
+}
+
+#[test]
+fn config_env_refers_to_the_inherited_environment() {
+    let base = EffectiveConfig {
+        env: env(&[("PATH", "/usr/bin:/bin"), ("LANG", "C.UTF-8")]),
+        ..EffectiveConfig::default()
+    };
+    let manifest = kiln_manifest::ImageConfig {
+        env: [
+            ("PATH", "/x/bin:$PATH"),
+            ("OLD_PATH", "${PATH}"),
+            ("LITERAL", r"\$PATH"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..Default::default()
+    };
+    let out = base.apply(&manifest);
+    // Like one `ENV` instruction: every value sees the environment before the table.
+    assert_eq!(
+        out.env,
+        env(&[
+            ("PATH", "/x/bin:/usr/bin:/bin"),
+            ("LANG", "C.UTF-8"),
+            ("LITERAL", "$PATH"),
+            ("OLD_PATH", "/usr/bin:/bin"),
+        ])
+    );
+}
+
+const UV_APP: &str = r#"
+[target.app]
+from = "python:3.11-slim-bookworm"
+run = ["echo pre"]
+packages = { manager = "uv" }
+smoke-test = { run = ["python3 -c 'import app'"] }
+config = { workdir = "/app", env = { PATH = "/c/bin:$PATH" } }
+"#;
+
+#[test]
+fn the_packages_environment_is_active_after_the_install() {
+    let t = &compile_text(UV_APP, PackagesMode::Pinned)[0];
+    let venv = "/app/.venv";
+    let active_path = format!("{venv}/bin:/c/bin:{}", kiln_llb::DEFAULT_PATH);
+    // Not before: the pre steps and the install itself run without it.
+    let packages = t.stage(StageKind::PackagesPinned).unwrap();
+    for cmd in ["echo pre", "uv sync --locked --no-dev"] {
+        let e = env_of(&exec_of(packages, cmd));
+        assert_eq!(var(&e, "VIRTUAL_ENV"), None, "{cmd}: {e:?}");
+        assert_eq!(
+            var(&e, "PATH"),
+            Some(format!("/c/bin:{}", kiln_llb::DEFAULT_PATH).as_str())
+        );
+    }
+    // The smoke test and the image config have it.
+    let smoke = env_of(&exec_of(
+        t.stage(StageKind::SmokeTest).unwrap(),
+        "python3 -c 'import app'",
+    ));
+    assert_eq!(var(&smoke, "VIRTUAL_ENV"), Some(venv));
+    assert_eq!(var(&smoke, "PATH"), Some(active_path.as_str()));
+    assert_eq!(
+        t.config.env,
+        env(&[("PATH", &active_path), ("VIRTUAL_ENV", venv)])
+    );
+
+    // Each manager's own place; a target built on it inherits it.
+    let text = r#"
+[target.pip]
+from = "debian"
+packages = { manager = "pip" }
+[target.poetry]
+from = "debian"
+packages = { manager = "poetry", dir = "/srv/" }
+[target.npm]
+from = "debian"
+packages = { manager = "npm" }
+[target.off]
+from = "debian"
+packages = { manager = "uv", activate = false }
+[target.custom]
+from = "debian"
+packages = { manager = "custom", files = ["f"], lock = ["l"], refresh = "r", install = "i", activate = "./env/" }
+[target.child]
+from = "target:pip"
+run = ["echo child"]
+"#;
+    let targets = compile_text(text, PackagesMode::Pinned);
+    let venv_of = |name: &str| {
+        let t = targets.iter().find(|t| t.name == name).unwrap();
+        t.config
+            .env
+            .iter()
+            .find(|(k, _)| k == "VIRTUAL_ENV")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(venv_of("pip").as_deref(), Some("/opt/venv"));
+    assert_eq!(venv_of("poetry").as_deref(), Some("/srv/.venv"));
+    assert_eq!(venv_of("npm"), None, "npm makes no environment");
+    assert_eq!(venv_of("off"), None, "activate = false");
+    assert_eq!(venv_of("custom").as_deref(), Some("/app/env"));
+    assert_eq!(venv_of("child").as_deref(), Some("/opt/venv"));
+    let child = targets.iter().find(|t| t.name == "child").unwrap();
+    let e = env_of(&exec_of(child.stage(StageKind::Pre).unwrap(), "echo child"));
+    assert_eq!(var(&e, "VIRTUAL_ENV"), Some("/opt/venv"));
+    assert_eq!(
+        var(&e, "PATH"),
+        Some(format!("/opt/venv/bin:{}", kiln_llb::DEFAULT_PATH).as_str())
+    );
+}
+
+#[test]
+fn manager_defaults_sit_below_build_env_and_stay_out_of_the_image() {
+    let t = &compile_text(UV_APP, PackagesMode::Pinned)[0];
+    let packages = t.stage(StageKind::PackagesPinned).unwrap();
+    for cmd in ["echo pre", "uv sync --locked --no-dev"] {
+        let e = env_of(&exec_of(packages, cmd));
+        assert_eq!(var(&e, "UV_LINK_MODE"), Some("copy"), "{cmd}");
+        assert_eq!(var(&e, "UV_PYTHON_DOWNLOADS"), Some("never"), "{cmd}");
+    }
+    assert!(
+        !t.config.to_json().contains("UV_"),
+        "{}",
+        t.config.to_json()
+    );
+
+    let text = UV_APP.replace(
+        "packages = {",
+        "build-env = { UV_LINK_MODE = \"hardlink\" }\npackages = {",
+    );
+    let t = &compile_text(&text, PackagesMode::Refresh)[0];
+    let e = env_of(&exec_of(
+        t.stage(StageKind::PackagesRefresh).unwrap(),
+        spec(Manager::Uv).refresh,
+    ));
+    assert_eq!(var(&e, "UV_LINK_MODE"), Some("hardlink"));
+    assert_eq!(var(&e, "UV_PYTHON_DOWNLOADS"), Some("never"));
+    // A target without packages gets none.
+    let t = &compile_text(
+        "[target.a]\nfrom = \"debian\"\nrun = [\"echo a\"]\n",
+        PackagesMode::Pinned,
+    )[0];
+    let e = env_of(&exec_of(t.stage(StageKind::Pre).unwrap(), "echo a"));
+    assert_eq!(var(&e, "UV_LINK_MODE"), None);
+}
+
+#[test]
+fn build_env_expands_against_the_environment_in_effect() {
+    let text = UV_APP.replace(
+        "packages = {",
+        "build-env = { PATH = \"/y/bin:$PATH\", WHERE = \"${VIRTUAL_ENV:-none}\" }\npackages = {",
+    );
+    let t = &compile_text(&text, PackagesMode::Pinned)[0];
+    let pre = env_of(&exec_of(t.stage(StageKind::Pre).unwrap(), "echo pre"));
+    assert_eq!(
+        var(&pre, "PATH"),
+        Some(format!("/y/bin:/c/bin:{}", kiln_llb::DEFAULT_PATH).as_str())
+    );
+    assert_eq!(var(&pre, "WHERE"), Some("none"));
+    let smoke = env_of(&exec_of(
+        t.stage(StageKind::SmokeTest).unwrap(),
+        "python3 -c 'import app'",
+    ));
+    assert_eq!(
+        var(&smoke, "PATH"),
+        Some(format!("/y/bin:/app/.venv/bin:/c/bin:{}", kiln_llb::DEFAULT_PATH).as_str())
+    );
+    assert_eq!(var(&smoke, "WHERE"), Some("/app/.venv"));
+    // build-env never reaches the image.
+    assert!(!t.config.to_json().contains("/y/bin"));
+    // Planning is deterministic.
+    let again = &compile_text(&text, PackagesMode::Pinned)[0];
+    for kind in [
+        StageKind::Pre,
+        StageKind::PackagesPinned,
+        StageKind::SmokeTest,
+    ] {
+        assert_eq!(
+            kiln_llb::marshal(t.stage(kind).unwrap())
+                .unwrap()
+                .terminal_digest(),
+            kiln_llb::marshal(again.stage(kind).unwrap())
+                .unwrap()
+                .terminal_digest()
+        );
+    }
+}
+
+fn mkdirs(state: &State) -> Vec<pb::FileActionMkDir> {
+    let def = kiln_llb::marshal(state).unwrap();
+    def.ops()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::File(f)) => Some(f.actions),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a.action {
+            Some(pb::file_action::Action::Mkdir(m)) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pre_steps_run_in_the_inherited_workdir_and_the_workdir_is_made_after_them() {
+    // A step that makes the workdir (a user's home) must find it missing, and keep its owner.
+    let text = r#"
+[target.app]
+from = "python:3.11-slim-bookworm"
+run = ["useradd -m -d /app app"]
+config = { workdir = "/app", user = "app" }
+"#;
+    let t = &compile_text(text, PackagesMode::Pinned)[0];
+    let pre = t.stage(StageKind::Pre).unwrap();
+    let (step, _) = &execs(pre)[0];
+    assert_eq!(step.meta.as_ref().unwrap().cwd, "/");
+    let made = mkdirs(pre);
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(
+        (made[0].path.as_str(), made[0].mode, made[0].make_parents),
+        ("/app", 0o755, true)
+    );
+    assert!(
+        made[0].owner.is_none(),
+        "root-owned when new, as Docker does"
+    );
+    // The mkdir comes after the step: the pre stage's last op is the file op.
+    let def = kiln_llb::marshal(pre).unwrap();
+    let ops = def.ops().unwrap();
+    assert!(
+        matches!(ops[ops.len() - 2].1.op, Some(pb::op::Op::File(_))),
+        "the workdir is made after the run steps"
+    );
+
+    // With a base whose WorkingDir is /srv, the steps run there.
+    let source = Source {
+        path: "kiln.toml".into(),
+        text: format!("version = 1\n{text}"),
+    };
+    let manifest = load(&[source], &LoadOptions::default()).unwrap();
+    let graph = Graph::build(&manifest, PackagesMode::Pinned).unwrap();
+    let reference = kiln_reference::Reference::parse("python:3.11-slim-bookworm").unwrap();
+    let bases = BaseConfigs::from([(
+        reference,
+        EffectiveConfig {
+            workdir: Some("/srv".into()),
+            ..EffectiveConfig::default()
+        },
+    )]);
+    let t = &compile(&manifest, &graph, &["app".into()], &bases, None).unwrap()[0];
+    let (step, _) = &execs(t.stage(StageKind::Pre).unwrap())[0];
+    assert_eq!(step.meta.as_ref().unwrap().cwd, "/srv");
+}
+
+#[test]
+fn without_a_workdir_the_smoke_test_runs_where_the_packages_are() {
+    let t = &compile_text(
+        r#"
+[target.app]
+from = "python:3.11-slim-bookworm"
+packages = { manager = "uv" }
+smoke-test = { run = ["python3 tests/smoke.py"], copy = ["./tests/"] }
+"#,
+        PackagesMode::Pinned,
+    )[0];
+    let smoke = t.stage(StageKind::SmokeTest).unwrap();
+    let (step, _) = execs(smoke)
+        .into_iter()
+        .find(|(e, _)| last_arg(e) == "python3 tests/smoke.py")
+        .unwrap();
+    assert_eq!(step.meta.as_ref().unwrap().cwd, "/app");
+    let def = kiln_llb::marshal(smoke).unwrap();
+    let dests: Vec<String> = def
+        .ops()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::File(f)) => Some(f.actions),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a.action {
+            Some(pb::file_action::Action::Copy(c)) if c.src.starts_with("/tests") => Some(c.dest),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dests, ["/app/tests/"]);
+    // The image keeps no workdir of its own.
+    assert_eq!(t.config.workdir, None);
+}
+
+#[test]
+fn zip_artifacts_come_from_their_own_local_source_and_chown_reaches_unpacked_tars() {
+    let t = &compile_text(
+        r#"
+[target.app]
+from = "debian:bookworm"
+artifacts = [
+  { src = "a.zip", extract-to = "/opt/a", chown = "1000:1000" },
+  { src = "b.tar.gz", extract-to = "/opt/b", chown = "app" },
+  { src = "c.tar", extract-to = "/opt/c" },
+]
+"#,
+        PackagesMode::Pinned,
+    )[0];
+    let def = kiln_llb::marshal(t.stage(StageKind::Post).unwrap()).unwrap();
+    let ops = def.ops().unwrap();
+    let sources: Vec<String> = ops
+        .iter()
+        .filter_map(|(_, op)| match &op.op {
+            Some(pb::op::Op::Source(s)) if s.identifier.starts_with("local://") => {
+                Some(s.identifier.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    assert!(sources.contains(&"local://app:artifact-0".to_string()));
+    let context_patterns: Vec<String> = ops
+        .iter()
+        .filter_map(|(_, op)| match &op.op {
+            Some(pb::op::Op::Source(s)) if s.identifier == "local://app" => {
+                s.attrs.get("local.includepattern").cloned()
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(context_patterns, [r#"["b.tar.gz","c.tar"]"#]);
+    assert_eq!(artifact_source("app", 0), "app:artifact-0");
+    let copies: Vec<pb::FileActionCopy> = ops
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::File(f)) => Some(f.actions),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a.action {
+            Some(pb::file_action::Action::Copy(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let to = |dest: &str| copies.iter().find(|c| c.dest == dest).unwrap();
+    // The zip: its unpacked directory's contents, with the owner.
+    assert_eq!(to("/opt/a").src, "/");
+    assert!(to("/opt/a").owner.is_some() && !to("/opt/a").attempt_unpack_docker_compatibility);
+    // A tar with chown: unpacked into scratch, then copied with the owner.
+    let unpack = copies.iter().find(|c| c.src == "/b.tar.gz").unwrap();
+    assert!(unpack.attempt_unpack_docker_compatibility && unpack.owner.is_none());
+    assert_eq!(unpack.dest, "/");
+    assert!(to("/opt/b").owner.is_some() && to("/opt/b").dir_copy_contents);
+    // Without chown, BuildKit unpacks straight into place.
+    assert!(to("/opt/c").attempt_unpack_docker_compatibility);
+    // The zip is still a context file of the target (its bytes are in the inputs hash), but
+    // the context source does not send it.
+    assert!(t.context_includes.contains(&"a.zip".to_string()));
 }

@@ -74,6 +74,21 @@ fn clean_pattern(p: &str) -> String {
     out.join("/")
 }
 
+/// Compiled patterns (`.dockerignore` syntax, exceptions included), to ask whether a path —
+/// or one of its ancestors — matches them, as [`crate::walk`] decides what to send.
+#[derive(Debug)]
+pub struct Patterns(Matcher);
+
+impl Patterns {
+    pub fn new(patterns: &[String]) -> Result<Patterns, Error> {
+        Matcher::new(patterns).map(Patterns)
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.matches(path)
+    }
+}
+
 /// One compiled pattern.
 #[derive(Debug)]
 struct Pattern {

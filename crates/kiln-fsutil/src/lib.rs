@@ -12,7 +12,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-pub use filter::Filter;
+pub use filter::{Filter, Patterns};
 pub use receive::{ReceiveStats, receive};
 pub use send::{CHUNK_SIZE, SendStats, send};
 pub use walk::{Entry, content_mod_time, go_mode, make_stat, mode, walk};

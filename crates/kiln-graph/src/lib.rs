@@ -202,9 +202,9 @@ impl Graph {
         edges
     }
 
-    /// Resolve `names` (targets or groups; none means the `default` group, else every target)
-    /// to the targets to build, dependencies included, in deterministic topological order.
-    pub fn select(&self, manifest: &Manifest, names: &[String]) -> Result<Vec<String>, GraphError> {
+    /// The targets `names` asks for themselves (targets, and the members of groups; none: the
+    /// `default` group, else every target), without the dependencies [`Graph::select`] adds.
+    pub fn named(manifest: &Manifest, names: &[String]) -> Result<BTreeSet<String>, GraphError> {
         let mut wanted: BTreeSet<String> = BTreeSet::new();
         if names.is_empty() {
             match manifest.groups.get("default") {
@@ -225,6 +225,13 @@ impl Graph {
                 });
             }
         }
+        Ok(wanted)
+    }
+
+    /// Resolve `names` (targets or groups; none means the `default` group, else every target)
+    /// to the targets to build, dependencies included, in deterministic topological order.
+    pub fn select(&self, manifest: &Manifest, names: &[String]) -> Result<Vec<String>, GraphError> {
+        let mut wanted = Graph::named(manifest, names)?;
         // Close over dependencies.
         let mut stack: Vec<String> = wanted.iter().cloned().collect();
         while let Some(t) = stack.pop() {

@@ -157,6 +157,17 @@ targets = ["app"]
     assert_eq!(g.select(&m, &["app".into()]).unwrap(), ["base", "app"]);
     assert_eq!(g.select(&m, &["apps".into()]).unwrap(), ["base", "app"]);
     assert_eq!(g.select(&m, &[]).unwrap(), ["base", "app", "tool"]);
+    // What was asked for, without the dependencies selection adds.
+    let named = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        Graph::named(&m, &names)
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(named(&["app"]), ["app"]);
+    assert_eq!(named(&["apps", "tool"]), ["app", "tool"]);
+    assert_eq!(named(&[]), ["app", "base", "tool"]);
     let err = g.select(&m, &["aps".into()]).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -16,8 +16,8 @@ mod state;
 pub use marshal::{DecodeError, Definition, Digest, MarshalError, marshal};
 pub use platform::{Platform, PlatformError};
 pub use state::{
-    CacheSharing, Chown, CopyOptions, Exec, ExecState, FileActions, LocalOptions, Mount, NetMode,
-    State, UserSpec,
+    CacheSharing, Chown, CopyOptions, DEFAULT_PATH, Exec, ExecState, FileActions, LocalOptions,
+    Mount, NetMode, State, UserSpec,
 };
 
 #[cfg(test)]

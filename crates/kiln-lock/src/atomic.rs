@@ -1,4 +1,5 @@
-//! Replacing a file so that readers see either the old or the new content, never a mix.
+//! Replacing a file so that readers see either the old or the new content, never a mix, and
+//! serialising read-merge-replace cycles across processes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -9,7 +10,8 @@ use std::time::Duration;
 ///
 /// Writes `.{file}.kiln-tmp-{pid}` in the same directory, fsyncs it, gives it the existing
 /// file's permissions (if `path` exists), renames it over `path` and fsyncs the directory.
-/// On any error the temporary file is removed and the original is left untouched.
+/// On any error the temporary file is removed and the original is left untouched. Temporary
+/// files of `path` left by a process that died (killed mid-write) are removed first.
 ///
 /// Test hook: when the environment variable `KILN_TEST_PAUSE_BEFORE_RENAME` names a path,
 /// after the fsync and before the rename this creates that path as an empty marker file and
@@ -25,6 +27,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    remove_stale_temps(path)?;
     let tmp: PathBuf = dir.join(format!(
         ".{}.kiln-tmp-{}",
         name.to_string_lossy(),
@@ -35,6 +38,81 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes the temporary files [`write_atomic`] left next to `path` when the process writing
+/// them died (`.{file}.kiln-tmp-{pid}` whose pid is not running). Returns how many it removed.
+/// Only on Linux, where `/proc` says whether a pid runs; elsewhere nothing is removed.
+pub fn remove_stale_temps(path: &Path) -> io::Result<usize> {
+    let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
+        return Ok(0);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.kiln-tmp-", name.to_string_lossy());
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !running(pid) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether process `pid` exists (Linux: `/proc/PID`); elsewhere assumed to.
+fn running(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+/// An exclusive advisory lock (`flock`) on a directory, held until dropped.
+///
+/// kiln takes it on the directory of a file it re-reads, merges into and replaces
+/// (`kiln.lock`), so concurrent kiln processes do not lose each other's updates. The directory
+/// and not the file is locked because the file is replaced by a rename: a lock on the old
+/// inode would not exclude a process that opens the new one. A sibling lock file would work
+/// too but is litter in the user's tree. `fs4` does the `flock`: the workspace forbids `unsafe`
+/// (so no direct libc call), and `std::fs::File::lock` needs Rust 1.89, above the workspace's
+/// rust-version. Released by the kernel when the process dies.
+#[derive(Debug)]
+pub struct DirLock {
+    _dir: File,
+}
+
+/// Waits for and takes [`DirLock`] on `dir`.
+pub fn lock_dir(dir: &Path) -> io::Result<DirLock> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let file = File::open(dir)?;
+    fs4::FileExt::lock(&file)?;
+    Ok(DirLock { _dir: file })
 }
 
 fn replace(path: &Path, dir: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -95,6 +173,35 @@ mod tests {
             0o640
         );
         assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn temp_files_of_dead_processes_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uv.lock");
+        // A pid above the kernel's maximum (2^22) never runs.
+        fs::write(dir.path().join(".uv.lock.kiln-tmp-4194305"), "half").unwrap();
+        let live = format!(".uv.lock.kiln-tmp-{}", std::os::unix::process::parent_id());
+        fs::write(dir.path().join(&live), "someone else's").unwrap();
+        fs::write(dir.path().join(".other.lock.kiln-tmp-4194305"), "not ours").unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(
+            entries(dir.path()),
+            [".other.lock.kiln-tmp-4194305", live.as_str(), "uv.lock"]
+        );
+    }
+
+    #[test]
+    fn a_directory_lock_excludes_another_holder_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        let other = File::open(dir.path()).unwrap();
+        assert!(matches!(
+            fs4::FileExt::try_lock(&other),
+            Err(fs4::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        fs4::FileExt::try_lock(&other).unwrap();
     }
 
     #[test]

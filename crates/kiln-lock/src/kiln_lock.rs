@@ -40,6 +40,10 @@ pub struct Target {
     pub digest: Option<String>,
     /// Digest of everything the target was built from, `sha256:…`.
     pub inputs: String,
+    /// A short digest of each part of those inputs (`manifest`, `base:REF`, `file:PATTERN`,
+    /// `dep:TARGET`, …), so that a changed `inputs` can be explained by the parts that differ.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub parts: std::collections::BTreeMap<String, String>,
 }
 
 /// The contents of a kiln.lock file (format version 1).
@@ -160,6 +164,13 @@ mod tests {
             image_id: Some(D1.into()),
             digest: Some(D2.into()),
             inputs: D1.into(),
+            parts: [
+                ("manifest", "0123456789abcdef"),
+                ("file:uv.lock", "fedcba9876543210"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         });
         l.set_target(Target {
             name: "base".into(),
@@ -192,7 +203,8 @@ mod tests {
              [[base]]\nreference = \"docker.io/library/python:3.11-slim-bookworm\"\ndigest = \"{D1}\"\nplatform-digest = \"{D2}\"\n\n\
              [[target]]\nname = \"base\"\ninputs = \"{D2}\"\n\n\
              [[target]]\nname = \"pipeline\"\nimage = \"127.0.0.1:5000/data/pipeline:dev\"\n\
-             image-id = \"{D1}\"\ndigest = \"{D2}\"\ninputs = \"{D1}\"\n"
+             image-id = \"{D1}\"\ndigest = \"{D2}\"\ninputs = \"{D1}\"\n\n\
+             [target.parts]\n\"file:uv.lock\" = \"fedcba9876543210\"\nmanifest = \"0123456789abcdef\"\n"
         );
         assert_eq!(text, expected);
         let back = KilnLock::parse("kiln.lock", &text).unwrap();

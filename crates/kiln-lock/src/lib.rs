@@ -1,5 +1,6 @@
 //! Lock files: what versions a package manager's lock file pins and how two of them differ;
-//! kiln.lock (what kiln built from what) read and written; files replaced atomically.
+//! kiln.lock (what kiln built from what) read and written; files replaced atomically, and their
+//! directories locked while a process merges into them.
 
 mod atomic;
 mod declared;
@@ -7,7 +8,7 @@ mod diff;
 mod kiln_lock;
 mod pins;
 
-pub use atomic::write_atomic;
+pub use atomic::{DirLock, lock_dir, remove_stale_temps, write_atomic};
 pub use declared::{declared, unlocked};
 pub use diff::{Changes, diff};
 pub use kiln_lock::{Base, KilnLock, Target};

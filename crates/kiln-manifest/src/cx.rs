@@ -207,12 +207,27 @@ impl<'a> Cx<'a> {
 
     /// A table of strings, values with `${VAR}` substituted.
     pub(crate) fn text_map(&self, v: &Value<'_>, key: &str) -> Option<BTreeMap<String, String>> {
+        self.map(v, key, Dollars::Kiln)
+    }
+
+    /// An environment table (`config.env`, `build-env`): a table of strings with `${VAR}`
+    /// substituted. What is left (`$NAME`, and the `${NAME}` written as `$${NAME}`) refers to
+    /// the inherited environment and is expanded when the target is compiled.
+    pub(crate) fn env_map(&self, v: &Value<'_>, key: &str) -> Option<BTreeMap<String, String>> {
+        self.map(v, key, Dollars::Env)
+    }
+
+    fn map(&self, v: &Value<'_>, key: &str, dollars: Dollars) -> Option<BTreeMap<String, String>> {
         let table = self.table(v, key)?;
         let mut out = BTreeMap::new();
         let mut ok = true;
         for (k, item) in table.iter() {
             let name: &str = k.get_ref();
-            match self.text(item, &join(key, name)) {
+            let key = join(key, name);
+            let value = self
+                .raw(item, &key)
+                .and_then(|raw| self.substitute_in(&raw, item.span(), &key, dollars));
+            match value {
                 Some(s) => {
                     out.insert(name.to_string(), s);
                 }
@@ -241,6 +256,16 @@ impl<'a> Cx<'a> {
     /// Replace `${NAME}` by the variable's value and `$$` by `$`. Anything else after `$` is
     /// kept (shell `$HOME`, regex `$1`, `${1}`).
     pub(crate) fn substitute(&self, raw: &str, span: Range<usize>, key: &str) -> Option<String> {
+        self.substitute_in(raw, span, key, Dollars::Kiln)
+    }
+
+    fn substitute_in(
+        &self,
+        raw: &str,
+        span: Range<usize>,
+        key: &str,
+        dollars: Dollars,
+    ) -> Option<String> {
         if !raw.contains('$') {
             return Some(raw.to_string());
         }
@@ -285,12 +310,19 @@ impl<'a> Cx<'a> {
                 }
                 None => {
                     ok = false;
-                    let hint = match suggest(name, self.vars.values.keys().map(String::as_str)) {
-                        Some(s) => {
+                    let suggestion = suggest(name, self.vars.values.keys().map(String::as_str));
+                    let hint = match (dollars, suggestion) {
+                        (Dollars::Kiln, Some(s)) => {
                             format!("did you mean `{s}`? (write `$${{{name}}}` to keep it literal)")
                         }
-                        None => format!(
+                        (Dollars::Kiln, None) => format!(
                             "declare it under [vars], or write `$${{{name}}}` to keep it literal"
+                        ),
+                        (Dollars::Env, Some(s)) => format!(
+                            "did you mean the variable `{s}`? Write `${name}` (or `$${{{name}}}`) to use the inherited environment"
+                        ),
+                        (Dollars::Env, None) => format!(
+                            "write `${name}` (or `$${{{name}}}`) to use the inherited environment"
                         ),
                     };
                     self.error(
@@ -306,6 +338,15 @@ impl<'a> Cx<'a> {
         out.push_str(rest);
         ok.then_some(out)
     }
+}
+
+/// What a `$` left after variable substitution means in a value.
+#[derive(Clone, Copy)]
+enum Dollars {
+    /// Nothing to kiln (a shell's or a regex's).
+    Kiln,
+    /// The inherited environment's variable (environment tables).
+    Env,
 }
 
 pub(crate) fn is_var_name(name: &str) -> bool {

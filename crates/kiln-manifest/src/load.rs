@@ -30,12 +30,18 @@ const TARGET_KEYS: &[&str] = &[
     "network",
     "ca-certificates",
     "platform",
+    "secrets",
 ];
+const SECRET_KEYS: &[&str] = &["env", "file"];
 const COPY_KEYS: &[&str] = &["from", "src", "dest", "chown", "chmod"];
-const PACKAGE_KEYS: &[&str] = &["manager", "files", "lock", "refresh", "install", "dir"];
+const PACKAGE_KEYS: &[&str] = &[
+    "manager", "files", "lock", "refresh", "install", "dir", "activate",
+];
+const ACTIVATE_EXPECTED: &str =
+    "a boolean, or the environment's directory (absolute, or relative to `dir`)";
 const MANAGERS: &[&str] = &["uv", "pip", "poetry", "npm", "custom"];
 const SMOKE_KEYS: &[&str] = &["copy", "run"];
-const ARTIFACT_KEYS: &[&str] = &["src", "extract-to"];
+const ARTIFACT_KEYS: &[&str] = &["src", "extract-to", "chown"];
 const CONFIG_KEYS: &[&str] = &[
     "entrypoint",
     "cmd",
@@ -59,6 +65,7 @@ struct Doc<'s> {
 struct Defaults {
     network: NetworkMode,
     ca: CaCertificates,
+    ca_origin: Option<Origin>,
     platform: String,
 }
 
@@ -70,6 +77,12 @@ struct Rule {
     matcher: Matcher,
     template: String,
     location: Location,
+    /// Where its key is.
+    key_location: Location,
+    /// How many references it rewrote, and the references it was tried on and did not match
+    /// (normalised, as matched), for `kiln plan` and the warning about a rule that does nothing.
+    matched: std::cell::Cell<usize>,
+    missed: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 enum Matcher {
@@ -200,11 +213,17 @@ pub(crate) fn load(sources: &[Source], options: &LoadOptions) -> Result<Manifest
             }
         }
     }
+    let (overrides, warnings) = match &profile {
+        Some(p) => override_report(p),
+        None => Default::default(),
+    };
     Ok(Manifest {
         targets,
         groups,
         profile: profile.map(|p| p.name),
         rewrites,
+        overrides,
+        warnings,
         vars: vars
             .values
             .into_iter()
@@ -498,16 +517,75 @@ fn read_rules(cx: &Cx<'_>, value: &Value<'_>, path: &str, rules: &mut Vec<Rule>)
             matcher,
             template,
             location: cx.loc(value.span()),
+            key_location: cx.loc(key.span()),
+            matched: Default::default(),
+            missed: Default::default(),
         });
     }
     // Exact rules are tried before regex rules; within each kind, file order.
     rules.sort_by_key(|r| matches!(r.matcher, Matcher::Regex(_)));
 }
 
+/// What each rule of the applied profile matched, and a warning for each rule that rewrote
+/// nothing (most often a `re:` rule written against the reference as typed, not normalised).
+fn override_report(profile: &Profile) -> (Vec<OverrideRule>, Vec<Diagnostic>) {
+    let mut rules = Vec::new();
+    let mut warnings = Vec::new();
+    for rule in &profile.rules {
+        let missed: Vec<String> = rule.missed.borrow().iter().cloned().collect();
+        let normalised = match &rule.matcher {
+            Matcher::Exact(r) => Some(r.to_string()),
+            Matcher::Regex(_) => None,
+        };
+        if rule.matched.get() == 0 {
+            const SHOWN: usize = 5;
+            let mut tried: Vec<String> = missed
+                .iter()
+                .take(SHOWN)
+                .map(|r| format!("`{r}`"))
+                .collect();
+            if missed.len() > SHOWN {
+                tried.push(format!("and {} more", missed.len() - SHOWN));
+            }
+            let against = match &normalised {
+                Some(n) if *n != rule.key => format!(" (`{}` normalised is `{n}`)", rule.key),
+                _ => String::new(),
+            };
+            let hint = if tried.is_empty() {
+                "no reference reached it: the rules before it rewrote them all".to_string()
+            } else {
+                format!(
+                    "rules match the normalised reference{against}; it was tried on {}",
+                    tried.join(", ")
+                )
+            };
+            warnings.push(Diagnostic {
+                location: rule.key_location.clone(),
+                key: rule.path.clone(),
+                message: format!(
+                    "profile `{}`: this override rewrites no image reference of any target",
+                    profile.name
+                ),
+                expected: None,
+                hint: Some(hint),
+            });
+        }
+        rules.push(OverrideRule {
+            rule: rule.key.clone(),
+            normalised,
+            location: rule.key_location.clone(),
+            matched: rule.matched.get(),
+            missed,
+        });
+    }
+    (rules, warnings)
+}
+
 fn read_defaults(cx: &Cx<'_>, doc: &DeTable<'_>) -> Defaults {
     let mut d = Defaults {
         network: NetworkMode::Default,
         ca: CaCertificates::None,
+        ca_origin: None,
         platform: DEFAULT_PLATFORM.to_string(),
     };
     let Some(table) = cx.section(doc, "defaults") else {
@@ -541,6 +619,10 @@ fn apply_common(cx: &Cx<'_>, table: &DeTable<'_>, path: &str, d: &mut Defaults) 
     if let Some(v) = table.get("ca-certificates") {
         let key = join(path, "ca-certificates");
         if let Some(s) = cx.text(v, &key) {
+            d.ca_origin = Some(Origin {
+                key: key.clone(),
+                location: cx.loc(v.span()),
+            });
             d.ca = match s.as_str() {
                 "none" => CaCertificates::None,
                 "host" => CaCertificates::Host,
@@ -607,6 +689,16 @@ fn valid_name(name: &str) -> bool {
 
 const NAME_RULE: &str =
     "lowercase letters, digits, `_`, `.` and `-`, starting with a letter or digit";
+
+/// A secret name is the name of the file it is mounted as in `/run/secrets/`.
+fn valid_secret_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 255
+        && matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+const SECRET_NAME_RULE: &str = "letters, digits, `_`, `.` and `-`, starting with a letter, digit or `_` (it is the file name in /run/secrets/)";
 
 /// A relative path that stays inside its directory.
 fn inside(path: &str) -> bool {
@@ -750,7 +842,7 @@ impl TargetReader<'_, '_> {
 
         let build_env = table
             .get("build-env")
-            .and_then(|v| cx.text_map(v, &self.key("build-env")))
+            .and_then(|v| cx.env_map(v, &self.key("build-env")))
             .unwrap_or_default();
         for name in build_env.keys() {
             if name.is_empty() || name.contains('=') {
@@ -763,6 +855,14 @@ impl TargetReader<'_, '_> {
                 );
             }
         }
+
+        let secrets = match table.get("secrets") {
+            None => BTreeMap::new(),
+            Some(v) => self.secrets(v).unwrap_or_else(|| {
+                ok = false;
+                BTreeMap::new()
+            }),
+        };
 
         let image = table.get("image").and_then(|v| {
             match self.image_or_target(v, "image", &mut rewrites, &mut refs)? {
@@ -793,6 +893,12 @@ impl TargetReader<'_, '_> {
                 network: common.network,
                 ca_certificates: common.ca,
                 platform: common.platform,
+                secrets,
+                context_origin: table.get("context").map(|v| Origin {
+                    key: self.key("context"),
+                    location: cx.loc(v.span()),
+                }),
+                ca_certificates_origin: common.ca_origin,
             },
             rewrites,
             refs,
@@ -854,8 +960,12 @@ impl TargetReader<'_, '_> {
                 Matcher::Regex(re) if re.is_match(&old) => {
                     re.replacen(&old, 1, rule.template.as_str()).into_owned()
                 }
-                _ => continue,
+                _ => {
+                    rule.missed.borrow_mut().insert(old.clone());
+                    continue;
+                }
             };
+            rule.matched.set(rule.matched.get() + 1);
             let new = match Reference::parse(&new_text) {
                 Ok(r) => r,
                 Err(e) => {
@@ -928,6 +1038,107 @@ impl TargetReader<'_, '_> {
             chmod,
             location: cx.loc(src_span),
         })
+    }
+
+    /// `[target.T.secrets]`: `NAME = { env = "VAR" }` or `NAME = { file = "path" }`.
+    fn secrets(&self, v: &Value<'_>) -> Option<BTreeMap<String, Secret>> {
+        let cx = self.cx;
+        let path = self.key("secrets");
+        let table = cx.table(v, &path)?;
+        let shape = "`{ env = \"VAR\" }` or `{ file = \"path\" }`";
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (name, value) in table.iter() {
+            let name_str: &str = name.get_ref();
+            let key = join(&path, name_str);
+            if !valid_secret_name(name_str) {
+                cx.error(
+                    name.span(),
+                    &key,
+                    format!("invalid secret name `{name_str}`"),
+                    Some(SECRET_NAME_RULE.into()),
+                    None,
+                );
+                ok = false;
+                continue;
+            }
+            let DeValue::Table(entry) = value.get_ref() else {
+                cx.wrong_type(value, &key, &format!("a table {shape}"));
+                ok = false;
+                continue;
+            };
+            cx.keys(entry, &key, SECRET_KEYS);
+            let source = match (entry.get("env"), entry.get("file")) {
+                (Some(_), Some(file)) => {
+                    cx.error(
+                        file.span(),
+                        &key,
+                        "a secret comes from `env` or from `file`, not both",
+                        Some(shape.into()),
+                        None,
+                    );
+                    None
+                }
+                (None, None) => {
+                    cx.error(
+                        value.span(),
+                        &key,
+                        "missing `env` or `file`: where the secret's value comes from",
+                        Some(shape.into()),
+                        None,
+                    );
+                    None
+                }
+                (Some(env), None) => {
+                    let env_key = join(&key, "env");
+                    cx.text(env, &env_key).and_then(|var| {
+                        if var.is_empty() || var.contains(['=', '\0']) {
+                            cx.error(
+                                env.span(),
+                                &env_key,
+                                format!("invalid environment variable name `{var}`"),
+                                Some("the name of an environment variable".into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        Some(SecretSource::Env(var))
+                    })
+                }
+                (None, Some(file)) => {
+                    let file_key = join(&key, "file");
+                    cx.text(file, &file_key).and_then(|f| {
+                        if f.is_empty() {
+                            cx.error(
+                                file.span(),
+                                &file_key,
+                                "empty path",
+                                Some("a file, relative to this manifest".into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        // As `ca-certificates` paths: beside the manifest, as it was named.
+                        let dir = cx.file.parent().unwrap_or(Path::new(""));
+                        Some(SecretSource::File(dir.join(f)))
+                    })
+                }
+            };
+            match source {
+                Some(source) => {
+                    out.insert(
+                        name_str.to_string(),
+                        Secret {
+                            name: name_str.to_string(),
+                            source,
+                            location: cx.loc(name.span()),
+                        },
+                    );
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 
     fn required_text(
@@ -1098,6 +1309,34 @@ impl TargetReader<'_, '_> {
             }
             None => config.workdir.clone().unwrap_or_else(|| "/app".to_string()),
         };
+        let activate = match table.get("activate") {
+            None => Activate::Manager,
+            Some(v) => {
+                let key = join(&path, "activate");
+                match v.get_ref() {
+                    DeValue::Boolean(true) => Activate::Manager,
+                    DeValue::Boolean(false) => Activate::Off,
+                    DeValue::String(_) => {
+                        let s = cx.text(v, &key)?;
+                        if s.trim_start_matches("./").trim_end_matches('/').is_empty() {
+                            cx.error(
+                                v.span(),
+                                &key,
+                                format!("`{s}` names no environment directory"),
+                                Some(ACTIVATE_EXPECTED.into()),
+                                None,
+                            );
+                            return None;
+                        }
+                        Activate::Dir(s)
+                    }
+                    _ => {
+                        cx.wrong_type(v, &key, ACTIVATE_EXPECTED);
+                        return None;
+                    }
+                }
+            }
+        };
         if manager == Manager::Custom && (refresh.is_none() || install.is_none()) {
             return None;
         }
@@ -1112,6 +1351,7 @@ impl TargetReader<'_, '_> {
             refresh,
             install,
             dir,
+            activate,
             location: cx.loc(location),
         })
     }
@@ -1186,6 +1426,9 @@ impl TargetReader<'_, '_> {
             "extract-to",
             "an absolute directory inside the image",
         );
+        let chown = table
+            .get("chown")
+            .and_then(|v| cx.text(v, &join(&path, "chown")));
         let (src, to) = (src?, to?);
         if !in_context(cx, &src.0, src.1.clone(), &join(&path, "src")) {
             return None;
@@ -1203,6 +1446,7 @@ impl TargetReader<'_, '_> {
         Some(Artifact {
             src: src.0,
             extract_to: to.0,
+            chown,
             location: cx.loc(src.1),
         })
     }
@@ -1221,7 +1465,7 @@ impl TargetReader<'_, '_> {
             .and_then(|v| cx.texts(v, &key("entrypoint")));
         config.cmd = table.get("cmd").and_then(|v| cx.texts(v, &key("cmd")));
         if let Some(v) = table.get("env") {
-            config.env = cx.text_map(v, &key("env")).unwrap_or_default();
+            config.env = cx.env_map(v, &key("env")).unwrap_or_default();
             for name in config.env.keys() {
                 if name.is_empty() || name.contains('=') {
                     cx.error(

@@ -32,6 +32,13 @@ pub struct Manifest {
     pub profile: Option<String>,
     /// Every image reference a profile override rewrote, in the order found.
     pub rewrites: Vec<Rewrite>,
+    /// The applied profile's `image-overrides` rules, in the order they are tried, with what
+    /// each matched.
+    pub overrides: Vec<OverrideRule>,
+    /// Problems that do not stop a command (printed as warnings), e.g. an override rule that
+    /// rewrites nothing.
+    #[serde(skip)]
+    pub warnings: Vec<crate::Diagnostic>,
     /// Resolved values of every declared variable.
     pub vars: BTreeMap<String, String>,
 }
@@ -49,6 +56,22 @@ pub struct Rewrite {
     pub new: String,
     /// The override key that matched (exact reference or `re:…`).
     pub rule: String,
+}
+
+/// One `image-overrides` rule of the applied profile. Rules match the normalised reference
+/// (`python` is `docker.io/library/python:latest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OverrideRule {
+    /// The key as written: an image reference, or `re:` and a regular expression.
+    pub rule: String,
+    /// An exact rule's reference, normalised (what it is compared with).
+    pub normalised: Option<String>,
+    /// Where the rule's key is.
+    pub location: Location,
+    /// How many references it rewrote (each is in [`Manifest::rewrites`]).
+    pub matched: usize,
+    /// The distinct references (normalised, as matched) it was tried on and did not match.
+    pub missed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +107,41 @@ pub struct Target {
     pub ca_certificates: CaCertificates,
     /// Platform as `os/arch[/variant]` (default `linux/amd64`).
     pub platform: String,
+    /// Secrets by name, mounted at `/run/secrets/NAME` in every RUN step of this target.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Where `context` was set, when it was (for errors about the path it names).
+    pub context_origin: Option<Origin>,
+    /// Where `ca-certificates` was set: on the target or in `[defaults]`.
+    pub ca_certificates_origin: Option<Origin>,
+}
+
+/// Where a value came from: the dotted key as written (`target.app.context`,
+/// `defaults.ca-certificates`) and the place of its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub key: String,
+    pub location: Location,
+}
+
+/// A secret a target's RUN steps read: where its value comes from. The value itself is read
+/// at build time by the caller and never enters the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Secret {
+    /// The file name under `/run/secrets/`.
+    pub name: String,
+    pub source: SecretSource,
+    /// Where `[target.T.secrets] NAME` is declared.
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "from")]
+pub enum SecretSource {
+    /// The value of this environment variable of the invocation.
+    Env(String),
+    /// The content of this file; a relative path is resolved against the manifest directory.
+    File(PathBuf),
 }
 
 /// What a target starts from.
@@ -158,13 +216,31 @@ pub struct Packages {
     pub install: Option<String>,
     /// Directory inside the image where package files live (default: config workdir, else `/app`).
     pub dir: String,
+    /// Whether the environment the packages are installed into is made active (`PATH`,
+    /// `VIRTUAL_ENV`) for the smoke test, later RUN steps and the image.
+    pub activate: Activate,
     pub location: Location,
+}
+
+/// `[target.T.packages] activate`: which environment, if any, is made active after the install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "dir")]
+pub enum Activate {
+    /// The environment the manager installs into (kiln-compile's manager table says where;
+    /// a manager that makes none activates nothing). `activate = true` or no key.
+    #[default]
+    Manager,
+    /// Nothing is activated. `activate = false`.
+    Off,
+    /// This directory (absolute, or relative to the packages `dir`). `activate = "DIR"`.
+    Dir(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SmokeTest {
-    /// Context paths copied into the smoke-test stage (into the workdir).
+    /// Context paths copied into the smoke-test stage (into the workdir, else the packages'
+    /// directory, else `/`: where the smoke test runs).
     pub copy: Vec<String>,
     /// Shell commands; all must exit 0.
     pub run: Vec<String>,
@@ -174,11 +250,21 @@ pub struct SmokeTest {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Artifact {
-    /// Archive path relative to the context (tar, tar.gz, …).
+    /// Archive path relative to the context: a zip (`.zip`, unpacked by kiln), or a tar,
+    /// optionally gzip, bzip2 or xz compressed (unpacked by BuildKit).
     pub src: String,
     /// Absolute directory the archive is unpacked into.
     pub extract_to: String,
+    /// Optional `user[:group]` owner of everything unpacked, as `copy` has.
+    pub chown: Option<String>,
     pub location: Location,
+}
+
+impl Artifact {
+    /// Whether kiln unpacks it itself (BuildKit's unpacking knows only tar archives).
+    pub fn is_zip(&self) -> bool {
+        self.src.to_ascii_lowercase().ends_with(".zip")
+    }
 }
 
 /// OCI image config set by the manifest; `None`/empty means "inherit from the base image".

@@ -461,6 +461,72 @@ fn profiles_rewrite_exact_before_regex_and_record_it() {
 }
 
 #[test]
+fn an_override_rule_that_rewrites_nothing_is_a_warning_naming_what_it_was_tried_on() {
+    // `re:y$` is written against the reference as typed; it is matched normalised
+    // (`quay.io/x/y:1`), so it matches nothing.
+    let text = PROFILES.replace(
+        "[profiles.offline]\n",
+        "\"re:y$\" = \"${REG}/y\"\n\"debian\" = \"${REG}/debian\"\n[profiles.offline]\n",
+    );
+    let m = load_with(&text, options(Some("offline"), &[], &[])).unwrap();
+    let rules: Vec<(&str, usize, Vec<&str>)> = m
+        .overrides
+        .iter()
+        .map(|r| {
+            (
+                r.rule.as_str(),
+                r.matched,
+                r.missed.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "python:3.11",
+                1,
+                vec![
+                    "docker.io/library/busybox:1",
+                    "docker.io/library/py:1",
+                    "quay.io/x/y:1"
+                ]
+            ),
+            (
+                "debian",
+                0,
+                vec![
+                    "docker.io/library/busybox:1",
+                    "docker.io/library/py:1",
+                    "quay.io/x/y:1"
+                ]
+            ),
+            ("re:^docker\\.io/library/(.+)$", 2, vec!["quay.io/x/y:1"]),
+            ("re:y$", 0, vec!["quay.io/x/y:1"]),
+        ]
+    );
+    assert_eq!(
+        m.overrides[1].normalised.as_deref(),
+        Some("docker.io/library/debian:latest")
+    );
+    let warnings: Vec<String> = m.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "dir/kiln.toml:8:1: `profiles.offline.image-overrides.debian`: profile `offline`: this override rewrites no image reference of any target\n  hint: rules match the normalised reference (`debian` normalised is `docker.io/library/debian:latest`); it was tried on `docker.io/library/busybox:1`, `docker.io/library/py:1`, `quay.io/x/y:1`",
+            "dir/kiln.toml:7:1: `profiles.offline.image-overrides.\"re:y$\"`: profile `offline`: this override rewrites no image reference of any target\n  hint: rules match the normalised reference; it was tried on `quay.io/x/y:1`",
+        ]
+    );
+    // Without the profile there is nothing to warn about.
+    assert!(
+        load_with(&text, LoadOptions::default())
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+}
+
+#[test]
 fn profile_errors() {
     let e = errors_with(PROFILES, options(Some("ofline"), &[], &[]));
     assert_eq!(
@@ -498,4 +564,129 @@ fn loading_is_deterministic() {
     let a = format!("{:?}", ok(VARS));
     let b = format!("{:?}", ok(VARS));
     assert_eq!(a, b);
+}
+
+#[test]
+fn secrets_come_from_an_env_var_or_a_file_next_to_the_manifest() {
+    let m = ok(&format!(
+        r#"{V}[vars]
+TOKEN_VAR = "CI_TOKEN"
+[target.a]
+from = "debian"
+[target.a.secrets]
+token = {{ env = "${{TOKEN_VAR}}" }}
+"pip.conf" = {{ file = "secrets/pip.conf" }}
+netrc = {{ file = "/home/u/.netrc" }}
+[target.b]
+from = "debian"
+"#
+    ));
+    let a = &m.targets["a"].secrets;
+    assert_eq!(a.len(), 3);
+    assert_eq!(a["token"].source, SecretSource::Env("CI_TOKEN".into()));
+    assert_eq!(
+        a["pip.conf"].source,
+        SecretSource::File(PathBuf::from("dir/secrets/pip.conf"))
+    );
+    assert_eq!(
+        a["netrc"].source,
+        SecretSource::File(PathBuf::from("/home/u/.netrc"))
+    );
+    assert_eq!(a["token"].name, "token");
+    assert_eq!(
+        (a["token"].location.line, a["token"].location.column),
+        (7, 1)
+    );
+    assert!(m.targets["b"].secrets.is_empty());
+}
+
+#[test]
+fn secret_names_and_shapes_are_checked() {
+    let e = errors(&format!(
+        r#"{V}[target.a]
+from = "debian"
+[target.a.secrets]
+".hidden" = {{ env = "A" }}
+"a/b" = {{ env = "A" }}
+both = {{ env = "A", file = "f" }}
+neither = {{}}
+typo = {{ evn = "A" }}
+plain = "A"
+bad-env = {{ env = "A=B" }}
+empty = {{ file = "" }}
+number = {{ file = 3 }}
+[target.b]
+from = "debian"
+secrets = ["x"]
+[target.c]
+from = "debian"
+secret = {{ x = {{ env = "A" }} }}
+"#
+    ));
+    assert_eq!(
+        e,
+        [
+            "5:1 target.a.secrets.\".hidden\": invalid secret name `.hidden`",
+            "6:1 target.a.secrets.\"a/b\": invalid secret name `a/b`",
+            "7:28 target.a.secrets.both: a secret comes from `env` or from `file`, not both",
+            "8:11 target.a.secrets.neither: missing `env` or `file`: where the secret's value comes from",
+            "9:8 target.a.secrets.typo: missing `env` or `file`: where the secret's value comes from",
+            "9:10 target.a.secrets.typo.evn: unknown key `evn` (did you mean `env`?)",
+            "10:9 target.a.secrets.plain: expected a table `{ env = \"VAR\" }` or `{ file = \"path\" }`, found a string",
+            "11:19 target.a.secrets.bad-env.env: invalid environment variable name `A=B`",
+            "12:18 target.a.secrets.empty.file: empty path",
+            "13:19 target.a.secrets.number.file: expected a string, found an integer",
+            "16:11 target.b.secrets: expected a table, found an array",
+            "19:1 target.c.secret: unknown key `secret` (did you mean `secrets`?)",
+        ]
+    );
+}
+
+#[test]
+fn packages_activate_is_a_boolean_or_a_directory() {
+    let m = ok(&format!(
+        "{V}[target.a]\nfrom = \"debian\"\npackages = {{ manager = \"uv\" }}\n[target.b]\nfrom = \"debian\"\npackages = {{ manager = \"pip\", activate = false }}\n[target.c]\nfrom = \"debian\"\npackages = {{ manager = \"npm\", activate = \"/opt/env\" }}\n[target.d]\nfrom = \"debian\"\npackages = {{ manager = \"uv\", activate = true }}\n"
+    ));
+    let activate = |t: &str| m.targets[t].packages.as_ref().unwrap().activate.clone();
+    assert_eq!(activate("a"), Activate::Manager);
+    assert_eq!(activate("b"), Activate::Off);
+    assert_eq!(activate("c"), Activate::Dir("/opt/env".into()));
+    assert_eq!(activate("d"), Activate::Manager);
+
+    let e = errors(&format!(
+        "{V}[target.a]\nfrom = \"debian\"\n[target.a.packages]\nmanager = \"uv\"\nactivate = 1\n[target.b]\nfrom = \"debian\"\n[target.b.packages]\nmanager = \"uv\"\nactivate = \"./\"\n[target.c]\nfrom = \"debian\"\n[target.c.packages]\nmanager = \"uv\"\nactivte = false\n"
+    ));
+    assert_eq!(
+        e,
+        [
+            "6:12 target.a.packages.activate: expected a boolean, or the environment's directory (absolute, or relative to `dir`), found an integer",
+            "11:12 target.b.packages.activate: `./` names no environment directory",
+            "16:1 target.c.packages.activte: unknown key `activte` (did you mean `activate`?)",
+        ]
+    );
+}
+
+#[test]
+fn env_tables_keep_inherited_references_and_explain_an_undeclared_one() {
+    let m = ok(&format!(
+        "{V}[vars]\nTAG = \"v1\"\n[target.a]\nfrom = \"debian\"\nbuild-env = {{ P = \"/b:$PATH\", Q = \"$${{PATH}}\", T = \"${{TAG}}\" }}\nconfig = {{ env = {{ PATH = \"/x/bin:$PATH\", R = \"$$HOME\" }} }}\n"
+    ));
+    let a = &m.targets["a"];
+    assert_eq!(a.build_env["P"], "/b:$PATH");
+    assert_eq!(a.build_env["Q"], "${PATH}");
+    assert_eq!(a.build_env["T"], "v1");
+    assert_eq!(a.config.env["PATH"], "/x/bin:$PATH");
+    assert_eq!(a.config.env["R"], "$HOME");
+
+    let e = errors(&format!(
+        "{V}[vars]\nPATHS = \"x\"\n[target.a]\nfrom = \"debian\"\nbuild-env = {{ P = \"${{HOME}}/bin\" }}\nconfig = {{ env = {{ PATH = \"/x:${{PATH}}\" }}, labels = {{ l = \"${{HOME}}\" }} }}\n"
+    ));
+    assert_eq!(
+        e,
+        [
+            "6:19 target.a.build-env.P: undeclared variable `HOME` (write `$HOME` (or `$${HOME}`) to use the inherited environment)",
+            "7:27 target.a.config.env.PATH: undeclared variable `PATH` (did you mean the variable `PATHS`? Write `$PATH` (or `$${PATH}`) to use the inherited environment)",
+            "7:58 target.a.config.labels.l: undeclared variable `HOME` (declare it under [vars], or write `$${HOME}` to keep it literal)",
+        ]
+    );
 }

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use kiln_app::{BuildOptions, Built, ProgressFormat, Renderer, Settings};
+use kiln_app::{BuildOptions, Built, Settings};
 
 use super::{Stats, stats};
 use crate::env::BASE_IMAGE;
@@ -495,14 +495,15 @@ fn changed_content(n: usize) -> Vec<u8> {
 fn build_in_process(dir: &Path, what: &str) -> Result<(Vec<Built>, Duration), String> {
     let settings = Settings {
         cwd: dir.to_path_buf(),
-        env: std::env::vars().collect(),
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
         ..Settings::default()
     };
-    let mut renderer = Renderer::new(ProgressFormat::Plain);
     let mut lines = Vec::new();
     let t = Instant::now();
     let built = kiln_app::build(&settings, &BuildOptions::default(), &mut |p| {
-        lines.extend(renderer.render(&p))
+        lines.push(format!("{p:?}"))
     });
     let elapsed = t.elapsed();
     match built {

@@ -1,15 +1,17 @@
 //! Progress of a build: `tty` for a terminal (one live line per running stage with its current
 //! step and elapsed time, drawn with indicatif), `plain` for logs and CI (one line per step
 //! started, finished or failed, and each line of a step's output, all prefixed with the
-//! stage), `json` for tools (one event object per line).
+//! stage), `json` for tools (one event object per line; the last one about a target says
+//! what became of it, and errors are events too).
+//!
+//! Only this binary draws: the libraries report [`Progress`] values. The caller never holds
+//! stderr's lock while indicatif draws (its ticker thread takes the draw state, then stderr).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln_buildkit::Event;
-
-use crate::Progress;
+use kiln_app::{Event, Progress};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressFormat {
@@ -63,7 +65,8 @@ impl Renderer {
     fn plain(&mut self, progress: &Progress) -> Vec<String> {
         let (target, stage, event) = match progress {
             Progress::Stage { target, stage } => return vec![format!("==> {target}/{stage}")],
-            Progress::Finished { .. } => return Vec::new(),
+            Progress::Finished { .. } | Progress::Target(_) => return Vec::new(),
+            Progress::Warning { .. } => return vec![warning_line(progress)],
             Progress::Engine {
                 target,
                 stage,
@@ -190,7 +193,11 @@ impl Tty {
                     bar.bar.set_message(name.clone());
                 }
             }
-            Progress::Engine { .. } => {}
+            Progress::Engine { .. } | Progress::Target(_) => {}
+            Progress::Warning { .. } => {
+                // Above the live lines, which indicatif redraws under it.
+                let _ = self.multi.println(warning_line(progress));
+            }
             Progress::Finished { target, stage, ok } => {
                 let Some(bar) = self.bars.remove(&(target.clone(), *stage)) else {
                     return;
@@ -222,9 +229,42 @@ impl Tty {
     }
 }
 
+/// A warning as one line of text.
+fn warning_line(progress: &Progress) -> String {
+    match progress {
+        Progress::Warning {
+            target: Some(target),
+            message,
+        } => format!("warning: {target}: {message}"),
+        Progress::Warning {
+            target: None,
+            message,
+        } => format!("warning: {message}"),
+        _ => String::new(),
+    }
+}
+
+/// A warning as a JSON event.
+pub fn json_warning(message: &str) -> String {
+    serde_json::json!({"event": "warning", "target": null, "message": message}).to_string()
+}
+
+/// An error as the JSON event `--progress json` ends with.
+pub fn json_error(message: &str, exit_code: i32) -> String {
+    serde_json::json!({"event": "error", "message": message, "exit_code": exit_code}).to_string()
+}
+
 fn json(progress: &Progress) -> serde_json::Value {
     use serde_json::json;
     match progress {
+        Progress::Target(outcome) => {
+            let mut v = serde_json::to_value(outcome).unwrap_or_default();
+            v["event"] = json!("target");
+            v
+        }
+        Progress::Warning { target, message } => {
+            json!({"event": "warning", "target": target, "message": message})
+        }
         Progress::Stage { target, stage } => {
             json!({"event": "stage", "target": target, "stage": stage})
         }
