@@ -1,9 +1,10 @@
 //! A BuildKit client: connects to a daemon (Docker Engine's embedded BuildKit through its
 //! `/grpc` and `/session` upgrades, or a standalone buildkitd on a unix socket or TCP with
-//! mutual TLS, its session tunnelled through `Control.Session`), serves the session a build needs (context upload, secrets,
-//! registry credentials, health), solves LLB with an exporter — directly or with kiln as the
-//! job's frontend through the LLB bridge — and turns the daemon's status stream into progress
-//! events.
+//! mutual TLS, its session tunnelled through `Control.Session`), serves the session a build
+//! needs (context upload, an exporter's output, secrets, registry credentials, health), solves
+//! LLB with an exporter — directly or with kiln as the job's frontend through the LLB bridge —,
+//! turns the daemon's status stream into progress events, and says what the daemon is (version,
+//! workers, entitlements).
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {

@@ -1,5 +1,6 @@
 //! The session kiln serves to the daemon for one build: the build contexts (FileSync), the
-//! local exporter's target directory (FileSend), secrets (Secrets), registry credentials
+//! exporters' output (FileSend: the local exporter's directory, or the one file of `tar`,
+//! `docker` or `oci`, handed on as it streams), secrets (Secrets), registry credentials
 //! (Auth) and the health check the daemon polls. On Docker Engine it runs over `POST
 //! /session`, on a standalone buildkitd through the `Control.Session` byte tunnel; either way
 //! the daemon is the h2 client and kiln the server.
