@@ -216,18 +216,36 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
     let (_, compiled) = loaded.compile(&all)?;
     let own = images::own_inputs(settings, loaded, &compiled)?;
     let inputs = images::inputs(loaded, &compiled, &own, &loaded.lock);
+    let engine = images::docker_api(settings)?;
     for (name, target) in &loaded.manifest.targets {
         if let kiln_manifest::Base::Image(reference) = &target.from {
-            let key = reference.without_digest().to_string();
-            if loaded
-                .lock
-                .base(&key)
-                .and_then(|b| b.digest.as_ref())
-                .is_none()
-            {
-                problems.push(format!(
+            let key = reference.without_digest();
+            let base = loaded.lock.base(&key.to_string());
+            let by_id = base
+                .filter(|b| b.digest.is_none())
+                .and_then(|b| b.image_id.as_deref());
+            match (base.and_then(|b| b.digest.as_ref()), by_id, &engine) {
+                (Some(_), ..) => {}
+                // Pinned by the engine's image id: only for an image no registry has.
+                (None, Some(id), Some(api)) => match api.image(&key.to_string()) {
+                    Ok(Some(image)) if !pin::only_local(&image, &key) => problems.push(format!(
+                        "target `{name}`: base {key} has no digest in {lock_file} (the engine's image came from a registry); run `kiln pin`"
+                    )),
+                    Ok(Some(image)) if image.id != id => problems.push(format!(
+                        "target `{name}`: base {key} is pinned by the engine's image id {id} in {lock_file}, but the engine now has {} under that name; run `kiln pin --update`",
+                        image.id
+                    )),
+                    Ok(Some(_)) => {}
+                    Ok(None) => problems.push(format!(
+                        "target `{name}`: base {key} is pinned by the engine's image id {id} in {lock_file}, but the engine has no image of that name; build or import it"
+                    )),
+                    Err(e) => problems.push(format!(
+                        "target `{name}`: base {key} is pinned by the engine's image id; cannot check it: {e}"
+                    )),
+                },
+                _ => problems.push(format!(
                     "target `{name}`: base {key} has no digest in {lock_file}; run `kiln pin`"
-                ));
+                )),
             }
         }
         match loaded.lock.target(name) {
@@ -246,6 +264,19 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                 ))
             }
             Some(_) => {}
+        }
+        // The name is not part of the inputs (it is not part of the image), but a pipeline
+        // that pushes or deploys it needs the image tagged as it now resolves.
+        if let Some(recorded) = loaded.lock.target(name) {
+            let now = target.image.as_ref().map(ToString::to_string);
+            if recorded.image != now {
+                let show = |i: &Option<String>| i.clone().unwrap_or_else(|| "no name".to_string());
+                problems.push(format!(
+                    "target `{name}`: its image name changed since {lock_file} was written ({} → {}); run `kiln build {name}`",
+                    show(&recorded.image),
+                    show(&now)
+                ));
+            }
         }
         if let Some(packages) = &target.packages {
             let context = settings.cwd.join(&target.context);
