@@ -403,3 +403,23 @@ fn an_image_only_the_engine_has_is_pinned_by_its_image_id() {
         "{run}"
     );
 }
+
+#[test]
+fn an_unreachable_registry_is_reported_as_such_not_as_a_lost_builder() {
+    // Nothing listens on port 1: the engine cannot reach that registry; BuildKit is fine.
+    let image = Image::new("unreachable-base");
+    let dir = repo(&[
+        (
+            "kiln.toml",
+            &manifest("127.0.0.1:1/kiln-test/base:v1", &image.0, ""),
+        ),
+        ("msg.txt", "never built\n"),
+    ]);
+    let run = kiln(dir.path(), &["build"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains("cannot reach the registry 127.0.0.1:1"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("lost the connection"), "{run}");
+}

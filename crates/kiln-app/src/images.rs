@@ -748,7 +748,10 @@ enum Fresh {
     UpToDate,
     /// Its inputs are what `kiln.lock` recorded and the engine still has the recorded image,
     /// but not under the name the target now resolves to: tag `id` as `image`.
-    Rename { image: String, id: String },
+    Rename {
+        image: String,
+        id: String,
+    },
     Stale,
 }
 
@@ -784,7 +787,10 @@ fn freshness(
     }
     // The name the target resolves to now (after `--set`, environment and profile).
     let (Some(image), Some(id)) = (
-        manifest_target.image.as_ref().filter(|i| i.digest().is_none()),
+        manifest_target
+            .image
+            .as_ref()
+            .filter(|i| i.digest().is_none()),
         &recorded.image_id,
     ) else {
         return Fresh::Stale;
@@ -805,8 +811,8 @@ fn freshness(
 
 /// Name the engine's image `id` as `image` too (`docker tag`).
 fn tag_image(api: &kiln_docker::Api, id: &str, image: &str) -> Result<(), AppError> {
-    let reference = kiln_reference::Reference::parse(image)
-        .map_err(|e| AppError::Build(e.to_string()))?;
+    let reference =
+        kiln_reference::Reference::parse(image).map_err(|e| AppError::Build(e.to_string()))?;
     api.tag(id, &reference.name(), reference.tag().unwrap_or("latest"))
         .map_err(|e| AppError::Engine(format!("cannot tag {id} as {image}: {e}")))
 }
