@@ -153,11 +153,13 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
 fn apply_pins(manifest: &mut Manifest, lock: &kiln_lock::KilnLock) {
     let pin = |reference: &mut kiln_reference::Reference| {
         if reference.digest().is_none() {
-            if let Some(digest) = lock
+            // kiln-lock validated every digest it read.
+            if let Some(Ok(pinned)) = lock
                 .base(&reference.to_string())
                 .and_then(|b| b.digest.as_deref())
+                .map(|digest| reference.with_digest(digest))
             {
-                *reference = reference.with_digest(digest);
+                *reference = pinned;
             }
         }
     };
