@@ -437,6 +437,12 @@ pub fn build_images(
         });
     }
     let (selected, compiled) = loaded.compile(&options.targets)?;
+    // A missing, ignored or symlinked context path, said with its file, line and key, before
+    // the builder says "not found".
+    let problems = crate::paths::check_selected(&settings.cwd, &loaded.manifest, &selected);
+    if !problems.is_empty() {
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(problems)));
+    }
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
     let own = own_inputs(settings, &loaded, &compiled)?;

@@ -111,11 +111,13 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
     let mut sources = Vec::with_capacity(files.len());
     for path in &files {
         let full = settings.cwd.join(path);
-        let text = std::fs::read_to_string(&full).map_err(|source| AppError::Io {
+        let bytes = std::fs::read(&full).map_err(|source| AppError::Io {
             path: path.clone(),
             action: "read manifest",
             source,
         })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| AppError::Manifest(not_utf8(path, e.as_bytes(), e.utf8_error())))?;
         sources.push(Source {
             path: path.clone(),
             text,
@@ -146,6 +148,37 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
         lock,
         lock_path,
     })
+}
+
+/// Where a manifest stops being UTF-8: its line and column (in characters), and the bytes.
+fn not_utf8(
+    path: &std::path::Path,
+    bytes: &[u8],
+    e: std::str::Utf8Error,
+) -> kiln_manifest::Diagnostics {
+    let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
+    // Valid by construction: the error says so up to here.
+    let before = String::from_utf8_lossy(valid);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    let bad = bytes
+        .get(e.valid_up_to()..e.valid_up_to() + e.error_len().unwrap_or(1))
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("0x{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    kiln_manifest::Diagnostics(vec![kiln_manifest::Diagnostic {
+        location: kiln_manifest::Location {
+            file: path.to_path_buf(),
+            line,
+            column,
+        },
+        key: String::new(),
+        message: format!("byte {bad} is not valid UTF-8"),
+        expected: Some("a UTF-8 text file (TOML is UTF-8)".to_string()),
+        hint: None,
+    }])
 }
 
 /// Every image reference (bases and copy sources) that `kiln.lock` pins becomes
