@@ -25,8 +25,9 @@ pub(crate) fn check_paths(cwd: &Path, manifest: &Manifest) -> Vec<Diagnostic> {
             continue;
         }
         let mut need = |location: &Location, key: String, rel: &str| {
-            let rel = rel.trim_start_matches("./").trim_end_matches('/');
-            if rel.is_empty() || rel == "." || rel.contains(['*', '?', '[']) {
+            let rel = rel.trim_start_matches("./");
+            let path = rel.trim_end_matches('/');
+            if path.is_empty() || path == "." || rel.contains(['*', '?', '[']) {
                 return;
             }
             if let Some((message, hint)) = unsent(&context, &target.context, rel) {
@@ -90,11 +91,12 @@ pub(crate) fn check_paths(cwd: &Path, manifest: &Manifest) -> Vec<Diagnostic> {
 /// it is (or lies under) a symlink — the context is sent with its symlinks as they are, so
 /// what one points at is not sent with it — or an ignore file excludes it. A message and a
 /// hint.
-fn unsent(context: &Path, shown: &Path, rel: &str) -> Option<(String, Option<String>)> {
+fn unsent(context: &Path, shown: &Path, written: &str) -> Option<(String, Option<String>)> {
     let shown = shown.display();
-    if std::fs::symlink_metadata(context.join(rel)).is_err() {
-        return Some((format!("`{rel}` does not exist in context `{shown}`"), None));
+    if std::fs::symlink_metadata(context.join(written)).is_err() {
+        return Some((format!("`{written}` does not exist in context `{shown}`"), None));
     }
+    let rel = written.trim_end_matches('/');
     let root = context.canonicalize().ok()?;
     let mut prefix = String::new();
     for part in rel.split('/') {
