@@ -94,7 +94,10 @@ pub(crate) fn check_paths(cwd: &Path, manifest: &Manifest) -> Vec<Diagnostic> {
 fn unsent(context: &Path, shown: &Path, written: &str) -> Option<(String, Option<String>)> {
     let shown = shown.display();
     if std::fs::symlink_metadata(context.join(written)).is_err() {
-        return Some((format!("`{written}` does not exist in context `{shown}`"), None));
+        return Some((
+            format!("`{written}` does not exist in context `{shown}`"),
+            None,
+        ));
     }
     let rel = written.trim_end_matches('/');
     let root = context.canonicalize().ok()?;

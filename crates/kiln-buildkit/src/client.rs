@@ -373,7 +373,11 @@ pub(crate) fn keepalive_period() -> std::time::Duration {
     std::time::Duration::from_secs(seconds)
 }
 
-/// HTTP/2 keepalive pings with a timeout, also while no call is open.
+/// HTTP/2 keepalive pings with a timeout, also while no call is open. hyper pings only after
+/// `period` without reading anything. Docker's `/grpc` (Go's x/net/http2 server) acks any ping;
+/// a grpc-go buildkitd closes a connection that pings more often than every 5 minutes while it
+/// writes nothing, but during a solve it health-checks the session (inside `Control.Session`,
+/// on this connection) every 5 s, which is both a write for it and a read for kiln.
 fn keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
     let period = keepalive_period();
     endpoint
