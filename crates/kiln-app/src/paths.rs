@@ -193,18 +193,29 @@ fn missing(location: &Location, key: String, message: String) -> Diagnostic {
     }
 }
 
-/// [`check_paths`] for the targets of a build: the problems of `selected` only.
+/// The context-path problems of [`check_paths`] for the targets of a build (`selected`): the
+/// context, copy sources, artifacts, package files and test files. CA bundles and secret
+/// files are the build's to read and report (`session_config`).
 pub(crate) fn check_selected(
     cwd: &Path,
     manifest: &Manifest,
     selected: &[String],
 ) -> Vec<Diagnostic> {
+    const CONTEXT_KEYS: [&str; 5] = [
+        "context",
+        "copy[",
+        "artifacts[",
+        "packages.files",
+        "smoke-test.copy",
+    ];
     check_paths(cwd, manifest)
         .into_iter()
         .filter(|d| {
-            selected
-                .iter()
-                .any(|t| d.key.starts_with(&format!("target.{t}.")))
+            selected.iter().any(|t| {
+                d.key
+                    .strip_prefix(&format!("target.{t}."))
+                    .is_some_and(|k| CONTEXT_KEYS.iter().any(|c| k.starts_with(c)))
+            })
         })
         .collect()
 }
