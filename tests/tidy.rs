@@ -15,7 +15,13 @@ fn root() -> PathBuf {
 fn members() -> Vec<(String, PathBuf, BTreeSet<String>)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .current_dir(root())
         .output()
         .expect("run cargo metadata");
@@ -54,7 +60,13 @@ fn every_integration_test_file_is_registered() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["path"].as_str().unwrap().trim_start_matches("../../").to_string())
+        .map(|t| {
+            t["path"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("../../")
+                .to_string()
+        })
         .collect();
     let mut missing = Vec::new();
     for entry in std::fs::read_dir(root().join("tests")).unwrap() {

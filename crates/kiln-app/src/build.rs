@@ -131,8 +131,9 @@ pub enum Progress {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Outcome {
     pub target: String,
-    /// `built`, `up-to-date`, `smoke-tested`, `exported`, `refreshed`, or `cache-only` (built
-    /// by a standalone buildkitd, but in no image store and not pushed: `--load`, `--push`).
+    /// `built`, `up-to-date`, `tagged` (up to date under a new name: tagged, not solved),
+    /// `smoke-tested`, `exported`, `refreshed`, or `cache-only` (built by a standalone
+    /// buildkitd, but in no image store and not pushed: `--load`, `--push`).
     pub status: &'static str,
     /// The image name, when the target has one.
     pub image: Option<String>,

@@ -7,7 +7,10 @@
 //! read (package files, lock files, copied files, tests), the inputs of the targets it builds
 //! on, and its base image as pinned in `kiln.lock`. A target is up to date when that hash
 //! equals the one `kiln.lock` recorded, its base is pinned, and the engine still has the
-//! recorded image under the target's name. An unpinned base always solves.
+//! recorded image under the target's name. An unpinned base always solves. The name is not part
+//! of the hash (it is not part of the image): when only the name changed (`--set TAG=…`, a
+//! profile) and the engine still has the recorded image, kiln tags that image with the new
+//! name instead of solving, and records the name.
 //!
 //! Beside the hash, `kiln.lock` records a short digest of each part of it (the manifest entry,
 //! each base pin, each context pattern's files, each dependency, the planned LLB), so that
@@ -434,6 +437,12 @@ pub fn build_images(
         });
     }
     let (selected, compiled) = loaded.compile(&options.targets)?;
+    // A missing, ignored or symlinked context path, said with its file, line and key, before
+    // the builder says "not found".
+    let problems = crate::paths::check_selected(&settings.cwd, &loaded.manifest, &selected);
+    if !problems.is_empty() {
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(problems)));
+    }
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
     let own = own_inputs(settings, &loaded, &compiled)?;
@@ -450,18 +459,40 @@ pub fn build_images(
     };
 
     let mut out = String::new();
+    // Targets whose recorded image only needed its new name: tagged, not solved.
+    let mut tagged = None;
     // With --push, images are pushed even when up to date (a push of what the registry has is
     // cheap, and the recorded digest is verified again).
     if options.goal == Goal::Image && !options.force && !options.push && options.output.is_none() {
-        let fresh: Vec<&String> = selected
+        let fresh: Vec<(&String, Fresh)> = selected
             .iter()
-            .filter(|t| up_to_date(t, &loaded, &lock, &inputs, store.as_ref()))
+            .map(|t| (t, freshness(t, &loaded, &lock, &inputs, store.as_ref())))
             .collect();
-        if fresh.len() == selected.len() {
-            for t in &selected {
+        if let (Some(api), true) = (
+            store.as_ref(),
+            fresh.iter().all(|(_, f)| *f != Fresh::Stale),
+        ) {
+            let mut renamed = Vec::new();
+            for (t, f) in fresh {
                 let Some(recorded) = lock.target(t) else {
                     continue;
                 };
+                if let Fresh::Rename { image, id } = f {
+                    tag_image(api, &id, &image)?;
+                    renamed.push(crate::Built {
+                        target: t.clone(),
+                        image: Some(image),
+                        image_id: Some(id),
+                        stored: match &engine {
+                            Some(_) => Stored::Engine,
+                            None => Stored::Loaded {
+                                socket: api.socket().to_path_buf(),
+                            },
+                        },
+                        ..crate::Built::default()
+                    });
+                    continue;
+                }
                 out.push_str(&format!(
                     "{t}: {} ({}) up to date\n",
                     recorded.image.as_deref().unwrap_or("-"),
@@ -476,12 +507,28 @@ pub fn build_images(
                     output: None,
                 }));
             }
-            return Ok(out);
+            if renamed.is_empty() {
+                return Ok(out);
+            }
+            tagged = Some(renamed);
         }
     }
 
-    let built = crate::build::build_loaded(settings, &loaded, options, progress)?;
+    let retagged = tagged.is_some();
+    let built = match tagged {
+        Some(renamed) => renamed,
+        None => crate::build::build_loaded(settings, &loaded, options, progress)?,
+    };
     for b in &built {
+        if retagged {
+            if let (Some(image), Some(id)) = (&b.image, &b.image_id) {
+                out.push_str(&format!(
+                    "{}: {image} ({id}) up to date, tagged with its new name (no solve)\n",
+                    b.target
+                ));
+            }
+            continue;
+        }
         out.push_str(&built_line(options.goal, options.output.is_some(), b));
         if let (Stored::BuilderCache, Some(image)) = (&b.stored, &b.image) {
             progress(Progress::Warning {
@@ -508,6 +555,7 @@ pub fn build_images(
                 (Goal::SmokeTest, ..) => "smoke-tested",
                 (_, Some(_), _) => "exported",
                 (_, None, Stored::BuilderCache) => "cache-only",
+                _ if retagged => "tagged",
                 _ => "built",
             },
             image: b.image.clone(),
@@ -552,9 +600,10 @@ pub fn build_images(
                 continue;
             }
             let before = lock.target(&b.target);
-            // A new image id means a new image: an old push digest no longer describes it.
+            // A new image id means a new image, and a new name a new tag: an old push digest
+            // no longer describes it.
             let kept = before
-                .filter(|t| t.image_id == b.image_id)
+                .filter(|t| t.image_id == b.image_id && t.image == b.image)
                 .and_then(|t| t.digest.clone());
             let digest = pushed.get(&b.target).cloned().or(kept);
             lock.set_target(kiln_lock::Target {
@@ -690,7 +739,7 @@ fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<St
 }
 
 /// The Docker Engine API when the builder is a Docker Engine (to check and pin local images).
-fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError> {
+pub(crate) fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError> {
     let (endpoint, _) = crate::builder::choose(settings)?;
     Ok(match endpoint {
         kiln_buildkit::Endpoint::Docker { socket } => Some(kiln_docker::Api::new(socket)),
@@ -698,23 +747,38 @@ fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError>
     })
 }
 
-fn up_to_date(
+/// Whether a target must be solved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fresh {
+    /// Its inputs are what `kiln.lock` recorded and the engine has its image under its name.
+    UpToDate,
+    /// Its inputs are what `kiln.lock` recorded and the engine still has the recorded image,
+    /// but not under the name the target now resolves to: tag `id` as `image`.
+    Rename {
+        image: String,
+        id: String,
+    },
+    Stale,
+}
+
+fn freshness(
     target: &str,
     loaded: &Loaded,
     lock: &KilnLock,
     inputs: &BTreeMap<String, Inputs>,
     engine: Option<&kiln_docker::Api>,
-) -> bool {
+) -> Fresh {
     let (Some(recorded), Some(now), Some(engine)) =
         (lock.target(target), inputs.get(target), engine)
     else {
-        return false;
+        return Fresh::Stale;
     };
     if !now.pinned || recorded.inputs != now.hash {
-        return false;
+        return Fresh::Stale;
     }
+    let manifest_target = &loaded.manifest.targets[target];
     // Every local base still the image that was pinned.
-    if let Base::Image(reference) = &loaded.manifest.targets[target].from {
+    if let Base::Image(reference) = &manifest_target.from {
         let name = reference.without_digest().to_string();
         if let Some(pinned) = lock.base(&name).and_then(|b| b.image_id.clone()) {
             let current = engine
@@ -723,18 +787,40 @@ fn up_to_date(
                 .flatten()
                 .map(|i| i.id);
             if current.as_deref() != Some(pinned.as_str()) {
-                return false;
+                return Fresh::Stale;
             }
         }
     }
-    match (&recorded.image, &recorded.image_id) {
-        (Some(image), Some(id)) => engine
-            .image(image)
-            .ok()
-            .flatten()
-            .is_some_and(|i| &i.id == id),
-        _ => false,
+    // The name the target resolves to now (after `--set`, environment and profile).
+    let (Some(image), Some(id)) = (
+        manifest_target
+            .image
+            .as_ref()
+            .filter(|i| i.digest().is_none()),
+        &recorded.image_id,
+    ) else {
+        return Fresh::Stale;
+    };
+    let image = image.to_string();
+    let named = engine.image(&image).ok().flatten().map(|i| i.id);
+    if named.as_ref() == Some(id) && recorded.image.as_ref() == Some(&image) {
+        return Fresh::UpToDate;
     }
+    match engine.image(id) {
+        Ok(Some(found)) if &found.id == id => Fresh::Rename {
+            image,
+            id: id.clone(),
+        },
+        _ => Fresh::Stale,
+    }
+}
+
+/// Name the engine's image `id` as `image` too (`docker tag`).
+fn tag_image(api: &kiln_docker::Api, id: &str, image: &str) -> Result<(), AppError> {
+    let reference =
+        kiln_reference::Reference::parse(image).map_err(|e| AppError::Build(e.to_string()))?;
+    api.tag(id, &reference.name(), reference.tag().unwrap_or("latest"))
+        .map_err(|e| AppError::Engine(format!("cannot tag {id} as {image}: {e}")))
 }
 
 /// `path` relative to the working directory, for messages.

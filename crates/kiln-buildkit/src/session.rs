@@ -364,6 +364,8 @@ impl Session {
         });
         let max = crate::client::MAX_MESSAGE;
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::client::keepalive_period()))
+            .http2_keepalive_timeout(Some(crate::client::keepalive_period()))
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health_server::HealthServer::new(Services(shared.clone())))
