@@ -1,4 +1,4 @@
-//! `cargo xtask bench [plan|engine|rebuild|context|seed|all]` (default `all`): the benchmarks
+//! `cargo xtask bench [plan|engine|rebuild|context|seed|buildkitd|all]` (default `all`): the benchmarks
 //! and their goals. Exits non-zero when any goal of the benchmarks run is missed. Timings of a
 //! debug build say nothing, so the task re-runs itself from a release build of xtask.
 //!
@@ -24,9 +24,14 @@
 //!     smoke-test`; (b) `kiln build --force` (all cached) no slower than one cached `docker
 //!     build` of the target image, classic or through BuildKit; (c) `kiln refresh` no slower
 //!     than `make python-pkg-refresh` (both really re-resolving against PyPI).
+//! - `buildkitd`: only with `KILN_BENCH_BUILDKITD=unix:///…/buildkitd.sock` (skipped, saying
+//!   so, without): a cached `kiln build --force` of one target against `buildctl build` of the
+//!   equivalent Dockerfile on that standalone buildkitd. See [`buildkitd`]. Goal (issue 11):
+//!   kiln's median within 1.5x buildctl's.
 
 #![allow(unsafe_code)]
 
+mod buildkitd;
 mod engine;
 mod seed;
 
@@ -121,7 +126,7 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 /// The benchmarks `cargo xtask bench` knows, in the order `all` runs them.
-const BENCHES: &[&str] = &["plan", "rebuild", "context", "seed"];
+const BENCHES: &[&str] = &["plan", "rebuild", "context", "seed", "buildkitd"];
 
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let selected: Vec<&str> = match args {
@@ -132,13 +137,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             name if BENCHES.contains(&name) => vec![name],
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}`: expected plan, engine, rebuild, context, seed or all"
+                    "unknown benchmark `{other}`: expected plan, engine, rebuild, context, seed, buildkitd or all"
                 ));
             }
         },
         _ => {
             return Err(
-                "usage: cargo xtask bench [plan|engine|rebuild|context|seed|all]".to_string(),
+                "usage: cargo xtask bench [plan|engine|rebuild|context|seed|buildkitd|all]"
+                    .to_string(),
             );
         }
     };
@@ -159,6 +165,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             "rebuild" => engine::rebuild(root)?,
             "context" => engine::context()?,
             "seed" => seed::seed(root)?,
+            "buildkitd" => buildkitd::buildkitd(root)?,
             _ => unreachable!("checked above"),
         };
         missed.extend(goals.into_iter().map(|goal| format!("{bench}: {goal}")));

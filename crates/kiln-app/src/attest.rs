@@ -49,7 +49,10 @@ pub(crate) fn attach_all(
             continue;
         };
         let Some(image) = &target.image else { continue };
-        let subject = image.without_digest().with_digest(digest);
+        let subject = image
+            .without_digest()
+            .with_digest(digest)
+            .map_err(|e| AppError::Build(format!("{name}: pushed digest {digest}: {e}")))?;
         let empty = BTreeMap::new();
         let labels = labels.get(name).unwrap_or(&empty);
         let sbom = crate::sbom::document(settings, loaded, name)?;

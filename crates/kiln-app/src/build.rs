@@ -1,8 +1,10 @@
 //! `kiln build`: resolve the base images' configs, then solve every selected target on
 //! BuildKit in DAG order (independent targets concurrently) — its smoke test first when it has
-//! one, then its image, loaded into the Docker Engine's image store under the target's `image`
-//! name with its image config (base config with the manifest's `config` over it), or exported
-//! to a directory with the local exporter (`BuildOptions::output`).
+//! one, then its image under the target's `image` name with its image config (base config with
+//! the manifest's `config` over it): into the Docker Engine's image store when the builder is
+//! the engine's BuildKit; from a standalone buildkitd streamed into the Docker Engine
+//! (`BuildOptions::load`), pushed by it (`BuildOptions::push`), or else only in its cache; or
+//! exported to a directory with the local exporter (`BuildOptions::output`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,8 +14,8 @@ use std::future::Future;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kiln_buildkit::{
-    Client, Endpoint, Event, LocalDir, ResolveMode, Returned, Session, SessionConfig, SolveRequest,
-    Transfer,
+    Client, Endpoint, Event, FileOutput, LocalDir, ResolveMode, Returned, Session, SessionConfig,
+    SolveRequest, Transfer,
 };
 use kiln_compile::{BaseConfigs, CompiledTarget, EffectiveConfig};
 use kiln_graph::{PackagesMode, StageKind};
@@ -58,6 +60,9 @@ pub struct BuildOptions {
     /// Labels to add to each target's image config (by target), under the manifest's own;
     /// `build_images` fills them in (see `labels`).
     pub labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Load each image into the Docker Engine (`DOCKER_HOST`, else the default socket): a
+    /// standalone buildkitd streams it there; the engine's own BuildKit stores it there anyway.
+    pub load: bool,
 }
 
 /// What happened to one target.
@@ -80,6 +85,25 @@ pub struct Built {
     pub base: Option<(String, Option<String>)>,
     /// The manifest digest the image was pushed as (`BuildOptions::push`).
     pub pushed: Option<String>,
+    /// Where the image is now.
+    pub stored: Stored,
+}
+
+/// Where a built image is, as far as kiln can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Stored {
+    /// No image: a smoke test, a refresh, a target without `image`, an export to a directory.
+    #[default]
+    Nothing,
+    /// In the image store of the Docker Engine whose BuildKit built it (the `moby` exporter).
+    Engine,
+    /// Streamed from a standalone buildkitd and loaded into the Docker Engine at `socket`.
+    Loaded { socket: PathBuf },
+    /// Pushed to its registry by a standalone buildkitd (`Built::pushed`), in no image store.
+    Registry,
+    /// Built by a standalone buildkitd, whose image store kiln cannot use: it is only in the
+    /// builder's cache.
+    BuilderCache,
 }
 
 /// Something to show while building.
@@ -112,7 +136,9 @@ pub enum Progress {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Outcome {
     pub target: String,
-    /// `built`, `up-to-date`, `smoke-tested`, `exported` or `refreshed`.
+    /// `built`, `up-to-date`, `tagged` (up to date under a new name: tagged, not solved),
+    /// `smoke-tested`, `exported`, `refreshed`, or `cache-only` (built by a standalone
+    /// buildkitd, but in no image store and not pushed: `--load`, `--push`).
     pub status: &'static str,
     /// The image name, when the target has one.
     pub image: Option<String>,
@@ -150,9 +176,15 @@ pub(crate) fn build_loaded(
         check_refreshable(&loaded.manifest, &options.targets, &selected)?;
     }
     let (endpoint, _) = crate::builder::choose(settings)?;
+    let docker = if options.load {
+        Some(crate::engine::docker_socket(settings)?)
+    } else {
+        None
+    };
     // Zip artifacts are unpacked here and served as local sources until the build ends.
     let artifacts = crate::artifacts::unpack(settings, &loaded.manifest, &selected)?;
     let job = Job {
+        docker,
         exported: match options.output {
             Some(_) => kiln_graph::Graph::named(&loaded.manifest, &options.targets)?,
             None => Default::default(),
@@ -201,6 +233,8 @@ pub(crate) fn build_loaded(
 
 /// One `kiln build`: what every target's solves share.
 struct Job<'a> {
+    /// The Docker Engine's socket, for `--load`.
+    docker: Option<PathBuf>,
     config: SessionConfig,
     entitlements: Vec<String>,
     endpoint: Endpoint,
@@ -219,7 +253,7 @@ impl Job<'_> {
     /// once the targets it depends on are built; independent targets build concurrently.
     async fn run(&self, tx: Events) -> Result<Vec<Built>, AppError> {
         let client = connect(&self.endpoint).await?;
-        let image_exporter = image_exporter(&client).await?;
+        let export = self.export(&client).await?;
         let (bases, digests) = self.resolve_bases(&client, &tx).await?;
         let manifest = &self.loaded.manifest;
         // Concurrent builds of other working trees must not share this tree's contexts.
@@ -248,7 +282,7 @@ impl Job<'_> {
             });
             waiting = rest;
             for target in ready {
-                running.push(self.build_target(&client, image_exporter, target, tx.clone()));
+                running.push(self.build_target(&client, export, target, tx.clone()));
             }
             // The first failure ends the build; dropping the other solves cancels them.
             match running.next().await {
@@ -406,11 +440,75 @@ impl Job<'_> {
     /// A session serving the contexts and secrets, and `output` as the local exporter's
     /// destination.
     async fn session(&self, client: &Client, output: Option<PathBuf>) -> Result<Session, AppError> {
+        self.session_with_file(client, output, None).await
+    }
+
+    /// [`Job::session`] that also takes a file exporter's output on `file`.
+    async fn session_with_file(
+        &self,
+        client: &Client,
+        output: Option<PathBuf>,
+        file: Option<FileOutput>,
+    ) -> Result<Session, AppError> {
         let mut config = self.config.clone();
         config.output = output;
-        Session::start(client, config)
-            .await
-            .map_err(|e| AppError::Build(e.to_string()))
+        config.output_file = file;
+        Session::start(client, config).await.map_err(|e| {
+            let lost = matches!(&e, kiln_buildkit::Error::Lost { .. });
+            let mut message = e.to_string();
+            if lost {
+                // Typically the daemon went away between two solves.
+                message.push_str(&format!(
+                    "\n  hint: {}",
+                    crate::builder::hint(client.endpoint())
+                ));
+            }
+            AppError::Build(message)
+        })
+    }
+
+    /// Where images go on this builder (see [`Export`]); with `--load` on a standalone
+    /// buildkitd, the Docker Engine must answer before anything is built.
+    async fn export(&self, client: &Client) -> Result<Export, AppError> {
+        let export = Export::choose(is_moby(client).await?, self.options.load, self.options.push);
+        if let (Export::Load, Some(socket)) = (export, &self.docker) {
+            let api = kiln_docker::Api::new(socket);
+            let answer = tokio::task::spawn_blocking(move || api.ping())
+                .await
+                .map_err(|e| AppError::Build(e.to_string()))?;
+            if let Err(e) = answer {
+                return Err(AppError::Build(format!(
+                    "--load: {e}\n  hint: the image is loaded into this Docker Engine \
+                     (DOCKER_HOST, else {}); `kiln engine up` starts one",
+                    kiln_docker::DEFAULT_SOCKET
+                )));
+            }
+        }
+        Ok(export)
+    }
+
+    /// Stream the `docker` exporter's tarball, as it arrives through the session on the file
+    /// output returned, into the Docker Engine (`--load`); the task ends with what the engine
+    /// says it loaded.
+    fn start_load(
+        &self,
+    ) -> (
+        FileOutput,
+        tokio::task::JoinHandle<Result<Vec<String>, String>>,
+    ) {
+        let (file, mut chunks) = FileOutput::channel();
+        let socket = self.docker.clone().unwrap_or_default();
+        let loader = tokio::task::spawn_blocking(move || {
+            // Nothing is sent to the engine until the image comes (a failed build sends none).
+            let Some(first) = chunks.blocking_recv() else {
+                return Err("the builder sent no image".to_string());
+            };
+            let rest = std::iter::from_fn(|| chunks.blocking_recv());
+            kiln_docker::Api::new(socket)
+                .load(std::iter::once(first).chain(rest))
+                .map_err(|e| e.to_string())
+        });
+        (file, loader)
     }
 
     /// One target: its smoke test when it has one, then its image — loaded into the image
@@ -419,7 +517,7 @@ impl Job<'_> {
     async fn build_target(
         &self,
         client: &Client,
-        image_exporter: &'static str,
+        export: Export,
         target: &CompiledTarget,
         tx: Events,
     ) -> Result<Built, AppError> {
@@ -443,6 +541,7 @@ impl Job<'_> {
             .map(|i| i.to_string());
         let mut image_id = None;
         let mut pushed = None;
+        let mut stored = Stored::Nothing;
         let mut context = Transfer::default();
         if self.options.goal == Goal::Refresh {
             return self.refresh_target(client, target, tx).await;
@@ -458,8 +557,14 @@ impl Job<'_> {
             let definition =
                 kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
             let exporting = kind == StageKind::Image;
+            let loading = (exporting && image_name.is_some() && export == Export::Load)
+                .then(|| self.start_load());
             let session = self
-                .session(client, output.clone().filter(|_| exporting))
+                .session_with_file(
+                    client,
+                    output.clone().filter(|_| exporting),
+                    loading.as_ref().map(|(file, _)| file.clone()),
+                )
                 .await?;
             let mut request = SolveRequest {
                 definition,
@@ -469,14 +574,41 @@ impl Job<'_> {
             };
             let stage = kind.as_str();
             let response = match (&image_name, exporting) {
+                (Some(image), true) if export != Export::Moby => {
+                    // A standalone buildkitd's exporters take the image config as an attribute,
+                    // so the image is one plain solve: once it is running nothing more is asked
+                    // of the daemon (one that is draining to stop refuses new calls, such as a
+                    // gateway's Return, but finishes the solves it has).
+                    let platform: kiln_llb::Platform = manifest_target
+                        .platform
+                        .parse()
+                        .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
+                    let config = String::from_utf8(target.config.image_config(&platform))
+                        .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
+                    let mut attrs = BTreeMap::from([
+                        ("name".to_string(), image.clone()),
+                        ("containerimage.config".to_string(), config),
+                    ]);
+                    request.exporter = match export {
+                        Export::Push => {
+                            attrs.insert("push".to_string(), "true".to_string());
+                            Some(("image".to_string(), attrs))
+                        }
+                        Export::Load => Some(("docker".to_string(), attrs)),
+                        // Like buildx without an output: no exporter at all.
+                        Export::Cache | Export::Moby => None,
+                    };
+                    staged(&tx, &target.name, stage, |events| {
+                        client.solve(request, events)
+                    })
+                    .await
+                }
                 (Some(image), true) => {
-                    let mut attrs = BTreeMap::from([("name".to_string(), image.clone())]);
-                    // buildkitd pushes from its image exporter; Docker's moby exporter cannot,
-                    // so there kiln pushes through the engine afterwards.
-                    if self.options.push && image_exporter == "image" {
-                        attrs.insert("push".to_string(), "true".to_string());
-                    }
-                    request.exporter = Some((image_exporter.to_string(), attrs));
+                    // Docker's moby exporter takes the image config only from the job's
+                    // result, so kiln is the job's frontend; the engine cannot push from it,
+                    // so kiln pushes through the engine afterwards.
+                    let attrs = BTreeMap::from([("name".to_string(), image.clone())]);
+                    request.exporter = Some(("moby".to_string(), attrs));
                     let platform: kiln_llb::Platform = manifest_target
                         .platform
                         .parse()
@@ -524,16 +656,42 @@ impl Job<'_> {
             context.files += sent.files;
             context.bytes += sent.bytes;
             session.close().await;
+            let loaded = match loading {
+                Some((file, loader)) => {
+                    file.close();
+                    Some(loader.await.map_err(|e| AppError::Build(e.to_string()))?)
+                }
+                None => None,
+            };
             if exporting {
                 let response = response?;
-                // moby: the digest is the image id; image: the manifest's, with the config's
-                // (the image id) beside it.
+                // moby: the digest is the image id; image and docker: the manifest's, with the
+                // config's (what an engine calls the image id) beside it.
                 image_id = response
                     .get("containerimage.config.digest")
                     .or_else(|| response.get("containerimage.digest"))
                     .cloned();
-                if self.options.push && image_exporter == "image" {
-                    pushed = response.get("containerimage.digest").cloned();
+                if let (Some(image), true) = (&image_name, output.is_none()) {
+                    stored = match export {
+                        Export::Moby => Stored::Engine,
+                        Export::Push => Stored::Registry,
+                        Export::Cache => Stored::BuilderCache,
+                        Export::Load => {
+                            let socket = self.docker.clone().unwrap_or_default();
+                            image_id = Some(
+                                self.verify_loaded(&target.name, image, image_id, loaded)
+                                    .await?,
+                            );
+                            Stored::Loaded { socket }
+                        }
+                    };
+                    if export == Export::Push {
+                        pushed = response.get("containerimage.digest").cloned();
+                    }
+                    if matches!(stored, Stored::Registry | Stored::BuilderCache) {
+                        // In no image store: nothing to call an image id.
+                        image_id = None;
+                    }
                 }
             } else {
                 response?;
@@ -546,8 +704,45 @@ impl Job<'_> {
             output,
             context,
             pushed,
+            stored,
             ..Built::default()
         })
+    }
+
+    /// After `--load`: the engine loaded the image (`loaded`, what the loader reported), and
+    /// has it under `image` with the config digest the exporter reported (`exported`). Returns
+    /// the engine's image id.
+    async fn verify_loaded(
+        &self,
+        target: &str,
+        image: &str,
+        exported: Option<String>,
+        loaded: Option<Result<Vec<String>, String>>,
+    ) -> Result<String, AppError> {
+        let socket = self.docker.clone().unwrap_or_default();
+        let failed = |why: String| {
+            AppError::Build(format!(
+                "{target}: loading {image} into the Docker Engine at unix://{} failed: {why}",
+                socket.display()
+            ))
+        };
+        loaded
+            .unwrap_or_else(|| Err("nothing was streamed".to_string()))
+            .map_err(&failed)?;
+        let api = kiln_docker::Api::new(&socket);
+        let name = image.to_string();
+        let found = tokio::task::spawn_blocking(move || api.image(&name))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| failed(format!("the engine has no {image} after the load")))?;
+        match exported {
+            Some(exported) if exported != found.id => Err(failed(format!(
+                "the engine's {image} is {}, not the {exported} the builder exported",
+                found.id
+            ))),
+            _ => Ok(found.id),
+        }
     }
 
     /// `Goal::Refresh` for one target: one gateway job solves the refreshed packages, reads
@@ -682,12 +877,39 @@ async fn connect(endpoint: &Endpoint) -> Result<Client, AppError> {
     })
 }
 
-/// The exporter that stores an image where `docker run` finds it: Docker Engine's BuildKit
-/// (one worker named `moby`, also when reached through a proxy) has `moby`; a standalone
-/// buildkitd stores it in its own image store with `image`.
-async fn image_exporter(client: &Client) -> Result<&'static str, AppError> {
+/// Where a build's images go, decided once from the builder and the options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Export {
+    /// Docker Engine's BuildKit: the `moby` exporter stores the image in the engine's image
+    /// store (`--push` then pushes through the engine; `--load` has nothing to do).
+    Moby,
+    /// A standalone buildkitd with `--load`: its `docker` exporter's tarball streams through the
+    /// session into the Docker Engine (`--push` then pushes through that engine).
+    Load,
+    /// A standalone buildkitd with `--push`: its `image` exporter pushes.
+    Push,
+    /// A standalone buildkitd without either: no exporter (its OCI worker keeps no image store
+    /// kiln could use, a named image would exist nowhere), the image stays in its cache.
+    Cache,
+}
+
+impl Export {
+    fn choose(moby: bool, load: bool, push: bool) -> Export {
+        match (moby, load, push) {
+            (true, _, _) => Export::Moby,
+            (false, true, _) => Export::Load,
+            (false, false, true) => Export::Push,
+            (false, false, false) => Export::Cache,
+        }
+    }
+}
+
+/// Whether the builder is Docker Engine's BuildKit, whose `moby` exporter stores images where
+/// `docker run` finds them: the engine itself, or one worker named `moby` (also when reached
+/// through a proxy).
+async fn is_moby(client: &Client) -> Result<bool, AppError> {
     if client.endpoint().is_docker() {
-        return Ok("moby");
+        return Ok(true);
     }
     let workers = client.workers().await.map_err(|e| {
         AppError::Build(format!(
@@ -701,11 +923,7 @@ async fn image_exporter(client: &Client) -> Result<&'static str, AppError> {
             client.endpoint()
         )));
     }
-    Ok(if workers.iter().any(|w| w.id == "moby") {
-        "moby"
-    } else {
-        "image"
-    })
+    Ok(workers.iter().any(|w| w.id == "moby"))
 }
 
 /// What a daemon's error means for a kiln user, for errors that say it poorly.
@@ -989,6 +1207,19 @@ fn entitlements(manifest: &Manifest, selected: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_go_where_the_builder_can_put_them() {
+        // Docker's BuildKit stores them in the engine whatever the flags.
+        for (load, push) in [(false, false), (true, false), (false, true), (true, true)] {
+            assert_eq!(Export::choose(true, load, push), Export::Moby);
+        }
+        // A standalone buildkitd: streamed to the engine, pushed, or only in its cache.
+        assert_eq!(Export::choose(false, true, false), Export::Load);
+        assert_eq!(Export::choose(false, true, true), Export::Load);
+        assert_eq!(Export::choose(false, false, true), Export::Push);
+        assert_eq!(Export::choose(false, false, false), Export::Cache);
+    }
 
     #[test]
     fn known_symptoms_get_a_hint_and_others_stay_as_they_are() {

@@ -51,12 +51,9 @@ pub fn engine_status(settings: &Settings) -> Result<String, AppError> {
     Ok(format!("builder: {endpoint} (from {source})\n{status}"))
 }
 
-/// A standalone buildkitd (or anything speaking its API): its workers and their platforms.
+/// A standalone buildkitd (or anything speaking its API): what BuildKit says about itself.
 fn buildkitd_status(endpoint: &kiln_buildkit::Endpoint) -> Result<String, AppError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let endpoint = endpoint.clone().probe().await;
         let failed = |e: kiln_buildkit::Error| {
@@ -65,35 +62,122 @@ fn buildkitd_status(endpoint: &kiln_buildkit::Endpoint) -> Result<String, AppErr
         let client = kiln_buildkit::Client::connect(&endpoint)
             .await
             .map_err(failed)?;
-        let workers = client.workers().await.map_err(failed)?;
-        let mut out = format!("buildkit: {} worker(s) at {endpoint}", workers.len());
-        for w in workers {
-            out.push_str(&format!("\n  worker {}: {}", w.id, w.platforms.join(", ")));
-        }
+        let mut out = match client.info().await.map_err(failed)? {
+            Some(info) => format!(
+                "buildkit: {} {}{} at {endpoint}",
+                info.package,
+                info.version,
+                if info.revision.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (revision {})", info.revision)
+                }
+            ),
+            None => format!("buildkit: version unknown (no Info RPC) at {endpoint}"),
+        };
+        out.push('\n');
+        out.push_str(&buildkit_details(&client).await.map_err(failed)?);
         Ok(out)
     })
+}
+
+/// The lines `engine status` shows for any BuildKit: its workers with their platforms (with
+/// variants: `linux/amd64/v2`), and which entitlements it grants (asked of it: no daemon
+/// reports them).
+async fn buildkit_details(client: &kiln_buildkit::Client) -> Result<String, kiln_buildkit::Error> {
+    let workers = client.workers().await?;
+    let mut out = format!("workers: {}", workers.len());
+    for w in &workers {
+        out.push_str(&format!("\n  worker {}: {}", w.id, w.platforms.join(", ")));
+        let label = |key: &str| {
+            w.labels
+                .get(&format!("org.mobyproject.buildkit.worker.{key}"))
+                .map(|v| format!("{key} {v}"))
+        };
+        let about: Vec<String> = ["executor", "snapshotter", "network"]
+            .iter()
+            .filter_map(|k| label(k))
+            .chain(w.buildkit_version.iter().map(|v| format!("BuildKit {v}")))
+            .collect();
+        if !about.is_empty() {
+            out.push_str(&format!(" ({})", about.join(", ")));
+        }
+    }
+    let mut granted = Vec::new();
+    for entitlement in ENTITLEMENTS {
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.grants(entitlement),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(kiln_buildkit::Error::Failed {
+                action: "entitlement check",
+                message: "no answer within 10 s".to_string(),
+            })
+        });
+        granted.push(match answer {
+            Ok(true) => format!("{entitlement} granted"),
+            Ok(false) => format!("{entitlement} not granted"),
+            Err(e) => format!("{entitlement} unknown ({e})"),
+        });
+    }
+    out.push_str(&format!("\nentitlements: {}", granted.join(", ")));
+    Ok(out)
+}
+
+/// The entitlements `engine status` asks about: `network.host` is what `network = "host"`
+/// needs; `security.insecure` is the other one daemons refuse by default.
+const ENTITLEMENTS: &[&str] = &["network.host", "security.insecure"];
+
+fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))
 }
 
 fn docker_status(settings: &Settings) -> Result<String, AppError> {
     let engine = engine(settings)?;
     let socket = engine.socket().display().to_string();
-    match engine.api().version() {
-        Ok(v) => Ok(format!(
-            "engine: Docker Engine {} (API {}, {}/{}) at unix://{socket}\nbuildkit: embedded in the Docker Engine ({})\nowner: {}",
-            v.version,
-            v.api_version,
-            v.os,
-            v.arch,
-            embedded_buildkit(&v.version),
-            match engine.owned_pid() {
-                Some(pid) => format!("kiln (pid {pid}, log {})", engine.log_file().display()),
-                None => "not kiln (kiln engine down leaves it alone)".to_string(),
-            }
-        )),
-        Err(e) => Err(AppError::Engine(format!(
+    let v = engine.api().version().map_err(|e| {
+        AppError::Engine(format!(
             "no engine answers: {e}\n  hint: `kiln engine up` starts one"
-        ))),
-    }
+        ))
+    })?;
+    // The engine's BuildKit, asked through its `/grpc` endpoint.
+    let endpoint = kiln_buildkit::Endpoint::Docker {
+        socket: engine.socket().to_path_buf(),
+    };
+    let buildkit = runtime()?.block_on(async {
+        let client = kiln_buildkit::Client::connect(&endpoint).await?;
+        let version = match client.info().await? {
+            Some(info) => info.version,
+            None => "unknown (no Info RPC)".to_string(),
+        };
+        Ok::<_, kiln_buildkit::Error>((version, buildkit_details(&client).await?))
+    });
+    let buildkit = match buildkit {
+        Ok((version, details)) => format!(
+            "buildkit: {version}; embedded in the Docker Engine ({})\n{details}",
+            embedded_buildkit(&v.version)
+        ),
+        Err(e) => format!(
+            "buildkit: embedded in the Docker Engine ({}), but its BuildKit API does not answer: {e}",
+            embedded_buildkit(&v.version)
+        ),
+    };
+    Ok(format!(
+        "engine: Docker Engine {} (API {}, {}/{}) at unix://{socket}\n{buildkit}\nowner: {}",
+        v.version,
+        v.api_version,
+        v.os,
+        v.arch,
+        match engine.owned_pid() {
+            Some(pid) => format!("kiln (pid {pid}, log {})", engine.log_file().display()),
+            None => "not kiln (kiln engine down leaves it alone)".to_string(),
+        }
+    ))
 }
 
 /// Which BuildKit a Docker release embeds (from moby's vendoring at each tag).

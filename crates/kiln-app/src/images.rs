@@ -7,11 +7,19 @@
 //! read (package files, lock files, copied files, tests), the inputs of the targets it builds
 //! on, and its base image as pinned in `kiln.lock`. A target is up to date when that hash
 //! equals the one `kiln.lock` recorded, its base is pinned, and the engine still has the
-//! recorded image under the target's name. An unpinned base always solves.
+//! recorded image under the target's name. An unpinned base always solves. The name is not part
+//! of the hash (it is not part of the image): when only the name changed (`--set TAG=…`, a
+//! profile) and the engine still has the recorded image, kiln tags that image with the new
+//! name instead of solving, and records the name.
 //!
 //! Beside the hash, `kiln.lock` records a short digest of each part of it (the manifest entry,
 //! each base pin, each context pattern's files, each dependency, the planned LLB), so that
 //! `kiln check --locked` can say which input changed.
+//!
+//! `kiln.lock` and the up-to-date check trust only what can be verified: a Docker Engine's
+//! image store (the engine that built the image, or the one `--load` loaded it into) and a
+//! registry's digest for a pushed tag. An image only in a standalone buildkitd's cache is
+//! reported as such, with a warning, and recorded nowhere.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +30,7 @@ use kiln_lock::KilnLock;
 use kiln_manifest::Base;
 use sha2::{Digest, Sha256};
 
-use crate::{AppError, BuildOptions, Goal, Loaded, Progress, Settings, load};
+use crate::{AppError, BuildOptions, Goal, Loaded, Progress, Settings, Stored, load};
 
 /// Waits for and takes the lock that serialises kiln's read-merge-replace of `kiln.lock`
 /// (an flock on its directory), so concurrent commands do not lose each other's entries.
@@ -442,11 +450,26 @@ fn build_images_pass(
         });
     }
     let (selected, compiled) = loaded.compile(&options.targets)?;
+    // A missing, ignored or symlinked context path, said with its file, line and key, before
+    // the builder says "not found".
+    let problems = crate::paths::check_selected(&settings.cwd, &loaded.manifest, &selected);
+    if !problems.is_empty() {
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(problems)));
+    }
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
     let own = own_inputs(settings, &loaded, &compiled)?;
     let inputs = inputs(&loaded, &compiled, &own, &lock);
+    // The engine that builds (Docker's BuildKit), and the image store that can vouch for an
+    // image: that engine, or the one `--load` loads into.
     let engine = docker_api(settings)?;
+    let store = match (&engine, options.load) {
+        (Some(api), _) => Some(api.clone()),
+        (None, true) => Some(kiln_docker::Api::new(crate::engine::docker_socket(
+            settings,
+        )?)),
+        (None, false) => None,
+    };
     let mut options = options.clone();
     if options.goal == Goal::Image && options.output.is_none() {
         options.labels =
@@ -456,6 +479,8 @@ fn build_images_pass(
     let mut relabelled = Vec::new();
 
     let mut out = String::new();
+    // Targets whose recorded image only needed its new name: tagged, not solved.
+    let mut tagged = None;
     // With --push, images are pushed even when up to date (a push of what the registry has is
     // cheap, and the recorded digest is verified again).
     if options.goal == Goal::Image
@@ -464,15 +489,35 @@ fn build_images_pass(
         && !options.stamp
         && options.output.is_none()
     {
-        let fresh: Vec<&String> = selected
+        let fresh: Vec<(&String, Fresh)> = selected
             .iter()
-            .filter(|t| up_to_date(t, &loaded, &lock, &inputs, engine.as_ref()))
+            .map(|t| (t, freshness(t, &loaded, &lock, &inputs, store.as_ref())))
             .collect();
-        if fresh.len() == selected.len() {
-            for t in &selected {
+        if let (Some(api), true) = (
+            store.as_ref(),
+            fresh.iter().all(|(_, f)| *f != Fresh::Stale),
+        ) {
+            let mut renamed = Vec::new();
+            for (t, f) in fresh {
                 let Some(recorded) = lock.target(t) else {
                     continue;
                 };
+                if let Fresh::Rename { image, id } = f {
+                    tag_image(api, &id, &image)?;
+                    renamed.push(crate::Built {
+                        target: t.clone(),
+                        image: Some(image),
+                        image_id: Some(id),
+                        stored: match &engine {
+                            Some(_) => Stored::Engine,
+                            None => Stored::Loaded {
+                                socket: api.socket().to_path_buf(),
+                            },
+                        },
+                        ..crate::Built::default()
+                    });
+                    continue;
+                }
                 out.push_str(&format!(
                     "{t}: {} ({}) up to date\n",
                     recorded.image.as_deref().unwrap_or("-"),
@@ -487,33 +532,43 @@ fn build_images_pass(
                     output: None,
                 }));
             }
-            return Ok(out);
+            if renamed.is_empty() {
+                return Ok(out);
+            }
+            tagged = Some(renamed);
         }
     }
 
-    let built = crate::build::build_loaded(settings, &loaded, options, progress)?;
+    let retagged = tagged.is_some();
+    let built = match tagged {
+        Some(renamed) => renamed,
+        None => crate::build::build_loaded(settings, &loaded, options, progress)?,
+    };
     for b in &built {
-        match (options.goal, &b.output, &b.image, &b.image_id) {
-            (Goal::SmokeTest, ..) => out.push_str(&format!("{}: smoke test passed\n", b.target)),
-            (_, Some(dir), _, _) => {
-                out.push_str(&format!("{}: exported to {}\n", b.target, dir.display()))
+        if retagged {
+            if let (Some(image), Some(id)) = (&b.image, &b.image_id) {
+                out.push_str(&format!(
+                    "{}: {image} ({id}) up to date, tagged with its new name (no solve)\n",
+                    b.target
+                ));
             }
-            (_, None, ..) if options.output.is_some() => out.push_str(&format!(
-                "{}: built (a dependency, kept in the build cache)\n",
-                b.target
-            )),
-            (_, None, Some(image), Some(id)) => {
-                out.push_str(&format!("{}: {image} ({id})\n", b.target))
-            }
-            _ => out.push_str(&format!(
-                "{}: built (no `image` name, kept in the build cache)\n",
-                b.target
-            )),
+            continue;
+        }
+        out.push_str(&built_line(options.goal, options.output.is_some(), b));
+        if let (Stored::BuilderCache, Some(image)) = (&b.stored, &b.image) {
+            progress(Progress::Warning {
+                target: Some(b.target.clone()),
+                message: format!(
+                    "{image} is only in the builder's cache (a standalone buildkitd keeps no \
+                     image store kiln can use); --load loads it into the Docker Engine, --push \
+                     pushes it to its registry"
+                ),
+            });
         }
     }
     // A failed push stops here: kiln.lock records nothing.
     let pushed = if options.push && options.output.is_none() {
-        let pushed = push_all(settings, &built, engine.as_ref(), &mut out)?;
+        let pushed = push_all(settings, &built, store.as_ref(), &mut out)?;
         crate::attest::attach_all(settings, &loaded, &pushed, &options.labels, &mut out)?;
         pushed
     } else {
@@ -523,9 +578,11 @@ fn build_images_pass(
         .iter()
         .map(|b| crate::Outcome {
             target: b.target.clone(),
-            status: match (options.goal, &b.output) {
-                (Goal::SmokeTest, _) => "smoke-tested",
-                (_, Some(_)) => "exported",
+            status: match (options.goal, &b.output, &b.stored) {
+                (Goal::SmokeTest, ..) => "smoke-tested",
+                (_, Some(_), _) => "exported",
+                (_, None, Stored::BuilderCache) => "cache-only",
+                _ if retagged => "tagged",
                 _ => "built",
             },
             image: b.image.clone(),
@@ -565,10 +622,15 @@ fn build_images_pass(
         // Inputs again: the bases just pinned are part of them.
         let inputs = self::inputs(&loaded, &compiled, &own, &lock);
         for b in &built {
+            if b.stored == Stored::BuilderCache {
+                // Nothing anyone can check: what kiln.lock says of the target stays as it was.
+                continue;
+            }
             let before = lock.target(&b.target);
-            // A new image id means a new image: an old push digest no longer describes it.
+            // A new image id means a new image, and a new name a new tag: an old push digest
+            // no longer describes it.
             let kept = before
-                .filter(|t| t.image_id == b.image_id)
+                .filter(|t| t.image_id == b.image_id && t.image == b.image)
                 .and_then(|t| t.digest.clone());
             let digest = pushed.get(&b.target).cloned().or(kept);
             lock.set_target(kiln_lock::Target {
@@ -616,9 +678,37 @@ fn build_images_pass(
     Ok(out)
 }
 
-/// Push every built image (through the engine on Docker; buildkitd already pushed from its
-/// exporter), then check the registry reports the same digest for the tag. Returns the pushed
-/// digest per target.
+/// What `kiln build` says of one built target: where its image is, truthfully. An image only
+/// in a standalone buildkitd's cache never gets an image id (there is none anyone could use);
+/// a pushed one is reported by the push.
+/// `exporting`: the build exports to a directory (`--output`), so a target that was not
+/// exported is a dependency the named ones needed.
+fn built_line(goal: Goal, exporting: bool, b: &crate::Built) -> String {
+    let t = &b.target;
+    match (goal, &b.output, &b.image, &b.image_id, &b.stored) {
+        (Goal::SmokeTest, ..) => format!("{t}: smoke test passed\n"),
+        (_, Some(dir), ..) => format!("{t}: exported to {}\n", dir.display()),
+        (_, None, ..) if exporting => {
+            format!("{t}: built (a dependency, kept in the build cache)\n")
+        }
+        (_, None, Some(image), Some(id), Stored::Loaded { socket }) => format!(
+            "{t}: {image} ({id}), loaded into the Docker Engine at unix://{}\n",
+            socket.display()
+        ),
+        (_, None, Some(image), Some(id), Stored::Engine) => format!("{t}: {image} ({id})\n"),
+        // `push_all` says where it went.
+        (_, None, Some(_), _, Stored::Registry) => String::new(),
+        // With a warning (see `build_images`).
+        (_, None, Some(image), _, Stored::BuilderCache) => {
+            format!("{t}: {image} built, only in the builder's cache\n")
+        }
+        _ => format!("{t}: built (no `image` name, kept in the build cache)\n"),
+    }
+}
+
+/// Push every built image (through the engine on Docker, and after `--load`; buildkitd already
+/// pushed from its exporter otherwise), then check the registry reports the same digest for
+/// the tag. Returns the pushed digest per target.
 fn push_all(
     settings: &Settings,
     built: &[crate::Built],
@@ -691,7 +781,7 @@ fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<St
 }
 
 /// The Docker Engine API when the builder is a Docker Engine (to check and pin local images).
-fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError> {
+pub(crate) fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError> {
     let (endpoint, _) = crate::builder::choose(settings)?;
     Ok(match endpoint {
         kiln_buildkit::Endpoint::Docker { socket } => Some(kiln_docker::Api::new(socket)),
@@ -699,23 +789,38 @@ fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError>
     })
 }
 
-fn up_to_date(
+/// Whether a target must be solved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fresh {
+    /// Its inputs are what `kiln.lock` recorded and the engine has its image under its name.
+    UpToDate,
+    /// Its inputs are what `kiln.lock` recorded and the engine still has the recorded image,
+    /// but not under the name the target now resolves to: tag `id` as `image`.
+    Rename {
+        image: String,
+        id: String,
+    },
+    Stale,
+}
+
+fn freshness(
     target: &str,
     loaded: &Loaded,
     lock: &KilnLock,
     inputs: &BTreeMap<String, Inputs>,
     engine: Option<&kiln_docker::Api>,
-) -> bool {
+) -> Fresh {
     let (Some(recorded), Some(now), Some(engine)) =
         (lock.target(target), inputs.get(target), engine)
     else {
-        return false;
+        return Fresh::Stale;
     };
     if !now.pinned || recorded.inputs != now.hash {
-        return false;
+        return Fresh::Stale;
     }
+    let manifest_target = &loaded.manifest.targets[target];
     // Every local base still the image that was pinned.
-    if let Base::Image(reference) = &loaded.manifest.targets[target].from {
+    if let Base::Image(reference) = &manifest_target.from {
         let name = reference.without_digest().to_string();
         if let Some(pinned) = lock.base(&name).and_then(|b| b.image_id.clone()) {
             let current = engine
@@ -724,18 +829,40 @@ fn up_to_date(
                 .flatten()
                 .map(|i| i.id);
             if current.as_deref() != Some(pinned.as_str()) {
-                return false;
+                return Fresh::Stale;
             }
         }
     }
-    match (&recorded.image, &recorded.image_id) {
-        (Some(image), Some(id)) => engine
-            .image(image)
-            .ok()
-            .flatten()
-            .is_some_and(|i| &i.id == id),
-        _ => false,
+    // The name the target resolves to now (after `--set`, environment and profile).
+    let (Some(image), Some(id)) = (
+        manifest_target
+            .image
+            .as_ref()
+            .filter(|i| i.digest().is_none()),
+        &recorded.image_id,
+    ) else {
+        return Fresh::Stale;
+    };
+    let image = image.to_string();
+    let named = engine.image(&image).ok().flatten().map(|i| i.id);
+    if named.as_ref() == Some(id) && recorded.image.as_ref() == Some(&image) {
+        return Fresh::UpToDate;
     }
+    match engine.image(id) {
+        Ok(Some(found)) if &found.id == id => Fresh::Rename {
+            image,
+            id: id.clone(),
+        },
+        _ => Fresh::Stale,
+    }
+}
+
+/// Name the engine's image `id` as `image` too (`docker tag`).
+fn tag_image(api: &kiln_docker::Api, id: &str, image: &str) -> Result<(), AppError> {
+    let reference =
+        kiln_reference::Reference::parse(image).map_err(|e| AppError::Build(e.to_string()))?;
+    api.tag(id, &reference.name(), reference.tag().unwrap_or("latest"))
+        .map_err(|e| AppError::Engine(format!("cannot tag {id} as {image}: {e}")))
 }
 
 /// `path` relative to the working directory, for messages.
@@ -756,4 +883,47 @@ pub(crate) fn relative(settings: &Settings, path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Built;
+
+    #[test]
+    fn each_image_is_reported_where_it_is() {
+        let built = |stored: Stored, id: Option<&str>| Built {
+            target: "hello".into(),
+            image: Some("docker.io/x/hello:1".into()),
+            image_id: id.map(str::to_string),
+            stored,
+            ..Built::default()
+        };
+        let engine = built_line(Goal::Image, false, &built(Stored::Engine, Some("sha256:1")));
+        assert_eq!(engine, "hello: docker.io/x/hello:1 (sha256:1)\n");
+        let loaded = built_line(
+            Goal::Image,
+            false,
+            &built(
+                Stored::Loaded {
+                    socket: "/var/run/docker.sock".into(),
+                },
+                Some("sha256:1"),
+            ),
+        );
+        assert!(
+            loaded.ends_with("loaded into the Docker Engine at unix:///var/run/docker.sock\n"),
+            "{loaded}"
+        );
+        // Only in a buildkitd's cache: says so, no image id, nothing claimed.
+        let cached = built_line(Goal::Image, false, &built(Stored::BuilderCache, None));
+        assert_eq!(
+            cached,
+            "hello: docker.io/x/hello:1 built, only in the builder's cache\n"
+        );
+        assert_eq!(
+            built_line(Goal::Image, false, &built(Stored::Registry, None)),
+            ""
+        );
+    }
 }

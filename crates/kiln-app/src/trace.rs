@@ -139,12 +139,16 @@ fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
                 "trace {image}: not in the engine's image store, and the registry: {e}"
             ))
         })?;
-    let subject = reference
+    // A registry that sent a malformed digest has no referrers kiln can ask for.
+    let referrers = match reference
         .without_digest()
-        .with_digest(&found.manifest_digest);
-    let referrers = runtime
-        .block_on(registry.referrers(&subject))
-        .unwrap_or_default();
+        .with_digest(&found.manifest_digest)
+    {
+        Ok(subject) => runtime
+            .block_on(registry.referrers(&subject))
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     Ok(Found {
         referrers,
         image_id: Some(found.config_digest),

@@ -18,6 +18,14 @@ use crate::{Error, Event};
 /// 16 MiB, what BuildKit itself allows (tonic's default is 4 MiB).
 pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 
+/// How long the status stream is still followed once the solve has returned (see
+/// `Client::run_job`).
+const STATUS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a job may take to end once its frontend has failed (its `Return` carried the
+/// error, so the daemon ends it at once) before the frontend's error is reported alone.
+const JOB_END_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A connection to one daemon's Control API.
 #[derive(Clone)]
 pub struct Client {
@@ -41,7 +49,22 @@ pub struct SolveRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worker {
     pub id: String,
+    /// `os/arch[/variant]` (`linux/amd64/v2`), in the daemon's order.
     pub platforms: Vec<String>,
+    /// The worker's labels (executor, snapshotter, network, …; none on Docker 20.10).
+    pub labels: BTreeMap<String, String>,
+    /// The BuildKit version the worker reports (newer daemons).
+    pub buildkit_version: Option<String>,
+}
+
+/// What the daemon says it is (`Control.Info`, BuildKit v0.11 and later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// e.g. `github.com/moby/buildkit`.
+    pub package: String,
+    /// e.g. `v0.24.0`.
+    pub version: String,
+    pub revision: String,
 }
 
 /// A new, unique job reference: 25 base36 characters, like the Go client's random ids.
@@ -92,10 +115,12 @@ impl Client {
                             .map(hyper_util::rt::TokioIo::new)
                     }
                 });
-                tonic::transport::Endpoint::from_static("http://docker.invalid")
-                    .connect_with_connector(connector)
-                    .await
-                    .map_err(|e| failed(&e))?
+                keepalive(tonic::transport::Endpoint::from_static(
+                    "http://docker.invalid",
+                ))
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| failed(&e))?
             }
             Endpoint::Unix { path } => {
                 let path = path.clone();
@@ -107,10 +132,12 @@ impl Client {
                             .map(hyper_util::rt::TokioIo::new)
                     }
                 });
-                tonic::transport::Endpoint::from_static("http://buildkitd.invalid")
-                    .connect_with_connector(connector)
-                    .await
-                    .map_err(|e| failed(&e))?
+                keepalive(tonic::transport::Endpoint::from_static(
+                    "http://buildkitd.invalid",
+                ))
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| failed(&e))?
             }
             Endpoint::Tcp { host, port, tls } => {
                 let scheme = if tls.is_some() { "https" } else { "http" };
@@ -119,10 +146,12 @@ impl Client {
                 } else {
                     host.clone()
                 };
-                let mut builder = tonic::transport::Endpoint::from_shared(format!(
-                    "{scheme}://{host_part}:{port}"
-                ))
-                .map_err(|e| failed(&e))?
+                let mut builder = keepalive(
+                    tonic::transport::Endpoint::from_shared(format!(
+                        "{scheme}://{host_part}:{port}"
+                    ))
+                    .map_err(|e| failed(&e))?,
+                )
                 .connect_timeout(std::time::Duration::from_secs(10));
                 if let Some(tls) = tls {
                     builder = builder
@@ -164,13 +193,48 @@ impl Client {
             .into_iter()
             .map(|w| Worker {
                 id: w.id,
-                platforms: w
-                    .platforms
-                    .iter()
-                    .map(|p| format!("{}/{}", p.os, p.architecture))
-                    .collect(),
+                platforms: w.platforms.iter().map(platform_name).collect(),
+                labels: w.labels,
+                buildkit_version: w
+                    .buildkit_version
+                    .map(|v| v.version)
+                    .filter(|v| !v.is_empty()),
             })
             .collect())
+    }
+
+    /// The daemon's name and version, or `None` for a daemon without the `Info` call (BuildKit
+    /// before v0.11, such as Docker 20.10's v0.8).
+    pub async fn info(&self) -> Result<Option<DaemonInfo>, Error> {
+        match self.control.clone().info(control::InfoRequest {}).await {
+            Ok(response) => Ok(response.into_inner().buildkit_version.map(|v| DaemonInfo {
+                package: v.package,
+                version: v.version,
+                revision: v.revision,
+            })),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(Error::from_status("info", status)),
+        }
+    }
+
+    /// Whether the daemon grants `entitlement` (`network.host`, `security.insecure`): the daemon
+    /// reports this nowhere, so ask it to solve nothing with the entitlement. `Ok(false)` when it
+    /// refuses the entitlement, an error when it fails otherwise.
+    pub async fn grants(&self, entitlement: &str) -> Result<bool, Error> {
+        let probe = control::SolveRequest {
+            r#ref: new_ref(),
+            // An empty definition: nothing to build (no definition at all would make kiln the
+            // job's frontend).
+            definition: Some(kiln_llb::pb::Definition::default()),
+            entitlements: vec![entitlement.to_string()],
+            internal: true,
+            ..control::SolveRequest::default()
+        };
+        match self.control.clone().solve(probe).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.message().contains("is not allowed") => Ok(false),
+            Err(status) => Err(Error::from_status("entitlement check", status)),
+        }
     }
 
     /// Solve `request`, forwarding the daemon's progress to `events`; returns the exporter's
@@ -215,17 +279,29 @@ impl Client {
         tokio::pin!(solve);
         tokio::pin!(front);
         tokio::select! {
-            // The job ended first (cancelled, daemon gone): the frontend's calls are moot.
+            // The job ended first (failed, cancelled, daemon gone): its error is the job's own,
+            // and the frontend's calls are moot.
             response = &mut solve => {
                 let response = response?;
                 let value = front.await?;
                 Ok((value, response))
             }
-            value = &mut front => {
-                // The frontend's own error says more than the job's echo of it.
-                let value = value?;
-                Ok((value, solve.await?))
-            }
+            value = &mut front => match value {
+                Ok(value) => Ok((value, solve.await?)),
+                // The first error of the job wins. A frontend error may follow from the job's
+                // (a bridge call to a job the daemon has already failed says "no such job"),
+                // so the job's error, once it comes, is reported over it; but when the job
+                // failed with the frontend's own error (the message `finish` returned), the
+                // frontend's original says it better.
+                Err(front_error) => match tokio::time::timeout(JOB_END_WAIT, solve).await {
+                    Ok(Err(job_error))
+                        if !job_error.to_string().contains(&front_error.to_string()) =>
+                    {
+                        Err(job_error)
+                    }
+                    _ => Err(front_error),
+                },
+            },
         }
     }
 
@@ -251,13 +327,63 @@ impl Client {
                 }
             }
         };
-        let solved = async move { control.solve(solve).await };
-        // The status stream ends on its own when the job does (or when the daemon gives up
-        // waiting for a job that never started, after 3 s).
-        let (result, ()) = tokio::join!(solved, status);
+        let solved = control.solve(solve);
+        tokio::pin!(status);
+        tokio::pin!(solved);
+        // The status stream ends on its own soon after the job does, but not always: a job the
+        // daemon rejects after creating it (v0.24, an entitlement it does not grant) keeps its
+        // stream open, and a job that never started keeps it for the 3 s (6 s) the daemon waits
+        // for it. Like BuildKit's Go client, stop following it a grace period after the solve.
+        let mut status_done = false;
+        let result = tokio::select! {
+            result = &mut solved => result,
+            () = &mut status => {
+                status_done = true;
+                solved.await
+            }
+        };
+        if !status_done {
+            let _ = tokio::time::timeout(STATUS_GRACE, status).await;
+        }
         let response = result.map_err(|s| Error::from_status("solve", s))?;
         Ok(response.into_inner().exporter_response)
     }
+}
+
+/// `os/arch`, with `/variant` when there is one.
+fn platform_name(p: &kiln_llb::pb::Platform) -> String {
+    if p.variant.is_empty() {
+        format!("{}/{}", p.os, p.architecture)
+    } else {
+        format!("{}/{}/{}", p.os, p.architecture, p.variant)
+    }
+}
+
+/// How long the connection to the builder may stay silent before kiln pings it, and how long
+/// it then waits for the answer: a builder that stops answering (frozen, or a proxy in between
+/// stalled) fails every call on the connection within about twice this, while a healthy one
+/// answers pings however long a step runs without output. `KILN_BUILDER_KEEPALIVE=SECONDS`
+/// changes it (slow links; tests).
+pub(crate) fn keepalive_period() -> std::time::Duration {
+    let seconds = std::env::var("KILN_BUILDER_KEEPALIVE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(20);
+    std::time::Duration::from_secs(seconds)
+}
+
+/// HTTP/2 keepalive pings with a timeout, also while no call is open. hyper pings only after
+/// `period` without reading anything. Docker's `/grpc` (Go's x/net/http2 server) acks any ping;
+/// a grpc-go buildkitd closes a connection that pings more often than every 5 minutes while it
+/// writes nothing, but during a solve it health-checks the session (inside `Control.Session`,
+/// on this connection) every 5 s, which is both a write for it and a read for kiln.
+fn keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    let period = keepalive_period();
+    endpoint
+        .http2_keep_alive_interval(period)
+        .keep_alive_timeout(period)
+        .keep_alive_while_idle(true)
 }
 
 /// rustls settings for `tls`: the CA to trust (else the system's roots) and the client
@@ -331,6 +457,19 @@ impl SolveRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platforms_keep_their_variant() {
+        let p = |arch: &str, variant: &str| kiln_llb::pb::Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: variant.into(),
+            ..kiln_llb::pb::Platform::default()
+        };
+        assert_eq!(platform_name(&p("amd64", "")), "linux/amd64");
+        assert_eq!(platform_name(&p("amd64", "v2")), "linux/amd64/v2");
+        assert_eq!(platform_name(&p("arm", "v7")), "linux/arm/v7");
+    }
 
     #[test]
     fn refs_are_25_base36_chars_and_unique() {

@@ -137,8 +137,3 @@ impl AsyncWrite for Upgraded {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
-
-impl tonic::transport::server::Connected for Upgraded {
-    type ConnectInfo = ();
-    fn connect_info(&self) {}
-}

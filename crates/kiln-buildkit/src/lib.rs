@@ -1,9 +1,10 @@
 //! A BuildKit client: connects to a daemon (Docker Engine's embedded BuildKit through its
 //! `/grpc` and `/session` upgrades, or a standalone buildkitd on a unix socket or TCP with
-//! mutual TLS, its session tunnelled through `Control.Session`), serves the session a build needs (context upload, secrets,
-//! registry credentials, health), solves LLB with an exporter — directly or with kiln as the
-//! job's frontend through the LLB bridge — and turns the daemon's status stream into progress
-//! events.
+//! mutual TLS, its session tunnelled through `Control.Session`), serves the session a build
+//! needs (context upload, an exporter's output, secrets, registry credentials, health), solves
+//! LLB with an exporter — directly or with kiln as the job's frontend through the LLB bridge —,
+//! turns the daemon's status stream into progress events, and says what the daemon is (version,
+//! workers, entitlements).
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
@@ -22,6 +23,10 @@ pub mod proto {
     pub mod health {
         tonic::include_proto!("grpc.health.v1");
     }
+    /// FileSend, with undecoded messages (see `proto/filesend.proto`).
+    pub mod filesend {
+        include!(concat!(env!("OUT_DIR"), "/filesend/moby.filesync.v1.rs"));
+    }
 }
 
 mod auth;
@@ -31,12 +36,13 @@ mod error;
 mod event;
 mod gateway;
 mod hijack;
+mod raw;
 mod session;
 
 pub use auth::{AuthError, Credentials, DockerConfig};
-pub use client::{Client, SolveRequest, Worker, new_ref};
+pub use client::{Client, DaemonInfo, SolveRequest, Worker, new_ref};
 pub use endpoint::{DOCKER_SOCKET, Endpoint, Tls};
 pub use error::Error;
 pub use event::Event;
 pub use gateway::{Gateway, ResolveMode, ResolvedImage, ResultRef, Returned};
-pub use session::{LocalDir, Session, SessionConfig, Transfer};
+pub use session::{FileChunks, FileOutput, LocalDir, Session, SessionConfig, Transfer};

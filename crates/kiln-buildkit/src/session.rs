@@ -1,5 +1,6 @@
 //! The session kiln serves to the daemon for one build: the build contexts (FileSync), the
-//! local exporter's target directory (FileSend), secrets (Secrets), registry credentials
+//! exporters' output (FileSend: the local exporter's directory, or the one file of `tar`,
+//! `docker` or `oci`, handed on as it streams), secrets (Secrets), registry credentials
 //! (Auth) and the health check the daemon polls. On Docker Engine it runs over `POST
 //! /session`, on a standalone buildkitd through the `Control.Session` byte tunnel; either way
 //! the daemon is the h2 client and kiln the server.
@@ -10,60 +11,106 @@ use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt as _};
 use kiln_fsutil::types::Packet;
+use std::future::Future as _;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::proto::control::BytesMessage;
+use crate::proto::filesend::file_send_server;
 use crate::proto::filesync::{
-    CredentialsRequest, CredentialsResponse, auth_server, file_send_server, file_sync_server,
+    CredentialsRequest, CredentialsResponse, auth_server, file_sync_server,
 };
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse, health_server};
 use crate::proto::secrets::{GetSecretRequest, GetSecretResponse, secrets_server};
+use crate::raw::Frame;
 use crate::{Client, Endpoint, Error};
 
-/// The kiln end of a `Control.Session` tunnel.
-struct Tunnel(tokio::io::DuplexStream);
+/// The session's one connection (the upgraded `/session` socket, or kiln's end of the
+/// `Control.Session` tunnel), with a switch that closes it: the server runs each connection in
+/// a task of its own, so stopping the server does not end the connection; flipping the switch
+/// fails its reads and writes, the server drops it, and that closes the socket or the tunnel.
+struct Connection<IO> {
+    io: IO,
+    close: oneshot::Receiver<()>,
+    closed: bool,
+}
 
-impl tokio::io::AsyncRead for Tunnel {
+impl<IO> Connection<IO> {
+    fn new(io: IO) -> (Connection<IO>, oneshot::Sender<()>) {
+        let (tx, close) = oneshot::channel();
+        (
+            Connection {
+                io,
+                close,
+                closed: false,
+            },
+            tx,
+        )
+    }
+
+    /// Whether the switch was flipped (or its sender dropped); registers the waker otherwise.
+    fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if !self.closed && std::pin::Pin::new(&mut self.close).poll(cx).is_ready() {
+            self.closed = true;
+        }
+        self.closed
+    }
+}
+
+fn closed_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "session closed")
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Connection<IO> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+        if self.poll_closed(cx) {
+            return std::task::Poll::Ready(Err(closed_error()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl tokio::io::AsyncWrite for Tunnel {
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Connection<IO> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        if self.poll_closed(cx) {
+            return std::task::Poll::Ready(Err(closed_error()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        if self.poll_closed(cx) {
+            return std::task::Poll::Ready(Err(closed_error()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
-impl tonic::transport::server::Connected for Tunnel {
+impl<IO> tonic::transport::server::Connected for Connection<IO> {
     type ConnectInfo = ();
     fn connect_info(&self) {}
 }
 
-/// What the session offers.
-#[derive(Debug, Clone, Default)]
+/// What the session offers. Its `Debug` names the secrets but never shows their values.
+#[derive(Clone, Default)]
 pub struct SessionConfig {
     /// Shown by the daemon; informational.
     pub name: String,
@@ -76,8 +123,82 @@ pub struct SessionConfig {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// Where the local exporter writes, if this build exports to a directory.
     pub output: Option<PathBuf>,
+    /// Where the file of a `tar`, `docker` or `oci` exporter goes, if this build exports one.
+    pub output_file: Option<FileOutput>,
     /// Registry credentials the daemon asks for; the default answers anonymously.
     pub registry_auth: crate::DockerConfig,
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secrets: BTreeMap<&String, String> = self
+            .secrets
+            .iter()
+            .map(|(id, value)| (id, format!("<{} bytes>", value.len())))
+            .collect();
+        f.debug_struct("SessionConfig")
+            .field("name", &self.name)
+            .field("shared_key", &self.shared_key)
+            .field("contexts", &self.contexts)
+            .field("secrets", &secrets)
+            .field("output", &self.output)
+            .field("output_file", &self.output_file)
+            .field("registry_auth", &self.registry_auth)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn debug_never_shows_a_secret_value() {
+        let mut config = super::SessionConfig::default();
+        config
+            .secrets
+            .insert("token".into(), b"s3cr3t-value".to_vec());
+        let shown = format!("{config:?}");
+        assert!(shown.contains("token"), "{shown}");
+        assert!(shown.contains("<12 bytes>"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+}
+
+/// The receiving end of [`FileOutput`]: the exported file's bytes in order, chunk by chunk;
+/// an `Err` says the stream broke there (the file is incomplete). It ends after the last chunk,
+/// or without any when the daemon sent no file (see [`FileOutput::close`]).
+pub type FileChunks = mpsc::Receiver<FileChunk>;
+
+/// One chunk of an exported file, or why the stream broke there.
+pub type FileChunk = Result<Vec<u8>, String>;
+
+/// The one file an exporter that writes a file (`tar`, `docker`, `oci`) sends through the
+/// session: FileSend with raw bytes instead of fsutil packets, handed on as it arrives, so it
+/// need not fit in memory or on disk.
+#[derive(Clone)]
+pub struct FileOutput(Arc<Mutex<Option<mpsc::Sender<FileChunk>>>>);
+
+impl FileOutput {
+    /// A file output and the chunks that will arrive on it.
+    pub fn channel() -> (FileOutput, FileChunks) {
+        let (tx, rx) = mpsc::channel(64);
+        (FileOutput(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    /// No file will come any more (the solve is over): a receiver still waiting for one ends.
+    pub fn close(&self) {
+        self.take();
+    }
+
+    /// The sender, for the one stream that carries the file.
+    fn take(&self) -> Option<mpsc::Sender<FileChunk>> {
+        self.0.lock().expect("file output lock").take()
+    }
+}
+
+impl std::fmt::Debug for FileOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileOutput")
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,10 +218,19 @@ pub struct Transfer {
 /// A running session; [`Session::close`] ends it.
 pub struct Session {
     id: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The server of the session services, on the one connection the daemon dialled.
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Closes the connection (see [`Connection`]).
+    close: Option<oneshot::Sender<()>>,
+    /// On the `Control.Session` tunnel: the pump that copies the daemon's bytes to the server;
+    /// it ends when the daemon ends the stream.
+    from_daemon: Option<tokio::task::JoinHandle<()>>,
     transfer: Arc<Mutex<Transfer>>,
 }
+
+/// How long [`Session::close`] waits for the daemon to end the `Control.Session` stream after
+/// kiln ended its side (a round trip; the daemon answers at once).
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Flow control on the session connection, where the daemon is the h2 client. h2 (0.4.16 and
 /// later) closes a connection with `GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames"` once the
@@ -180,13 +310,17 @@ impl Session {
             .control()
             .session(request)
             .await
-            .map_err(|s| Error::Session(crate::Error::from_status("open session", s).to_string()))?
+            .map_err(|s| match Error::from_status("open session", s) {
+                // The daemon is gone: say so as such, not as a session problem.
+                lost @ Error::Lost { .. } => lost,
+                other => Error::Session(other.to_string()),
+            })?
             .into_inner();
         // The server side of the tunnel's h2 connection is one end of an in-memory pipe; two
         // pumps move bytes between the other end and the gRPC stream.
         let (ours, pipe) = tokio::io::duplex(1 << 20);
         let (mut pipe_read, mut pipe_write) = tokio::io::split(pipe);
-        tokio::spawn(async move {
+        let from_daemon = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             while let Some(Ok(message)) = incoming.next().await {
                 if pipe_write.write_all(&message.data).await.is_err() {
@@ -195,6 +329,8 @@ impl Session {
             }
             let _ = pipe_write.shutdown().await;
         });
+        // When the server's end of the pipe is dropped (the session closes), this reads EOF and
+        // drops `to_daemon`, which ends kiln's side of the stream (the Go client's CloseSend).
         tokio::spawn(async move {
             use tokio::io::AsyncReadExt;
             let mut buffer = vec![0u8; 64 * 1024];
@@ -210,27 +346,26 @@ impl Session {
                 }
             }
         });
-        Ok(Session::serve(id, config, Tunnel(ours)))
+        let mut session = Session::serve(id, config, ours);
+        session.from_daemon = Some(from_daemon);
+        Ok(session)
     }
 
     /// Serve the session services on `io`, one h2 connection the daemon dials into.
     fn serve<IO>(id: String, config: SessionConfig, io: IO) -> Session
     where
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let (io, close) = Connection::new(io);
         let transfer = Arc::new(Mutex::new(Transfer::default()));
         let shared = Arc::new(Shared {
             config,
             transfer: transfer.clone(),
         });
-        let (tx, rx) = oneshot::channel::<()>();
         let max = crate::client::MAX_MESSAGE;
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::client::keepalive_period()))
+            .http2_keepalive_timeout(Some(crate::client::keepalive_period()))
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health_server::HealthServer::new(Services(shared.clone())))
@@ -249,13 +384,12 @@ impl Session {
         // One connection, then nothing: the server lives until `close`.
         let incoming = futures::stream::once(async move { Ok::<_, std::io::Error>(io) })
             .chain(futures::stream::pending());
-        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(router.serve_with_incoming(incoming));
         Session {
             id,
-            shutdown: Some(tx),
-            task,
+            server,
+            close: Some(close),
+            from_daemon: None,
             transfer,
         }
     }
@@ -270,13 +404,43 @@ impl Session {
         *self.transfer.lock().expect("transfer lock")
     }
 
-    /// Stop serving and close the connection.
+    /// Stop serving and close the connection, as BuildKit's Go client does: no graceful h2
+    /// shutdown (over the `Control.Session` tunnel the daemon never completes one, and every
+    /// close waited out a timer), but the server stopped and its connection dropped. On Docker
+    /// Engine's `/session` that closes the socket; on the tunnel it ends kiln's side of the
+    /// stream, and kiln waits (briefly) for the daemon to end its side too, so the daemon has
+    /// let go of the session when this returns.
     pub async fn close(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        self.stop();
+        if let Some(mut from_daemon) = self.from_daemon.take() {
+            if tokio::time::timeout(CLOSE_WAIT, &mut from_daemon)
+                .await
+                .is_err()
+            {
+                // Dropping the stream cancels the call.
+                from_daemon.abort();
+            }
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task).await;
-        self.task.abort();
+    }
+}
+
+impl Session {
+    /// Close the connection and stop the server (without waiting for anything).
+    fn stop(&mut self) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
+        }
+        self.server.abort();
+    }
+}
+
+/// A session dropped without [`Session::close`] (an error or Ctrl-C on the way) stops too.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(from_daemon) = self.from_daemon.take() {
+            from_daemon.abort();
+        }
     }
 }
 
@@ -436,14 +600,24 @@ impl file_sync_server::FileSync for Services {
     }
 }
 
+type FrameStream = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl file_send_server::FileSend for Services {
-    type DiffCopyStream = PacketStream;
+    type DiffCopyStream = FrameStream;
 
+    /// The exporter's output: a file (raw `BytesMessage` chunks) when the session has a file
+    /// output, else a directory tree (fsutil packets, kiln answering with its own).
     async fn diff_copy(
         &self,
-        request: Request<Streaming<Packet>>,
-    ) -> Result<Response<PacketStream>, Status> {
+        request: Request<Streaming<Frame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        if let Some(file) = &self.0.config.output_file {
+            let Some(tx) = file.take() else {
+                return Err(Status::already_exists("the output file was already sent"));
+            };
+            return Ok(Response::new(receive_file(request.into_inner(), tx)));
+        }
         let Some(dest) = self.0.config.output.clone() else {
             return Err(Status::failed_precondition(
                 "this session has no output directory",
@@ -451,14 +625,53 @@ impl file_send_server::FileSend for Services {
         };
         std::fs::create_dir_all(&dest)
             .map_err(|e| Status::internal(format!("create {}: {e}", dest.display())))?;
+        let packets = request.into_inner().map(|frame| {
+            frame.and_then(|Frame(data)| {
+                <Packet as prost::Message>::decode(data)
+                    .map_err(|e| Status::invalid_argument(format!("not an fsutil packet: {e}")))
+            })
+        });
         let (from_daemon, to_daemon) = Recording::start("filesend", "output").unzip();
-        let incoming = record_incoming(request.into_inner(), from_daemon);
+        let incoming = record_incoming(packets, from_daemon);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let _ = kiln_fsutil::receive(&dest, tx, incoming).await;
         });
-        Ok(Response::new(record_outgoing(rx, to_daemon)))
+        let outgoing = record_outgoing(rx, to_daemon)
+            .map(|packet| packet.map(|p| Frame(prost::Message::encode_to_vec(&p).into())));
+        Ok(Response::new(Box::pin(outgoing)))
     }
+}
+
+/// Hand the chunks of an exported file on to `tx` as they arrive. The daemon sends nothing
+/// back; the call ends (successfully) once the whole file has been handed on, or with the
+/// error that broke it.
+fn receive_file(mut incoming: Streaming<Frame>, tx: mpsc::Sender<FileChunk>) -> FrameStream {
+    let (done_tx, done_rx) = mpsc::channel::<Result<Frame, Status>>(1);
+    tokio::spawn(async move {
+        loop {
+            let chunk = match incoming.next().await {
+                None => break,
+                Some(Ok(Frame(data))) => match <BytesMessage as prost::Message>::decode(data) {
+                    Ok(message) => Ok(message.data),
+                    Err(e) => Err(format!("not a file chunk: {e}")),
+                },
+                Some(Err(status)) => Err(status.message().to_string()),
+            };
+            let failed = chunk.as_ref().err().cloned();
+            if tx.send(chunk).await.is_err() {
+                let _ = done_tx
+                    .send(Err(Status::aborted("the output file is no longer wanted")))
+                    .await;
+                return;
+            }
+            if let Some(message) = failed {
+                let _ = done_tx.send(Err(Status::aborted(message))).await;
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(done_rx))
 }
 
 #[tonic::async_trait]

@@ -91,3 +91,81 @@ fn a_frontend_error_fails_the_job_with_its_message() {
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
     });
 }
+
+/// A solve the daemon refuses before it creates the job (an exporter it does not have): the
+/// status stream of that job never gets a job, and the daemon keeps it open for 3 s before it
+/// says "no such job" — the same shape as buildkitd v0.24 rejecting an entitlement after it
+/// created the job, whose status stream never ends at all. kiln stops following the status a
+/// grace period after the solve returns, so the error comes at once.
+#[test]
+fn a_refused_solve_ends_promptly_with_the_daemons_error() {
+    runtime().block_on(async {
+        let client = client().await;
+        let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let platform = Platform::linux_amd64();
+        let state = State::image(BASE, &platform)
+            .run(Exec::shell("true").network(NetMode::None))
+            .root();
+        let request = SolveRequest {
+            definition: kiln_llb::marshal(&state).unwrap(),
+            exporter: Some(("kiln-no-such-exporter".to_string(), Default::default())),
+            ..SolveRequest::default()
+        };
+        let started = std::time::Instant::now();
+        let error = client
+            .solve(request, events)
+            .await
+            .expect_err("the daemon has no such exporter");
+        let took = started.elapsed();
+        assert!(
+            error.to_string().contains("kiln-no-such-exporter"),
+            "{error}"
+        );
+        // Without the grace period kiln waited the daemon's 3 s for the status stream.
+        assert!(
+            took < std::time::Duration::from_millis(2500),
+            "took {took:?}"
+        );
+    });
+}
+
+/// The first error of a job wins: the daemon fails the job (here at once, for an exporter it
+/// does not have), and the frontend's bridge calls then fail with follow-up errors ("no such
+/// job"); the job's own error is the one reported, promptly.
+#[test]
+fn the_jobs_own_error_wins_over_the_frontends_follow_up_errors() {
+    runtime().block_on(async {
+        let client = client().await;
+        let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let platform = Platform::linux_amd64();
+        let request = SolveRequest {
+            exporter: Some(("kiln-no-such-exporter".to_string(), Default::default())),
+            ..SolveRequest::default()
+        };
+        let started = std::time::Instant::now();
+        let outcome: Result<((), _), Error> = client
+            .build(request, events, |gateway| async move {
+                let state = State::image(BASE, &platform)
+                    .run(Exec::shell("true").network(NetMode::None))
+                    .root();
+                let result = gateway.solve(&kiln_llb::marshal(&state).unwrap()).await?;
+                Ok((
+                    (),
+                    Returned {
+                        result: Some(result),
+                        ..Returned::default()
+                    },
+                ))
+            })
+            .await;
+        let took = started.elapsed();
+        let error = outcome.expect_err("the daemon has no such exporter");
+        let text = error.to_string();
+        assert!(text.contains("kiln-no-such-exporter"), "{text}");
+        assert!(!text.contains("no such job"), "{text}");
+        assert!(
+            took < std::time::Duration::from_millis(2500),
+            "took {took:?}"
+        );
+    });
+}

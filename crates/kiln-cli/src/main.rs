@@ -106,6 +106,11 @@ enum Command {
         /// Also label the images with the git commit and its time (a new image per commit).
         #[arg(long)]
         stamp: bool,
+        /// Load each image into the Docker Engine (DOCKER_HOST, else /var/run/docker.sock): a
+        /// standalone buildkitd streams it there (without --load or --push its images stay in
+        /// its cache); Docker's own BuildKit stores it there anyway.
+        #[arg(long, conflicts_with = "output")]
+        load: bool,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -281,12 +286,14 @@ fn main() -> ExitCode {
             output,
             push,
             stamp,
+            load,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
                 force,
                 push,
                 stamp,
+                load,
                 output: output.map(|dir| settings.cwd.join(dir)),
                 ..kiln_app::BuildOptions::default()
             };

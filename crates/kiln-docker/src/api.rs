@@ -148,19 +148,7 @@ impl Api {
         if (200..300).contains(&response.status) {
             return Ok(response);
         }
-        let message = serde_json::from_slice::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().to_string());
-        Err(ApiError::Status {
-            path: path.to_string(),
-            status: response.status,
-            message,
-        })
+        Err(status_error(path, &response))
     }
 
     /// `GET /_ping`: the API version the daemon speaks.
@@ -197,6 +185,18 @@ impl Api {
 }
 
 impl Api {
+    /// `POST /images/{image}/tag?repo=…&tag=…`: `image` (a name or an image id) is also named
+    /// `repo:tag` (`docker tag`); a tag that named another image moves.
+    pub fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), ApiError> {
+        let path = format!(
+            "/images/{}/tag?repo={}&tag={}",
+            escape_path(image),
+            escape_path(repo),
+            escape_path(tag)
+        );
+        self.call("POST", &path, None).map(|_| ())
+    }
+
     /// `POST /images/{name}/push`: push `image` (`name:tag`) to its registry with
     /// `registry_auth` (the base64url JSON the engine expects in `X-Registry-Auth`; `e30` is
     /// `{}`, anonymous). Returns the pushed manifest digest the engine reports.
@@ -241,6 +241,122 @@ impl Api {
             path,
             reason: "the push finished without reporting a digest".to_string(),
         })
+    }
+}
+
+/// How long `load` waits for the engine's answer once the whole tarball is sent: the engine
+/// answers only after it has imported every layer.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Api {
+    /// `POST /images/load`: load an image tarball (`docker save` format, what BuildKit's `docker`
+    /// exporter writes), sent as `chunks` arrive (chunked transfer encoding: the tarball need not
+    /// be in memory or on disk). An `Err` chunk aborts the upload, so the engine loads nothing.
+    /// Returns what the engine reports loading (`Loaded image: NAME`, `Loaded image ID: ID`).
+    pub fn load<I>(&self, chunks: I) -> Result<Vec<String>, ApiError>
+    where
+        I: IntoIterator<Item = Result<Vec<u8>, String>>,
+    {
+        let path = "/images/load?quiet=1";
+        let stream = UnixStream::connect(&self.socket).map_err(|source| ApiError::Connect {
+            socket: self.socket.clone(),
+            source,
+        })?;
+        let io = |source| ApiError::Io {
+            path: path.to_string(),
+            source,
+        };
+        stream.set_read_timeout(Some(LOAD_TIMEOUT)).map_err(io)?;
+        let mut writer = std::io::BufWriter::with_capacity(256 * 1024, &stream);
+        let sent = (|| -> Result<Result<(), String>, std::io::Error> {
+            writer.write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\
+                     Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                .as_bytes(),
+            )?;
+            for chunk in chunks {
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(message) => return Ok(Err(message)),
+                };
+                if chunk.is_empty() {
+                    continue;
+                }
+                writer.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+                writer.write_all(&chunk)?;
+                writer.write_all(b"\r\n")?;
+            }
+            writer.write_all(b"0\r\n\r\n")?;
+            writer.flush()?;
+            Ok(Ok(()))
+        })();
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                // Without the last chunk the engine sees a truncated upload and loads nothing.
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return Err(ApiError::Malformed {
+                    path: path.to_string(),
+                    reason: format!("the image tarball is incomplete: {message}"),
+                });
+            }
+            // The engine may have refused the upload early: its answer says why.
+            Err(e) => {
+                return match parse_response(BufReader::new(&stream), path) {
+                    Ok(response) if !(200..300).contains(&response.status) => {
+                        Err(status_error(path, &response))
+                    }
+                    _ => Err(io(e)),
+                };
+            }
+        }
+        drop(writer);
+        let response = parse_response(BufReader::new(&stream), path)?;
+        if !(200..300).contains(&response.status) {
+            return Err(status_error(path, &response));
+        }
+        // A stream of JSON messages: `{"stream": "Loaded image: …\n"}`, or `{"error": …}`.
+        let mut loaded = Vec::new();
+        for line in response.body.split(|b| *b == b'\n') {
+            let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(error) = message.get("error").and_then(|e| e.as_str()) {
+                return Err(ApiError::Status {
+                    path: path.to_string(),
+                    status: 500,
+                    message: error.to_string(),
+                });
+            }
+            if let Some(text) = message.get("stream").and_then(|s| s.as_str()) {
+                loaded.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+/// The engine's message of a non-2xx response.
+fn status_error(path: &str, response: &Response) -> ApiError {
+    let message = serde_json::from_slice::<serde_json::Value>(&response.body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().to_string());
+    ApiError::Status {
+        path: path.to_string(),
+        status: response.status,
+        message,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The Docker Engine as a program on this machine: its HTTP API over the unix socket (ping,
-//! version, image inspect) and the lifecycle of a `dockerd` that kiln starts and owns (pid file
+//! version, image inspect, push, load) and the lifecycle of a `dockerd` that kiln starts and owns (pid file
 //! and log under kiln's state directory; stopping only what kiln started). BuildKit's gRPC API
 //! is `kiln-buildkit`'s job, not this crate's.
 

@@ -409,7 +409,9 @@ impl Registry {
             match call().await {
                 Ok(value) => return Ok(value),
                 Err(e) => {
-                    let text = e.to_string();
+                    // reqwest's own message ("error sending request for url …") hides why:
+                    // DNS, refused, TLS; the sources say it.
+                    let text = chain(&e);
                     let permanent = classify(reference, &text)?;
                     if permanent || attempt >= self.attempts {
                         return Err(RegistryError::Failed {
@@ -451,6 +453,21 @@ fn classify(reference: &Reference, text: &str) -> Result<bool, RegistryError> {
         || lower.contains("504")
         || lower.contains("dns");
     Ok(!transient)
+}
+
+/// An error and its sources, joined with `: ` (a source already in the text is skipped).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
 }
 
 fn oci_reference(reference: &Reference) -> oci_client::Reference {
