@@ -727,3 +727,91 @@ fn push_attaches_the_sbom_and_slsa_provenance_as_referrers_that_read_back() {
     ));
     assert_eq!(t["referrers"].as_array().unwrap().len(), 2, "{t:#}");
 }
+
+/// `--output-image`: the image as a `docker load`-able archive, written whole or not at all,
+/// its sha256 in the target's last JSON event; after removing the image from the engine, the
+/// archive loads and runs.
+#[test]
+fn output_image_writes_an_archive_that_docker_load_takes_and_runs() {
+    let app = Image::new("archive");
+    let manifest = format!(
+        "version = 1\n[target.app]\nfrom = \"{BASE}\"\nimage = \"{}\"\nnetwork = \"none\"\nrun = [\"echo archived-{} > /marker\"]\n[target.app.config]\ncmd = [\"cat\", \"/marker\"]\n",
+        app.0,
+        std::process::id()
+    );
+    let dir = repo(&[("kiln.toml", &manifest)]);
+    let archive = dir.path().join("out/app.tar");
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "build",
+            "--output-image",
+            "out/app.tar",
+            "--progress",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .env_remove("DOCKER_HOST")
+        .env_remove("BUILDKIT_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    assert!(json.status.success(), "{stderr}");
+    assert!(archive.is_file(), "{stderr}");
+    let event: serde_json::Value = stderr
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "target")
+        .expect("a target event");
+    assert_eq!(
+        event["archive"]["digest"].as_str(),
+        Some(sha256_file(&archive).as_str()),
+        "{event}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["app.tar"], "no temp file is left");
+
+    // Gone from the engine, back from the archive.
+    let id = image_id(&app.0);
+    let rm = std::process::Command::new("docker")
+        .args(["image", "rm", "-f", &app.0, &id])
+        .output()
+        .unwrap();
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    assert_eq!(image_id(&app.0), "", "the image is gone before the load");
+    let load = std::process::Command::new("docker")
+        .args(["load", "-i"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert_eq!(image_id(&app.0), id, "the same image comes back");
+    assert_eq!(app.run(&[]), format!("archived-{}", std::process::id()));
+
+    // Up to date: the archive is written all the same.
+    std::fs::remove_file(&archive).unwrap();
+    let run = kiln(dir.path(), &["build", "--output-image", "out/app.tar"]);
+    ok(&run);
+    assert!(run.stdout.contains("up to date"), "{run}");
+    assert!(archive.is_file(), "{run}");
+
+    // A destination that cannot be written: an error naming it, no half-made file.
+    std::fs::write(dir.path().join("blocker"), "a file, not a directory").unwrap();
+    let run = kiln(
+        dir.path(),
+        &["build", "--force", "--output-image", "blocker/app.tar"],
+    );
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("blocker"), "{run}");
+}

@@ -63,6 +63,9 @@ pub struct BuildOptions {
     /// Load each image into the Docker Engine (`DOCKER_HOST`, else the default socket): a
     /// standalone buildkitd streams it there; the engine's own BuildKit stores it there anyway.
     pub load: bool,
+    /// Save each named target's image as a `docker load`-able tarball: this file for one
+    /// target, `DIR/TARGET.tar` for several.
+    pub output_image: Option<PathBuf>,
 }
 
 /// What happened to one target.
@@ -148,6 +151,8 @@ pub struct Outcome {
     pub pushed: Option<String>,
     /// Where the filesystem was exported (`--output`).
     pub output: Option<PathBuf>,
+    /// The `docker load`-able archive the image was saved as (`--output-image`).
+    pub archive: Option<crate::archive::Archive>,
 }
 
 /// Build the selected targets, calling `progress` as things happen.

@@ -477,6 +477,7 @@ fn build_images_pass(
     }
     let options = &options;
     let mut relabelled = Vec::new();
+    let archives = crate::archive::Archives::new(settings, &loaded, options, store.as_ref())?;
 
     let mut out = String::new();
     // Targets whose recorded image only needed its new name: tagged, not solved.
@@ -523,6 +524,12 @@ fn build_images_pass(
                     recorded.image.as_deref().unwrap_or("-"),
                     recorded.image_id.as_deref().unwrap_or("-")
                 ));
+                let archive = archives.save(
+                    t,
+                    recorded.image.as_ref(),
+                    recorded.image_id.as_ref(),
+                    &mut out,
+                )?;
                 progress(Progress::Target(crate::Outcome {
                     target: t.clone(),
                     status: "up-to-date",
@@ -530,6 +537,7 @@ fn build_images_pass(
                     image_id: recorded.image_id.clone(),
                     pushed: recorded.digest.clone(),
                     output: None,
+                    archive,
                 }));
             }
             if renamed.is_empty() {
@@ -574,6 +582,14 @@ fn build_images_pass(
     } else {
         BTreeMap::new()
     };
+    let mut saved = BTreeMap::new();
+    for b in &built {
+        if let Some(archive) =
+            archives.save(&b.target, b.image.as_ref(), b.image_id.as_ref(), &mut out)?
+        {
+            saved.insert(b.target.clone(), archive);
+        }
+    }
     let outcomes: Vec<crate::Outcome> = built
         .iter()
         .map(|b| crate::Outcome {
@@ -589,6 +605,7 @@ fn build_images_pass(
             image_id: b.image_id.clone(),
             pushed: pushed.get(&b.target).cloned(),
             output: b.output.clone(),
+            archive: saved.remove(&b.target),
         })
         .collect();
     if options.goal == Goal::Image && options.output.is_none() {

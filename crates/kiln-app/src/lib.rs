@@ -3,6 +3,7 @@
 //! is returned as data so it can be tested without a terminal.
 
 mod affected;
+mod archive;
 mod artifacts;
 mod attest;
 mod build;

@@ -111,6 +111,10 @@ enum Command {
         /// its cache); Docker's own BuildKit stores it there anyway.
         #[arg(long, conflicts_with = "output")]
         load: bool,
+        /// Save each image as a `docker load`-able tarball: FILE for one target, FILE/TARGET.tar
+        /// for several (from the Docker Engine's image store; with a buildkitd, add --load).
+        #[arg(long, value_name = "FILE", conflicts_with = "output")]
+        output_image: Option<PathBuf>,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -287,6 +291,7 @@ fn main() -> ExitCode {
             push,
             stamp,
             load,
+            output_image,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
@@ -295,6 +300,7 @@ fn main() -> ExitCode {
                 stamp,
                 load,
                 output: output.map(|dir| settings.cwd.join(dir)),
+                output_image: output_image.map(|file| settings.cwd.join(file)),
                 ..kiln_app::BuildOptions::default()
             };
             kiln_app::build_images(&settings, &options, show)

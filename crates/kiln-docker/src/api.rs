@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.1 client for the Docker Engine API over a unix socket.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -249,6 +249,42 @@ impl Api {
 const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Api {
+    /// `GET /images/{name}/get` (`docker save`): the image as a `docker load`-able tarball,
+    /// written to `out` as it streams; returns its size in bytes.
+    pub fn save(&self, image: &str, out: &mut dyn Write) -> Result<u64, ApiError> {
+        let path = format!("/images/{}/get", escape_path(image));
+        let stream = UnixStream::connect(&self.socket).map_err(|source| ApiError::Connect {
+            socket: self.socket.clone(),
+            source,
+        })?;
+        let io = |source| ApiError::Io {
+            path: path.clone(),
+            source,
+        };
+        stream.set_read_timeout(Some(LOAD_TIMEOUT)).map_err(io)?;
+        (&stream)
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .map_err(io)?;
+        let mut reader = BufReader::with_capacity(256 * 1024, &stream);
+        let (status, headers) = read_head(&mut reader, &path)?;
+        if !(200..300).contains(&status) {
+            let mut body = Vec::new();
+            copy_body(&mut reader, &headers, &path, &mut body)?;
+            return Err(status_error(
+                &path,
+                &Response {
+                    status,
+                    headers,
+                    body,
+                },
+            ));
+        }
+        copy_body(&mut reader, &headers, &path, out)
+    }
+
     /// `POST /images/load`: load an image tarball (`docker save` format, what BuildKit's `docker`
     /// exporter writes), sent as `chunks` arrive (chunked transfer encoding: the tarball need not
     /// be in memory or on disk). An `Err` chunk aborts the upload, so the engine loads nothing.
@@ -374,6 +410,21 @@ fn escape_path(s: &str) -> String {
 }
 
 pub(crate) fn parse_response<R: BufRead>(mut reader: R, path: &str) -> Result<Response, ApiError> {
+    let (status, headers) = read_head(&mut reader, path)?;
+    let mut body = Vec::new();
+    copy_body(&mut reader, &headers, path, &mut body)?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The status and headers of a response.
+fn read_head<R: BufRead>(
+    reader: &mut R,
+    path: &str,
+) -> Result<(u16, Vec<(String, String)>), ApiError> {
     let malformed = |reason: &str| ApiError::Malformed {
         path: path.to_string(),
         reason: reason.to_string(),
@@ -403,39 +454,60 @@ pub(crate) fn parse_response<R: BufRead>(mut reader: R, path: &str) -> Result<Re
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
+    Ok((status, headers))
+}
+
+/// Copy a response body (chunked, sized or up to the end) to `out` as it arrives; returns how
+/// many bytes it had.
+fn copy_body<R: BufRead>(
+    reader: &mut R,
+    headers: &[(String, String)],
+    path: &str,
+    out: &mut dyn Write,
+) -> Result<u64, ApiError> {
+    let malformed = |reason: &str| ApiError::Malformed {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
+    let io = |source| ApiError::Io {
+        path: path.to_string(),
+        source,
+    };
     let header = |name: &str| {
         headers
             .iter()
             .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    let mut body = Vec::new();
+    let mut line = String::new();
     if header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut total = 0;
         loop {
             line.clear();
             reader.read_line(&mut line).map_err(io)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
                 .map_err(|_| malformed("bad chunk size"))?;
             if size == 0 {
                 break;
             }
-            let start = body.len();
-            body.resize(start + size, 0);
-            reader.read_exact(&mut body[start..]).map_err(io)?;
+            let copied = std::io::copy(&mut Read::take(&mut *reader, size), out).map_err(io)?;
+            if copied != size {
+                return Err(malformed("the body ends inside a chunk"));
+            }
+            total += size;
             line.clear();
             reader.read_line(&mut line).map_err(io)?;
         }
-    } else if let Some(len) = header("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
-        body.resize(len, 0);
-        reader.read_exact(&mut body).map_err(io)?;
+        Ok(total)
+    } else if let Some(len) = header("Content-Length").and_then(|v| v.parse::<u64>().ok()) {
+        let copied = std::io::copy(&mut Read::take(&mut *reader, len), out).map_err(io)?;
+        if copied != len {
+            return Err(malformed("the body is shorter than its Content-Length"));
+        }
+        Ok(len)
     } else {
-        reader.read_to_end(&mut body).map_err(io)?;
+        std::io::copy(reader, out).map_err(io)
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,15 @@ use std::time::Duration;
 /// after the fsync and before the rename this creates that path as an empty marker file and
 /// sleeps 60 s, so a test can kill the process there and check the original is intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes into the temporary file (a stream too large to hold
+/// in memory, e.g. an image archive); an error from `write` leaves `path` untouched.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -33,7 +42,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let result = replace(path, dir, &tmp, bytes);
+    let result = replace(path, dir, &tmp, write);
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -115,7 +124,12 @@ pub fn lock_dir(dir: &Path) -> io::Result<DirLock> {
     Ok(DirLock { _dir: file })
 }
 
-fn replace(path: &Path, dir: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+fn replace(
+    path: &Path,
+    dir: &Path,
+    tmp: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -124,7 +138,7 @@ fn replace(path: &Path, dir: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<()> 
     if let Ok(meta) = fs::metadata(path) {
         file.set_permissions(meta.permissions())?;
     }
-    file.write_all(bytes)?;
+    write(&mut file)?;
     file.sync_all()?;
     drop(file);
     if let Some(marker) = std::env::var_os("KILN_TEST_PAUSE_BEFORE_RENAME") {

@@ -9,7 +9,7 @@ mod kiln_lock;
 mod packages;
 mod pins;
 
-pub use atomic::{DirLock, lock_dir, remove_stale_temps, write_atomic};
+pub use atomic::{DirLock, lock_dir, remove_stale_temps, write_atomic, write_atomic_with};
 pub use declared::{declared, unlocked};
 pub use diff::{Changes, diff};
 pub use kiln_lock::{Base, KilnLock, Target};
