@@ -412,7 +412,7 @@ impl Registry {
                     // reqwest's own message ("error sending request for url …") hides why:
                     // DNS, refused, TLS; the sources say it.
                     let text = chain(&e);
-                    let permanent = classify(reference, &text)?;
+                    let permanent = classify(reference, &e, &text)?;
                     if permanent || attempt >= self.attempts {
                         return Err(RegistryError::Failed {
                             reference: reference.to_string(),
@@ -430,29 +430,68 @@ impl Registry {
 }
 
 /// `Err` for failures with their own message (denied, not found); `Ok(true)` for other
-/// failures not worth retrying; `Ok(false)` for transient ones.
-fn classify(reference: &Reference, text: &str) -> Result<bool, RegistryError> {
-    let lower = text.to_lowercase();
-    if lower.contains("401") || lower.contains("403") || lower.contains("unauthorized") {
-        return Err(RegistryError::Denied {
-            reference: reference.to_string(),
-            hint: "\n  hint: log in with `docker login` (kiln reads ~/.docker/config.json)"
-                .to_string(),
-        });
+/// failures not worth retrying; `Ok(false)` for transient ones. Decided on oci-client's typed
+/// errors and HTTP status codes; the text (`text`, the error and its sources) is only read for
+/// transport failures, and never for numbers, which a reference or URL may contain (a tag
+/// `…84013` is not a 401).
+fn classify(
+    reference: &Reference,
+    error: &oci_client::errors::OciDistributionError,
+    text: &str,
+) -> Result<bool, RegistryError> {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    let denied = || RegistryError::Denied {
+        reference: reference.to_string(),
+        hint: "\n  hint: log in with `docker login` (kiln reads ~/.docker/config.json)".to_string(),
+    };
+    let not_found = || RegistryError::NotFound {
+        reference: reference.to_string(),
+    };
+    let by_status = |code: u16| match code {
+        401 | 403 => Err(denied()),
+        404 => Err(not_found()),
+        408 | 429 | 500..=599 => Ok(false),
+        _ => Ok(true),
+    };
+    match error {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => Err(denied()),
+        E::ImageManifestNotFoundError(_) => Err(not_found()),
+        E::ServerError { code, .. } => by_status(*code),
+        E::RegistryError { envelope, .. } => {
+            let codes: Vec<&C> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes
+                .iter()
+                .any(|c| matches!(c, C::Unauthorized | C::Denied))
+            {
+                Err(denied())
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    C::ManifestUnknown | C::NameUnknown | C::NotFound | C::BlobUnknown
+                )
+            }) {
+                Err(not_found())
+            } else if codes.iter().any(|c| matches!(c, C::Toomanyrequests)) {
+                Ok(false)
+            } else {
+                Ok(true)
+            }
+        }
+        E::RequestError(e) => match e.status() {
+            Some(status) => by_status(status.as_u16()),
+            None => {
+                let lower = text.to_lowercase();
+                let transient = e.is_connect()
+                    || e.is_timeout()
+                    || lower.contains("connect")
+                    || lower.contains("timed out")
+                    || lower.contains("dns");
+                Ok(!transient)
+            }
+        },
+        E::IoError(_) => Ok(false),
+        _ => Ok(true),
     }
-    if lower.contains("404") || lower.contains("manifest unknown") || lower.contains("not found") {
-        return Err(RegistryError::NotFound {
-            reference: reference.to_string(),
-        });
-    }
-    let transient = lower.contains("connect")
-        || lower.contains("timed out")
-        || lower.contains("500")
-        || lower.contains("502")
-        || lower.contains("503")
-        || lower.contains("504")
-        || lower.contains("dns");
-    Ok(!transient)
 }
 
 /// An error and its sources, joined with `: ` (a source already in the text is skipped).
@@ -486,6 +525,34 @@ fn oci_reference(reference: &Reference) -> oci_client::Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_classified_by_status_never_by_digits_in_the_reference() {
+        use oci_client::errors::OciDistributionError as E;
+        // A tag whose digits contain "401" and "403", as unique test tags do.
+        let reference = Reference::parse("127.0.0.1:5000/kiln-test/absent:1-4013-4030").unwrap();
+        let url = "http://127.0.0.1:5000/v2/kiln-test/absent/manifests/1-4013-4030".to_string();
+        let missing = E::ServerError {
+            code: 404,
+            url: url.clone(),
+            message: "manifest unknown 1-4013-4030".into(),
+        };
+        assert!(matches!(
+            classify(&reference, &missing, &missing.to_string()),
+            Err(RegistryError::NotFound { .. })
+        ));
+        let denied = E::UnauthorizedError { url: url.clone() };
+        assert!(matches!(
+            classify(&reference, &denied, &denied.to_string()),
+            Err(RegistryError::Denied { .. })
+        ));
+        let busy = E::ServerError {
+            code: 503,
+            url,
+            message: String::new(),
+        };
+        assert!(matches!(classify(&reference, &busy, ""), Ok(false)));
+    }
 
     #[test]
     fn loopback_and_listed_hosts_are_plain_http() {
