@@ -11,6 +11,9 @@
 //!   a standalone buildkitd, when one is given (see `bench.rs`).
 
 mod bench;
+/// The second Docker Engine the cache and pool tests use (shared with the tests).
+#[path = "../../tests/support/engine2.rs"]
+mod engine2;
 mod env;
 
 use std::path::{Path, PathBuf};
@@ -125,7 +128,19 @@ fn test(extra: &[String]) -> Result<(), String> {
     // The integration tests run against the real engine: make sure it is there.
     run(&cargo, &["build", "--quiet", "-p", "kiln-cli"])?;
     env::up(&root().join("target/debug/kiln"))?;
+    // A second, separate engine for the remote-cache and builder-pool tests; stopped after
+    // (only it: its pid file is its own, under the kiln dev cache dir).
+    eprintln!(
+        "test: starting a second Docker Engine at {}",
+        engine2::url()
+    );
+    engine2::start()?;
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
-    run(&cargo, &args)
+    let url = engine2::url();
+    let result = run_env(&cargo, &args, &[(engine2::VAR, &url)]);
+    if let Err(e) = engine2::stop("TERM") {
+        eprintln!("test: {e}");
+    }
+    result
 }

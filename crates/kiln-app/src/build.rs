@@ -58,6 +58,9 @@ pub struct BuildOptions {
     /// Load each image into the Docker Engine (`DOCKER_HOST`, else the default socket): a
     /// standalone buildkitd streams it there; the engine's own BuildKit stores it there anyway.
     pub load: bool,
+    /// `--cache REF`: the registry repository each target's build cache is exported to (as
+    /// `REF:<target>`) and imported from; wins over `[defaults] cache`.
+    pub cache: Option<Reference>,
 }
 
 /// What happened to one target.
@@ -175,6 +178,7 @@ pub(crate) fn build_loaded(
     } else {
         None
     };
+    let (cache, cache_auth) = remote_cache(settings, &loaded.manifest, &selected, options)?;
     // Zip artifacts are unpacked here and served as local sources until the build ends.
     let artifacts = crate::artifacts::unpack(settings, &loaded.manifest, &selected)?;
     let job = Job {
@@ -190,6 +194,8 @@ pub(crate) fn build_loaded(
             &loaded.lock_path,
         )?),
         entitlements: entitlements(&loaded.manifest, &selected),
+        cache,
+        cache_auth,
         endpoint,
         cwd: settings.cwd.clone(),
         loaded,
@@ -237,6 +243,10 @@ struct Job<'a> {
     selected: &'a [String],
     /// With `BuildOptions::output`: the targets to export (what was named, not dependencies).
     exported: std::collections::BTreeSet<String>,
+    /// Per target with a remote cache: its reference (`REPO:<target>`).
+    cache: BTreeMap<String, String>,
+    /// Per cache reference: the registry credentials to push it with (Docker Engine).
+    cache_auth: BTreeMap<String, String>,
     options: &'a BuildOptions,
 }
 
@@ -481,6 +491,65 @@ impl Job<'_> {
         Ok(export)
     }
 
+    /// The registry reference target `name`'s build cache is kept under, if it has a cache.
+    fn cache_ref(&self, name: &str) -> Option<String> {
+        self.cache.get(name).cloned()
+    }
+
+    /// Where a solve of target `name` may find its steps: its own cache and those of the
+    /// targets it is built on.
+    fn cache_imports(&self, name: &str) -> Vec<(String, BTreeMap<String, String>)> {
+        let mut names = vec![name];
+        let mut i = 0;
+        while let Some(n) = names.get(i).copied() {
+            for d in self.loaded.graph.depends_on(n) {
+                if !names.contains(&d) {
+                    names.push(d);
+                }
+            }
+            i += 1;
+        }
+        names
+            .into_iter()
+            .filter_map(|n| self.cache_ref(n))
+            .map(|r| {
+                (
+                    "registry".to_string(),
+                    BTreeMap::from([("ref".to_string(), r)]),
+                )
+            })
+            .collect()
+    }
+
+    /// Docker Engine: push the image that carries a target's inline cache to the cache
+    /// repository. A failure is a warning: the build stands, the next one on another engine
+    /// just finds no cache.
+    async fn push_cache(&self, client: &Client, target: &str, cache: &str, tx: &Events) {
+        let warn = |message: String| {
+            let _ = tx.send(Progress::Warning {
+                target: Some(target.to_string()),
+                message,
+            });
+        };
+        let Endpoint::Docker { socket } = client.endpoint() else {
+            warn(format!(
+                "cache: {} is Docker's BuildKit behind a socket kiln cannot push through; \
+                 {cache} stays in that engine only",
+                client.endpoint()
+            ));
+            return;
+        };
+        let api = kiln_docker::Api::new(socket);
+        let auth = self.cache_auth.get(cache).cloned().unwrap_or_default();
+        let image = cache.to_string();
+        let pushed = tokio::task::spawn_blocking(move || api.push(&image, &auth)).await;
+        match pushed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn(format!("cache: pushing {cache} failed: {e}")),
+            Err(e) => warn(format!("cache: pushing {cache} failed: {e}")),
+        }
+    }
+
     /// Stream the `docker` exporter's tarball, as it arrives through the session on the file
     /// output returned, into the Docker Engine (`--load`); the task ends with what the engine
     /// says it loaded.
@@ -564,8 +633,37 @@ impl Job<'_> {
                 definition,
                 session: Some(session.id().to_string()),
                 entitlements: self.entitlements.clone(),
+                cache_imports: self.cache_imports(&target.name),
                 ..SolveRequest::default()
             };
+            // The target's last stage carries its whole chain: its cache goes out with it.
+            let last = kind == StageKind::SmokeTest || target.stage(StageKind::SmokeTest).is_none();
+            let cache_out = self
+                .cache_ref(&target.name)
+                .filter(|_| last && !(exporting && output.is_some()));
+            // Docker Engine 20.10 exports inline cache only (in an image's config): the stage
+            // is stored as the image `REF:<target>` too (beside the target's own name), which
+            // kiln pushes to the cache repository afterwards.
+            let mut also_named = None;
+            if let Some(cache) = &cache_out {
+                if export == Export::Moby {
+                    request.cache_exports = vec![("inline".to_string(), BTreeMap::new())];
+                    if exporting && image_name.is_some() {
+                        also_named = Some(cache.clone());
+                    } else {
+                        let attrs = BTreeMap::from([("name".to_string(), cache.clone())]);
+                        request.exporter = Some(("moby".to_string(), attrs));
+                    }
+                } else {
+                    request.cache_exports = vec![(
+                        "registry".to_string(),
+                        BTreeMap::from([
+                            ("ref".to_string(), cache.clone()),
+                            ("mode".to_string(), "max".to_string()),
+                        ]),
+                    )];
+                }
+            }
             let stage = kind.as_str();
             let response = match (&image_name, exporting) {
                 (Some(image), true) if export != Export::Moby => {
@@ -601,7 +699,11 @@ impl Job<'_> {
                     // Docker's moby exporter takes the image config only from the job's
                     // result, so kiln is the job's frontend; the engine cannot push from it,
                     // so kiln pushes through the engine afterwards.
-                    let attrs = BTreeMap::from([("name".to_string(), image.clone())]);
+                    let name = match &also_named {
+                        Some(cache) => format!("{image},{cache}"),
+                        None => image.clone(),
+                    };
+                    let attrs = BTreeMap::from([("name".to_string(), name)]);
                     request.exporter = Some(("moby".to_string(), attrs));
                     let platform: kiln_llb::Platform = manifest_target
                         .platform
@@ -645,6 +747,9 @@ impl Job<'_> {
             context.files += sent.files;
             context.bytes += sent.bytes;
             session.close().await;
+            if let (Some(cache), Export::Moby, Ok(_)) = (&cache_out, export, &response) {
+                self.push_cache(client, &target.name, cache, &tx).await;
+            }
             let loaded = match loading {
                 Some((file, loader)) => {
                     file.close();
@@ -1182,6 +1287,73 @@ pub(crate) fn ignored(context: &std::path::Path, kiln_lock: &std::path::Path) ->
     exclude
 }
 
+/// Each selected target's remote cache reference (`--cache`, else its file's
+/// `[defaults] cache`, tagged with the target's name; none for a refresh, which must resolve
+/// again), and the credentials to push each with.
+#[allow(clippy::type_complexity)]
+fn remote_cache(
+    settings: &Settings,
+    manifest: &Manifest,
+    selected: &[String],
+    options: &BuildOptions,
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), AppError> {
+    let mut refs = BTreeMap::new();
+    let mut auth = BTreeMap::new();
+    if options.goal == Goal::Refresh {
+        return Ok((refs, auth));
+    }
+    let mut access = None;
+    for name in selected {
+        let Some(repository) = options
+            .cache
+            .as_ref()
+            .or(manifest.targets[name].cache.as_ref())
+        else {
+            continue;
+        };
+        let reference = cache_reference(repository, name);
+        if access.is_none() {
+            access = Some(crate::pin::Access::new(settings)?);
+        }
+        if let Some(access) = &access {
+            auth.insert(reference.to_string(), access.auth_header(&reference)?);
+        }
+        refs.insert(name.clone(), reference.to_string());
+    }
+    Ok((refs, auth))
+}
+
+/// `--cache REF`: a registry repository, without tag or digest (kiln tags it per target).
+pub fn cache_repository(text: &str) -> Result<Reference, String> {
+    match Reference::parse(text) {
+        Ok(r) if r.tag().is_none() && r.digest().is_none() => Ok(r),
+        Ok(_) => Err(format!(
+            "`{text}` has a tag or digest; give a repository (kiln tags it per target), e.g. \
+             registry.example.com/team/cache"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `REPO:<target>`: a target name as a tag (characters a tag cannot hold become `-`).
+pub(crate) fn cache_reference(repository: &Reference, target: &str) -> Reference {
+    let mut tag: String = target
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    if tag.starts_with(['.', '-']) {
+        tag.replace_range(..1, "_");
+    }
+    Reference::parse(&format!("{}:{tag}", repository.name())).unwrap_or_else(|_| repository.clone())
+}
+
 fn entitlements(manifest: &Manifest, selected: &[String]) -> Vec<String> {
     if selected
         .iter()
@@ -1208,6 +1380,24 @@ mod tests {
         assert_eq!(Export::choose(false, true, true), Export::Load);
         assert_eq!(Export::choose(false, false, true), Export::Push);
         assert_eq!(Export::choose(false, false, false), Export::Cache);
+    }
+
+    #[test]
+    fn cache_refs_are_the_repository_tagged_with_the_target() {
+        let repo = cache_repository("127.0.0.1:5000/team/cache").unwrap();
+        assert_eq!(
+            cache_reference(&repo, "app").to_string(),
+            "127.0.0.1:5000/team/cache:app"
+        );
+        assert_eq!(
+            cache_reference(&repo, "-a/b").to_string(),
+            "127.0.0.1:5000/team/cache:_a-b"
+        );
+        let long = "x".repeat(200);
+        assert_eq!(cache_reference(&repo, &long).tag().map(str::len), Some(128));
+        let err = cache_repository("127.0.0.1:5000/team/cache:v1").unwrap_err();
+        assert!(err.contains("has a tag or digest"), "{err}");
+        assert!(cache_repository("Not A Ref").is_err());
     }
 
     #[test]

@@ -16,7 +16,9 @@ mod plan;
 mod refresh;
 mod trust;
 
-pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, Stored, build};
+pub use build::{
+    BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, Stored, build, cache_repository,
+};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
@@ -24,6 +26,7 @@ pub use error::AppError;
 pub use images::{Inputs, build_images, kiln_lock_path};
 pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
+pub use kiln_reference::Reference;
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};

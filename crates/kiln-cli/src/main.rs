@@ -108,6 +108,10 @@ enum Command {
         /// its cache); Docker's own BuildKit stores it there anyway.
         #[arg(long, conflicts_with = "output")]
         load: bool,
+        /// Registry repository for the build cache (wins over `[defaults] cache`): each
+        /// target's cache is exported to REF:TARGET and imported from there on every build.
+        #[arg(long, value_name = "REF", value_parser = kiln_app::cache_repository)]
+        cache: Option<kiln_app::Reference>,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -248,12 +252,14 @@ fn main() -> ExitCode {
             output,
             push,
             load,
+            cache,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
                 force,
                 push,
                 load,
+                cache,
                 output: output.map(|dir| settings.cwd.join(dir)),
                 ..kiln_app::BuildOptions::default()
             };
