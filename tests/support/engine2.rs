@@ -62,6 +62,9 @@ pub fn pid() -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
+    if !running(pid) {
+        return None;
+    }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let ours = cmdline.split(|b| *b == 0).next()?.ends_with(b"dockerd")
         && String::from_utf8_lossy(&cmdline).contains(&*socket().to_string_lossy());
@@ -81,6 +84,9 @@ pub fn start() -> Result<(), String> {
     for sub in ["data", "exec"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    // A killed dockerd leaves its pid file (and, while unreaped, its pid), which the next
+    // one would refuse to start over; and its socket.
+    let _ = std::fs::remove_file(pid_file());
     let _ = std::fs::remove_file(socket());
     let log = std::fs::File::create(log_file()).map_err(|e| e.to_string())?;
     let dockerd = [
@@ -134,7 +140,7 @@ pub fn stop(signal: &str) -> Result<(), String> {
         .status()
         .map_err(|e| format!("cannot run kill: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    while running(pid) {
         if Instant::now() > deadline {
             return Err(format!(
                 "the second dockerd ({pid}) did not stop within 30 s"
@@ -145,6 +151,19 @@ pub fn stop(signal: &str) -> Result<(), String> {
     // Its containerd runs in its own group under the exec root; dockerd stops it on TERM,
     // but a KILLed dockerd leaves it, and the next start takes it over again.
     Ok(())
+}
+
+/// Whether `pid` still runs (a zombie does not: when this process started the engine, a
+/// killed one stays its unreaped child).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) STATE …`; comm may hold spaces, so read after the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// Empty the second engine: stop it, remove its data (images, build cache), start it again.

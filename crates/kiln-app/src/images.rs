@@ -474,6 +474,7 @@ pub fn build_images(
                     image_id: recorded.image_id.clone(),
                     pushed: recorded.digest.clone(),
                     output: None,
+                    builder: None,
                 }));
             }
             return Ok(out);
@@ -482,7 +483,11 @@ pub fn build_images(
 
     let built = crate::build::build_loaded(settings, &loaded, options, progress)?;
     for b in &built {
-        out.push_str(&built_line(options.goal, options.output.is_some(), b));
+        let line = built_line(options.goal, options.output.is_some(), b);
+        match &b.builder {
+            Some(builder) => out.push_str(&format!("{} (on {builder})\n", line.trim_end())),
+            None => out.push_str(&line),
+        }
         if let (Stored::BuilderCache, Some(image)) = (&b.stored, &b.image) {
             progress(Progress::Warning {
                 target: Some(b.target.clone()),
@@ -514,6 +519,7 @@ pub fn build_images(
             image_id: b.image_id.clone(),
             pushed: pushed.get(&b.target).cloned(),
             output: b.output.clone(),
+            builder: b.builder.clone(),
         })
         .collect();
     if options.goal == Goal::Image && options.output.is_none() {
@@ -634,7 +640,9 @@ fn push_all(
         let Some(image) = &b.image else { continue };
         let reference = kiln_reference::Reference::parse(image)
             .map_err(|e| AppError::Build(format!("{}: {e}", b.target)))?;
-        let digest = match (&b.pushed, engine) {
+        // In a pool, the image is in the engine of the builder it was built on.
+        let own = b.engine.as_ref().map(kiln_docker::Api::new);
+        let digest = match (&b.pushed, own.as_ref().or(engine)) {
             (Some(digest), _) => digest.clone(),
             (None, Some(api)) => push_with_retry(api, image, &access.auth_header(&reference)?)?,
             (None, None) => {

@@ -31,10 +31,11 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
     /// BuildKit to use: docker:// (Docker Engine's embedded BuildKit), unix:///path (a
-    /// buildkitd socket), tcp://host:port. Default: BUILDKIT_HOST, else the Docker Engine at
-    /// DOCKER_HOST or /var/run/docker.sock.
+    /// buildkitd socket), tcp://host:port. Repeat it for a pool `kiln build` schedules
+    /// across. Default: BUILDKIT_HOST, else `builders` in $KILN_CONFIG or
+    /// ~/.config/kiln/config.toml, else the Docker Engine at DOCKER_HOST or /var/run/docker.sock.
     #[arg(long, global = true, value_name = "URL")]
-    builder: Option<String>,
+    builder: Vec<String>,
     /// CA certificate to verify a tcp:// builder with (or KILN_TLS_CA).
     #[arg(long, global = true, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
@@ -218,7 +219,8 @@ fn main() -> ExitCode {
         set: cli.set,
         env,
         builder: kiln_app::BuilderOptions {
-            url: cli.builder,
+            url: cli.builder.first().cloned(),
+            more: cli.builder.iter().skip(1).cloned().collect(),
             tls_ca: cli.tls_ca,
             tls_cert: cli.tls_cert,
             tls_key: cli.tls_key,
