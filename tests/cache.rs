@@ -49,9 +49,12 @@ fn docker2(args: &[&str]) -> String {
 
 #[test]
 fn a_second_empty_engine_takes_the_steps_from_the_remote_cache() {
-    engine2::start().expect("the second engine");
+    // Empty: no images (an older copy of the base under the same tag would be another base,
+    // with other cache keys), no build cache.
+    engine2::reset().expect("the second engine, emptied");
     let n = nonce();
     let image = Image::new("cached");
+    let plain = Image::new("cached-plain");
     let cache_repo = format!("kiln-test/cache-{n}");
     let manifest = format!(
         r#"version = 1
@@ -67,8 +70,16 @@ copy    = [{{ src = "msg.txt", dest = "/msg.txt" }}]
 
 [target.app.smoke-test]
 run = ["test -s /msg.txt && grep -q {n} /nonce"]
+
+# No smoke test: the image itself carries the inline cache, also tagged as REF:plain.
+[target.plain]
+from    = "{BASE}"
+image   = "{plain}"
+network = "host"
+run     = ["echo plain-{n} > /nonce"]
 "#,
-        image = image.0
+        image = image.0,
+        plain = plain.0
     );
     let dir = repo(&[("kiln.toml", &manifest), ("msg.txt", "cached\n")]);
 
@@ -77,7 +88,7 @@ run = ["test -s /msg.txt && grep -q {n} /nonce"]
     assert_eq!(run.code, 0, "{run}");
     assert!(run.stderr.contains("RUN [app/pre 1]"), "{run}");
     let listed = tags(&cache_repo);
-    assert!(listed.contains(r#""tags":["app"]"#), "{listed}");
+    assert!(listed.contains(r#""tags":["app","plain"]"#), "{listed}");
 
     // The same commit on the second engine, which has never seen these steps: all of them
     // come from the cache; the image is in that engine's store and runs there.
@@ -87,7 +98,12 @@ run = ["test -s /msg.txt && grep -q {n} /nonce"]
     let docker2_host = engine2::url();
     let run = kiln_env(clone.path(), &["build"], &[("DOCKER_HOST", &docker2_host)]);
     assert_eq!(run.code, 0, "{run}");
-    for step in ["[app/pre 1]", "[app/post] copy", "[app/smoke-test 1]"] {
+    for step in [
+        "[app/pre 1]",
+        "[app/post] copy",
+        "[app/smoke-test 1]",
+        "[plain/pre 1]",
+    ] {
         assert!(
             run.stderr.contains(&format!("CACHED {step}")),
             "{step}: {run}"
@@ -105,8 +121,20 @@ run = ["test -s /msg.txt && grep -q {n} /nonce"]
         ]),
         n
     );
+    assert_eq!(
+        docker2(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &plain.0,
+            "cat",
+            "/nonce"
+        ]),
+        format!("plain-{n}")
+    );
     let _ = Command::new("docker")
-        .args(["-H", &docker2_host, "image", "rm", "-f", &image.0])
+        .args(["-H", &docker2_host, "image", "rm", "-f", &image.0, &plain.0])
         .output();
 
     // `--cache` wins over `[defaults] cache`; a tag is refused with the reason.

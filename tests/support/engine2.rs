@@ -170,8 +170,36 @@ fn running(pid: u32) -> bool {
 pub fn reset() -> Result<(), String> {
     stop("TERM")?;
     let data = dir().join("data");
+    unmount_below(&data)?;
     if data.exists() {
         std::fs::remove_dir_all(&data).map_err(|e| format!("remove {}: {e}", data.display()))?;
     }
     start()
+}
+
+/// Unmount what a stopped (or killed) second engine left mounted at or below `path` — its
+/// data root's own bind mount, a killed build's overlay root filesystems — deepest first.
+/// Only mount points below the second engine's own directory are touched.
+fn unmount_below(path: &std::path::Path) -> Result<(), String> {
+    let dir = dir();
+    if !path.starts_with(&dir) {
+        return Err(format!("{} is not the second engine's", path.display()));
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| std::path::Path::new(p).starts_with(path))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let status = Command::new("umount")
+            .arg(point)
+            .status()
+            .map_err(|e| format!("cannot run umount: {e}"))?;
+        if !status.success() {
+            return Err(format!("umount {point} failed ({status})"));
+        }
+    }
+    Ok(())
 }

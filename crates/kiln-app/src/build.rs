@@ -618,26 +618,19 @@ impl Job<'_> {
         self.cache.get(name).cloned()
     }
 
-    /// Where a solve of target `name` may find its steps: its own cache and those of the
-    /// targets it is built on.
+    /// Where a solve of target `name` may find its steps: its own cache first, then those of
+    /// every other selected target. All of them, not only its dependencies': solves running
+    /// at once share the vertices they have in common (the base image), and a vertex first
+    /// loaded by a job without a cache has no link into it for the other jobs' steps
+    /// (observed on Docker Engine 20.10: the steps after a shared base then ran again).
     fn cache_imports(&self, name: &str) -> Vec<(String, BTreeMap<String, String>)> {
-        let mut names = vec![name];
-        let mut i = 0;
-        while let Some(n) = names.get(i).copied() {
-            for d in self.loaded.graph.depends_on(n) {
-                if !names.contains(&d) {
-                    names.push(d);
-                }
-            }
-            i += 1;
-        }
-        names
-            .into_iter()
-            .filter_map(|n| self.cache_ref(n))
+        let own = self.cache_ref(name);
+        own.iter()
+            .chain(self.cache.values().filter(|r| Some(*r) != own.as_ref()))
             .map(|r| {
                 (
                     "registry".to_string(),
-                    BTreeMap::from([("ref".to_string(), r)]),
+                    BTreeMap::from([("ref".to_string(), r.clone())]),
                 )
             })
             .collect()
@@ -834,9 +827,10 @@ impl Job<'_> {
                     let image_config = target.config.image_config(&platform);
                     staged(&tx, &target.name, stage, |events| async {
                         let definition = request.definition.clone();
+                        let imports = request.cache_imports.clone();
                         let (_, response) = client
                             .build(request, events, |gateway| async move {
-                                let result = gateway.solve(&definition).await?;
+                                let result = gateway.solve_importing(&definition, &imports).await?;
                                 let metadata = BTreeMap::from([(
                                     "containerimage.config".to_string(),
                                     image_config,
