@@ -149,14 +149,15 @@ workdir = "/app"
     Ok(missed)
 }
 
-/// (steps run, steps cached) of a plain-progress log: its `DONE [t/…]` and `CACHED [t/…]`
-/// lines (the target's own steps, not base pulls or exports).
+/// (steps run, steps cached) of a plain-progress log: its `DONE [uv-app/…]` and
+/// `CACHED [uv-app/…]` lines (the target's own steps, not context transfers, base pulls or
+/// exports).
 fn steps(log: &str) -> (usize, usize) {
     let count = |word: &str| {
         log.lines()
             .filter(|l| {
                 l.split_once("] ")
-                    .is_some_and(|(_, r)| r.starts_with(&format!("{word} [")))
+                    .is_some_and(|(_, r)| r.starts_with(&format!("{word} [uv-app/")))
             })
             .count()
     };
