@@ -56,6 +56,9 @@ fn a_second_empty_engine_takes_the_steps_from_the_remote_cache() {
     let image = Image::new("cached");
     let plain = Image::new("cached-plain");
     let cache_repo = format!("kiln-test/cache-{n}");
+    // Engine 1 keeps the images that carry the cache (`REF:TARGET`): removed at the end.
+    let _app_cache = Image(format!("{REGISTRY}/{cache_repo}:app"));
+    let _plain_cache = Image(format!("{REGISTRY}/{cache_repo}:plain"));
     let manifest = format!(
         r#"version = 1
 [defaults]
