@@ -50,6 +50,25 @@ pub fn kiln(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// [`kiln`] with extra environment variables (e.g. `DOCKER_HOST` of another engine).
+pub fn kiln_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .args(["--progress", "plain"])
+        .current_dir(dir)
+        .env_remove("DOCKER_HOST")
+        .env_remove("BUILDKIT_HOST")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kiln");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// `git ARGS` in `dir`; panics with git's stderr when it fails. Returns stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

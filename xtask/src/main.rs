@@ -5,7 +5,7 @@
 //!   and `kiln build` of `manifests/examples.toml` with the `debian` profile, and run the
 //!   images.
 //! - `test`: what CI runs: formatting, clippy, and the whole test suite.
-//! - `bench [plan|engine|rebuild|context|seed|buildkitd|all]`: the benchmarks and their goals
+//! - `bench [plan|engine|rebuild|context|seed|cache|buildkitd|all]`: the benchmarks and their goals
 //!   (default all): planning a 1,000-target manifest; a cached rebuild against `docker build` on
 //!   the same engine; a 20,000-file context rebuilt after one change; kiln against `buildctl` on
 //!   a standalone buildkitd, when one is given (see `bench.rs`).
@@ -14,6 +14,9 @@
 //!   (see `fuzz.rs`).
 
 mod bench;
+/// The second Docker Engine the cache and pool tests use (shared with the tests).
+#[path = "../../tests/support/engine2.rs"]
+mod engine2;
 mod env;
 mod fuzz;
 
@@ -29,7 +32,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|seed|buildkitd|all]\n  fuzz    fuzz the manifest loader and planner for a short while: fuzz [--seconds N] [--libfuzzer]"
+                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|seed|cache|buildkitd|all]\n  fuzz    fuzz the manifest loader and planner for a short while: fuzz [--seconds N] [--libfuzzer]"
             );
             return ExitCode::from(2);
         }
@@ -130,7 +133,19 @@ fn test(extra: &[String]) -> Result<(), String> {
     // The integration tests run against the real engine: make sure it is there.
     run(&cargo, &["build", "--quiet", "-p", "kiln-cli"])?;
     env::up(&root().join("target/debug/kiln"))?;
+    // A second, separate engine for the remote-cache and builder-pool tests; stopped after
+    // (only it: its pid file is its own, under the kiln dev cache dir).
+    eprintln!(
+        "test: starting a second Docker Engine at {}",
+        engine2::url()
+    );
+    engine2::start()?;
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
-    run(&cargo, &args)
+    let url = engine2::url();
+    let result = run_env(&cargo, &args, &[(engine2::VAR, &url)]);
+    if let Err(e) = engine2::stop("TERM") {
+        eprintln!("test: {e}");
+    }
+    result
 }

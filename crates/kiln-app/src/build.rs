@@ -66,6 +66,9 @@ pub struct BuildOptions {
     /// Save each named target's image as a `docker load`-able tarball: this file for one
     /// target, `DIR/TARGET.tar` for several.
     pub output_image: Option<PathBuf>,
+    /// `--cache REF`: the registry repository each target's build cache is exported to (as
+    /// `REF:<target>`) and imported from; wins over `[defaults] cache`.
+    pub cache: Option<Reference>,
 }
 
 /// What happened to one target.
@@ -90,6 +93,10 @@ pub struct Built {
     pub pushed: Option<String>,
     /// Where the image is now.
     pub stored: Stored,
+    /// The builder it was built on, when the build used several.
+    pub builder: Option<String>,
+    /// `Stored::Engine`: the socket of the Docker Engine whose image store has it.
+    pub engine: Option<PathBuf>,
 }
 
 /// Where a built image is, as far as kiln can tell.
@@ -153,6 +160,8 @@ pub struct Outcome {
     pub output: Option<PathBuf>,
     /// The `docker load`-able archive the image was saved as (`--output-image`).
     pub archive: Option<crate::archive::Archive>,
+    /// The builder it ran on, when the build used several (`--builder` more than once).
+    pub builder: Option<String>,
 }
 
 /// Build the selected targets, calling `progress` as things happen.
@@ -180,12 +189,13 @@ pub(crate) fn build_loaded(
     if options.goal == Goal::Refresh {
         check_refreshable(&loaded.manifest, &options.targets, &selected)?;
     }
-    let (endpoint, _) = crate::builder::choose(settings)?;
+    let endpoints = crate::builder::choose_all(settings)?;
     let docker = if options.load {
         Some(crate::engine::docker_socket(settings)?)
     } else {
         None
     };
+    let (cache, cache_auth) = remote_cache(settings, &loaded.manifest, &selected, options)?;
     // Zip artifacts are unpacked here and served as local sources until the build ends.
     let artifacts = crate::artifacts::unpack(settings, &loaded.manifest, &selected)?;
     let job = Job {
@@ -201,7 +211,9 @@ pub(crate) fn build_loaded(
             &loaded.lock_path,
         )?),
         entitlements: entitlements(&loaded.manifest, &selected),
-        endpoint,
+        cache,
+        cache_auth,
+        endpoints,
         cwd: settings.cwd.clone(),
         loaded,
         selected: &selected,
@@ -242,12 +254,17 @@ struct Job<'a> {
     docker: Option<PathBuf>,
     config: SessionConfig,
     entitlements: Vec<String>,
-    endpoint: Endpoint,
+    /// The builders, in the order given (one, or a pool).
+    endpoints: Vec<Endpoint>,
     cwd: PathBuf,
     loaded: &'a Loaded,
     selected: &'a [String],
     /// With `BuildOptions::output`: the targets to export (what was named, not dependencies).
     exported: std::collections::BTreeSet<String>,
+    /// Per target with a remote cache: its reference (`REPO:<target>`).
+    cache: BTreeMap<String, String>,
+    /// Per cache reference: the registry credentials to push it with (Docker Engine).
+    cache_auth: BTreeMap<String, String>,
     options: &'a BuildOptions,
 }
 
@@ -255,11 +272,15 @@ type Events = mpsc::UnboundedSender<Progress>;
 
 impl Job<'_> {
     /// Resolve the base images' configs, lower the targets with them, then build every target
-    /// once the targets it depends on are built; independent targets build concurrently.
+    /// once the targets it depends on are built; independent targets build concurrently. With
+    /// several builders, each target builds on the one [`home`] gives it; when a builder stops
+    /// answering, its unfinished targets move to the next one that does.
     async fn run(&self, tx: Events) -> Result<Vec<Built>, AppError> {
-        let client = connect(&self.endpoint).await?;
-        let export = self.export(&client).await?;
-        let (bases, digests) = self.resolve_bases(&client, &tx).await?;
+        let pool = self.connect_pool(&tx).await?;
+        let Some(first) = pool.iter().flatten().next() else {
+            return Err(AppError::Build("no builder answers".to_string()));
+        };
+        let (bases, digests) = self.resolve_bases(&first.client, &tx).await?;
         let manifest = &self.loaded.manifest;
         // Concurrent builds of other working trees must not share this tree's contexts.
         let unique = {
@@ -274,11 +295,17 @@ impl Job<'_> {
             Some(&unique),
         )?;
 
+        let graph = &self.loaded.graph;
+        let alive: Vec<bool> = pool.iter().map(Option::is_some).collect();
+        let mut alive = alive;
+        let mut assigned: BTreeMap<String, usize> = home(graph, self.selected, pool.len())
+            .into_iter()
+            .map(|(t, i)| (t, next_alive(&alive, i).unwrap_or(i)))
+            .collect();
         let mut waiting: Vec<&CompiledTarget> = compiled.iter().collect();
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
         let mut running = FuturesUnordered::new();
         loop {
-            let graph = &self.loaded.graph;
             let (ready, rest): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|t| {
                 graph
                     .depends_on(&t.name)
@@ -287,16 +314,81 @@ impl Job<'_> {
             });
             waiting = rest;
             for target in ready {
-                running.push(self.build_target(&client, export, target, tx.clone()));
+                let i = assigned.get(&target.name).copied().unwrap_or(0);
+                let Some(Some(member)) = pool.get(i) else {
+                    return Err(AppError::Build(format!(
+                        "{}: no builder left to build it on",
+                        target.name
+                    )));
+                };
+                let tx = tx.clone();
+                running.push(async move {
+                    let result = self
+                        .build_target(&member.client, member.export, target, tx)
+                        .await;
+                    (target, i, result)
+                });
             }
-            // The first failure ends the build; dropping the other solves cancels them.
-            match running.next().await {
-                Some(done) => {
-                    let done = done?;
+            // The first failure ends the build (dropping the other solves cancels them),
+            // unless it is the builder that failed and another one can take over.
+            let Some((target, i, result)) = running.next().await else {
+                break;
+            };
+            let error = match result {
+                Ok(mut done) => {
+                    if let Some(Some(member)) = pool.get(i) {
+                        if pool.len() > 1 {
+                            done.builder = Some(member.client.endpoint().to_string());
+                        }
+                        if let (Stored::Engine, Endpoint::Docker { socket }) =
+                            (&done.stored, member.client.endpoint())
+                        {
+                            done.engine = Some(socket.clone());
+                        }
+                    }
                     built.insert(done.target.clone(), done);
+                    continue;
                 }
-                None => break,
+                Err(AppError::Interrupted) => return Err(AppError::Interrupted),
+                Err(error) => error,
+            };
+            let Some(Some(member)) = pool.get(i) else {
+                return Err(error);
+            };
+            if alive.get(i) == Some(&true) {
+                if pool.len() == 1 || answers(&member.client).await {
+                    return Err(error);
+                }
+                alive[i] = false;
+                let Some(j) = next_alive(&alive, i) else {
+                    return Err(AppError::Build(format!(
+                        "{error}\n  every builder of the pool has stopped answering"
+                    )));
+                };
+                let mut moved: Vec<String> = Vec::new();
+                for (name, slot) in assigned.iter_mut() {
+                    if *slot == i && !built.contains_key(name) {
+                        *slot = j;
+                        moved.push(name.clone());
+                    }
+                }
+                let to = pool
+                    .get(j)
+                    .and_then(Option::as_ref)
+                    .map(|m| m.client.endpoint().to_string())
+                    .unwrap_or_default();
+                let _ = tx.send(Progress::Warning {
+                    target: None,
+                    message: format!(
+                        "builder {} stopped answering ({}); moving {} to {to}",
+                        member.client.endpoint(),
+                        first_line(&error.to_string()),
+                        moved.join(", ")
+                    ),
+                });
             }
+            // Its builder is gone: build it again where it was moved.
+            waiting.push(target);
         }
         Ok(compiled
             .iter()
@@ -312,6 +404,46 @@ impl Job<'_> {
                 b
             })
             .collect())
+    }
+
+    /// Connect to every builder and learn where it puts images. One builder must answer; in a
+    /// pool, one that does not is left out with a warning (`None`), and its targets go to the
+    /// next one.
+    async fn connect_pool(&self, tx: &Events) -> Result<Vec<Option<Member>>, AppError> {
+        let tries = self.endpoints.iter().map(|endpoint| async move {
+            let client = connect(endpoint).await?;
+            let export = self.export(&client).await?;
+            Ok::<_, AppError>(Member { client, export })
+        });
+        let results = futures::future::join_all(tries).await;
+        if results.len() == 1 {
+            return results.into_iter().map(|r| r.map(Some)).collect();
+        }
+        let mut pool = Vec::new();
+        let mut errors = Vec::new();
+        for (endpoint, result) in self.endpoints.iter().zip(results) {
+            match result {
+                Ok(member) => pool.push(Some(member)),
+                Err(e) => {
+                    let _ = tx.send(Progress::Warning {
+                        target: None,
+                        message: format!(
+                            "builder {endpoint} is left out of this build: {}",
+                            first_line(&e.to_string())
+                        ),
+                    });
+                    errors.push(e.to_string());
+                    pool.push(None);
+                }
+            }
+        }
+        if pool.iter().all(Option::is_none) {
+            return Err(AppError::Build(format!(
+                "no builder of the pool answers:\n{}",
+                errors.join("\n")
+            )));
+        }
+        Ok(pool)
     }
 
     /// The image configs of the selected targets' base images, and the manifest digests they
@@ -492,6 +624,58 @@ impl Job<'_> {
         Ok(export)
     }
 
+    /// The registry reference target `name`'s build cache is kept under, if it has a cache.
+    fn cache_ref(&self, name: &str) -> Option<String> {
+        self.cache.get(name).cloned()
+    }
+
+    /// Where a solve of target `name` may find its steps: its own cache first, then those of
+    /// every other selected target. All of them, not only its dependencies': solves running
+    /// at once share the vertices they have in common (the base image), and a vertex first
+    /// loaded by a job without a cache has no link into it for the other jobs' steps
+    /// (observed on Docker Engine 20.10: the steps after a shared base then ran again).
+    fn cache_imports(&self, name: &str) -> Vec<(String, BTreeMap<String, String>)> {
+        let own = self.cache_ref(name);
+        own.iter()
+            .chain(self.cache.values().filter(|r| Some(*r) != own.as_ref()))
+            .map(|r| {
+                (
+                    "registry".to_string(),
+                    BTreeMap::from([("ref".to_string(), r.clone())]),
+                )
+            })
+            .collect()
+    }
+
+    /// Docker Engine: push the image that carries a target's inline cache to the cache
+    /// repository. A failure is a warning: the build stands, the next one on another engine
+    /// just finds no cache.
+    async fn push_cache(&self, client: &Client, target: &str, cache: &str, tx: &Events) {
+        let warn = |message: String| {
+            let _ = tx.send(Progress::Warning {
+                target: Some(target.to_string()),
+                message,
+            });
+        };
+        let Endpoint::Docker { socket } = client.endpoint() else {
+            warn(format!(
+                "cache: {} is Docker's BuildKit behind a socket kiln cannot push through; \
+                 {cache} stays in that engine only",
+                client.endpoint()
+            ));
+            return;
+        };
+        let api = kiln_docker::Api::new(socket);
+        let auth = self.cache_auth.get(cache).cloned().unwrap_or_default();
+        let image = cache.to_string();
+        let pushed = tokio::task::spawn_blocking(move || api.push(&image, &auth)).await;
+        match pushed {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn(format!("cache: pushing {cache} failed: {e}")),
+            Err(e) => warn(format!("cache: pushing {cache} failed: {e}")),
+        }
+    }
+
     /// Stream the `docker` exporter's tarball, as it arrives through the session on the file
     /// output returned, into the Docker Engine (`--load`); the task ends with what the engine
     /// says it loaded.
@@ -575,8 +759,37 @@ impl Job<'_> {
                 definition,
                 session: Some(session.id().to_string()),
                 entitlements: self.entitlements.clone(),
+                cache_imports: self.cache_imports(&target.name),
                 ..SolveRequest::default()
             };
+            // The target's last stage carries its whole chain: its cache goes out with it.
+            let last = kind == StageKind::SmokeTest || target.stage(StageKind::SmokeTest).is_none();
+            let cache_out = self
+                .cache_ref(&target.name)
+                .filter(|_| last && !(exporting && output.is_some()));
+            // Docker Engine 20.10 exports inline cache only (in an image's config): the stage
+            // is stored as the image `REF:<target>` too (beside the target's own name), which
+            // kiln pushes to the cache repository afterwards.
+            let mut also_named = None;
+            if let Some(cache) = &cache_out {
+                if export == Export::Moby {
+                    request.cache_exports = vec![("inline".to_string(), BTreeMap::new())];
+                    if exporting && image_name.is_some() {
+                        also_named = Some(cache.clone());
+                    } else {
+                        let attrs = BTreeMap::from([("name".to_string(), cache.clone())]);
+                        request.exporter = Some(("moby".to_string(), attrs));
+                    }
+                } else {
+                    request.cache_exports = vec![(
+                        "registry".to_string(),
+                        BTreeMap::from([
+                            ("ref".to_string(), cache.clone()),
+                            ("mode".to_string(), "max".to_string()),
+                        ]),
+                    )];
+                }
+            }
             let stage = kind.as_str();
             let response = match (&image_name, exporting) {
                 (Some(image), true) if export != Export::Moby => {
@@ -612,7 +825,11 @@ impl Job<'_> {
                     // Docker's moby exporter takes the image config only from the job's
                     // result, so kiln is the job's frontend; the engine cannot push from it,
                     // so kiln pushes through the engine afterwards.
-                    let attrs = BTreeMap::from([("name".to_string(), image.clone())]);
+                    let name = match &also_named {
+                        Some(cache) => format!("{image},{cache}"),
+                        None => image.clone(),
+                    };
+                    let attrs = BTreeMap::from([("name".to_string(), name)]);
                     request.exporter = Some(("moby".to_string(), attrs));
                     let platform: kiln_llb::Platform = manifest_target
                         .platform
@@ -626,9 +843,10 @@ impl Job<'_> {
                     .image_config(&platform);
                     staged(&tx, &target.name, stage, |events| async {
                         let definition = request.definition.clone();
+                        let imports = request.cache_imports.clone();
                         let (_, response) = client
                             .build(request, events, |gateway| async move {
-                                let result = gateway.solve(&definition).await?;
+                                let result = gateway.solve_importing(&definition, &imports).await?;
                                 let metadata = BTreeMap::from([(
                                     "containerimage.config".to_string(),
                                     image_config,
@@ -661,6 +879,9 @@ impl Job<'_> {
             context.files += sent.files;
             context.bytes += sent.bytes;
             session.close().await;
+            if let (Some(cache), Export::Moby, Ok(_)) = (&cache_out, export, &response) {
+                self.push_cache(client, &target.name, cache, &tx).await;
+            }
             let loaded = match loading {
                 Some((file, loader)) => {
                     file.close();
@@ -840,6 +1061,95 @@ impl Job<'_> {
         };
         Ok(built)
     }
+}
+
+/// One builder of the pool, connected.
+struct Member {
+    client: Client,
+    export: Export,
+}
+
+/// Whether a builder still answers (its workers, within a few seconds): after a failed solve,
+/// tells a builder that went away from a build that failed.
+async fn answers(client: &Client) -> bool {
+    let probe = async {
+        let fresh = Client::connect(client.endpoint()).await.ok()?;
+        fresh.workers().await.ok()
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), probe).await,
+        Ok(Some(_))
+    )
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// The first builder from `i` on (wrapping) that is alive.
+fn next_alive(alive: &[bool], i: usize) -> Option<usize> {
+    (0..alive.len())
+        .map(|k| (i + k) % alive.len())
+        .find(|&j| alive.get(j) == Some(&true))
+}
+
+/// Which of `builders` builders each selected target builds on: the targets joined by
+/// dependencies (a chain of `target:` bases, copies from targets) stay together, on the
+/// builder a stable hash (sha256) of the first name among them picks, so each meets its own
+/// cache again on the next run.
+fn home(
+    graph: &kiln_graph::Graph,
+    selected: &[String],
+    builders: usize,
+) -> BTreeMap<String, usize> {
+    // Union-find over the dependency edges among the selected targets.
+    let index: BTreeMap<&str, usize> = selected
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let mut parent: Vec<usize> = (0..selected.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for (i, t) in selected.iter().enumerate() {
+        for d in graph.depends_on(t) {
+            if let Some(&j) = index.get(d) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let roots: Vec<usize> = (0..selected.len()).map(|i| root(&mut parent, i)).collect();
+    // Each group is named by its smallest target name.
+    let mut names: BTreeMap<usize, &str> = BTreeMap::new();
+    for (t, r) in selected.iter().zip(&roots) {
+        let name = names.entry(*r).or_insert(t.as_str());
+        if t.as_str() < *name {
+            *name = t.as_str();
+        }
+    }
+    selected
+        .iter()
+        .zip(&roots)
+        .map(|(t, r)| {
+            let name = names.get(r).copied().unwrap_or(t.as_str());
+            (t.clone(), stable_slot(name, builders))
+        })
+        .collect()
+}
+
+/// `name`'s builder among `builders`: the first 8 bytes of its sha256, modulo.
+fn stable_slot(name: &str, builders: usize) -> usize {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % builders.max(1) as u64) as usize
 }
 
 /// `kiln refresh` needs packages: a target named on the command line without them is an
@@ -1198,6 +1508,73 @@ pub(crate) fn ignored(context: &std::path::Path, kiln_lock: &std::path::Path) ->
     exclude
 }
 
+/// Each selected target's remote cache reference (`--cache`, else its file's
+/// `[defaults] cache`, tagged with the target's name; none for a refresh, which must resolve
+/// again), and the credentials to push each with.
+#[allow(clippy::type_complexity)]
+fn remote_cache(
+    settings: &Settings,
+    manifest: &Manifest,
+    selected: &[String],
+    options: &BuildOptions,
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), AppError> {
+    let mut refs = BTreeMap::new();
+    let mut auth = BTreeMap::new();
+    if options.goal == Goal::Refresh {
+        return Ok((refs, auth));
+    }
+    let mut access = None;
+    for name in selected {
+        let Some(repository) = options
+            .cache
+            .as_ref()
+            .or(manifest.targets[name].cache.as_ref())
+        else {
+            continue;
+        };
+        let reference = cache_reference(repository, name);
+        if access.is_none() {
+            access = Some(crate::pin::Access::new(settings)?);
+        }
+        if let Some(access) = &access {
+            auth.insert(reference.to_string(), access.auth_header(&reference)?);
+        }
+        refs.insert(name.clone(), reference.to_string());
+    }
+    Ok((refs, auth))
+}
+
+/// `--cache REF`: a registry repository, without tag or digest (kiln tags it per target).
+pub fn cache_repository(text: &str) -> Result<Reference, String> {
+    match Reference::parse(text) {
+        Ok(r) if r.tag().is_none() && r.digest().is_none() => Ok(r),
+        Ok(_) => Err(format!(
+            "`{text}` has a tag or digest; give a repository (kiln tags it per target), e.g. \
+             registry.example.com/team/cache"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `REPO:<target>`: a target name as a tag (characters a tag cannot hold become `-`).
+pub(crate) fn cache_reference(repository: &Reference, target: &str) -> Reference {
+    let mut tag: String = target
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    if tag.starts_with(['.', '-']) {
+        tag.replace_range(..1, "_");
+    }
+    Reference::parse(&format!("{}:{tag}", repository.name())).unwrap_or_else(|_| repository.clone())
+}
+
 fn entitlements(manifest: &Manifest, selected: &[String]) -> Vec<String> {
     if selected
         .iter()
@@ -1224,6 +1601,72 @@ mod tests {
         assert_eq!(Export::choose(false, true, true), Export::Load);
         assert_eq!(Export::choose(false, false, true), Export::Push);
         assert_eq!(Export::choose(false, false, false), Export::Cache);
+    }
+
+    #[test]
+    fn a_pool_keeps_chains_together_and_spreads_the_rest_stably() {
+        let text = r#"version = 1
+[target.base]
+from = "debian"
+[target.app]
+from = "target:base"
+[target.tool]
+from = "debian"
+copy = [{ src = "/x", dest = "/x", from = "target:app" }]
+[target.solo1]
+from = "debian"
+[target.solo2]
+from = "debian"
+[target.solo3]
+from = "debian"
+"#;
+        let sources = vec![kiln_manifest::Source {
+            path: PathBuf::from("kiln.toml"),
+            text: text.to_string(),
+        }];
+        let manifest =
+            kiln_manifest::load(&sources, &kiln_manifest::LoadOptions::default()).unwrap();
+        let graph = kiln_graph::Graph::build(&manifest, PackagesMode::Pinned).unwrap();
+        let selected: Vec<String> = manifest.targets.keys().cloned().collect();
+        let home3 = home(&graph, &selected, 3);
+        // base → app → tool (a `from` and a copy): one group, on the builder of `app` (the
+        // smallest name of the group).
+        assert_eq!(home3["base"], stable_slot("app", 3));
+        assert_eq!(home3["app"], home3["base"]);
+        assert_eq!(home3["tool"], home3["base"]);
+        for solo in ["solo1", "solo2", "solo3"] {
+            assert_eq!(home3[solo], stable_slot(solo, 3));
+        }
+        // Stable: the same answer every time, and within range.
+        assert_eq!(home(&graph, &selected, 3), home3);
+        assert!(home3.values().all(|&i| i < 3));
+        assert!(home(&graph, &selected, 1).values().all(|&i| i == 0));
+        // The hash really spreads: 20 names over 2 builders use both.
+        let used: std::collections::BTreeSet<usize> =
+            (0..20).map(|i| stable_slot(&format!("t{i}"), 2)).collect();
+        assert_eq!(used.len(), 2);
+        // A dead builder's work goes to the next live one, wrapping around.
+        assert_eq!(next_alive(&[true, false, true], 1), Some(2));
+        assert_eq!(next_alive(&[true, true, false], 2), Some(0));
+        assert_eq!(next_alive(&[false, false], 0), None);
+    }
+
+    #[test]
+    fn cache_refs_are_the_repository_tagged_with_the_target() {
+        let repo = cache_repository("127.0.0.1:5000/team/cache").unwrap();
+        assert_eq!(
+            cache_reference(&repo, "app").to_string(),
+            "127.0.0.1:5000/team/cache:app"
+        );
+        assert_eq!(
+            cache_reference(&repo, "-a/b").to_string(),
+            "127.0.0.1:5000/team/cache:_a-b"
+        );
+        let long = "x".repeat(200);
+        assert_eq!(cache_reference(&repo, &long).tag().map(str::len), Some(128));
+        let err = cache_repository("127.0.0.1:5000/team/cache:v1").unwrap_err();
+        assert!(err.contains("has a tag or digest"), "{err}");
+        assert!(cache_repository("Not A Ref").is_err());
     }
 
     #[test]

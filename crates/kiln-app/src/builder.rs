@@ -1,6 +1,9 @@
 //! Which BuildKit to use: `--builder URL`, else `BUILDKIT_HOST`, else the Docker Engine at
 //! `DOCKER_HOST` or the default socket. TLS files for a `tcp://` builder come from
-//! `--tls-ca/--tls-cert/--tls-key` or `KILN_TLS_CA/KILN_TLS_CERT/KILN_TLS_KEY`.
+//! `--tls-ca/--tls-cert/--tls-key` or `KILN_TLS_CA/KILN_TLS_CERT/KILN_TLS_KEY`. A build may
+//! use a pool ([`choose_all`]): every `--builder` given, else `BUILDKIT_HOST`, else
+//! `builders = [...]` in kiln's config file (`$KILN_CONFIG`, else
+//! `$XDG_CONFIG_HOME/kiln/config.toml`, else `~/.config/kiln/config.toml`).
 
 use std::path::PathBuf;
 
@@ -11,22 +14,129 @@ use crate::{AppError, Settings};
 /// The builder chosen on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct BuilderOptions {
-    /// `--builder URL`.
+    /// `--builder URL`, the first one given.
     pub url: Option<String>,
+    /// Further `--builder URL`s: a pool of builders for `kiln build`.
+    pub more: Vec<String>,
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_server_name: Option<String>,
 }
 
-/// The endpoint kiln will use and where that choice came from.
+/// The endpoint kiln will use and where that choice came from (the first of a pool).
 pub fn choose(settings: &Settings) -> Result<(Endpoint, &'static str), AppError> {
     let options = &settings.builder;
     let (url, source) = match (&options.url, settings.env.get("BUILDKIT_HOST")) {
         (Some(url), _) => (Some(url.clone()), "--builder"),
         (None, Some(url)) if !url.is_empty() => (Some(url.clone()), "BUILDKIT_HOST"),
-        _ => (None, ""),
+        _ => match config_builders(settings)?.into_iter().next() {
+            Some(url) => (Some(url), "builders in kiln's config file"),
+            None => (None, ""),
+        },
     };
+    endpoint(settings, url, source)
+}
+
+/// Every builder of the pool `kiln build` schedules across, in the order given: each
+/// `--builder`, else `BUILDKIT_HOST`, else the config file's `builders`, else the Docker Engine.
+pub fn choose_all(settings: &Settings) -> Result<Vec<Endpoint>, AppError> {
+    let options = &settings.builder;
+    let (urls, source) = match (&options.url, settings.env.get("BUILDKIT_HOST")) {
+        (Some(url), _) => {
+            let mut all = vec![url.clone()];
+            all.extend(options.more.iter().cloned());
+            (all, "--builder")
+        }
+        (None, Some(url)) if !url.is_empty() => (vec![url.clone()], "BUILDKIT_HOST"),
+        _ => (config_builders(settings)?, "builders in kiln's config file"),
+    };
+    if urls.is_empty() {
+        return Ok(vec![endpoint(settings, None, "")?.0]);
+    }
+    let mut pool: Vec<Endpoint> = Vec::new();
+    for url in urls {
+        let (e, _) = endpoint(settings, Some(url), source)?;
+        if pool.iter().any(|p| p.to_string() == e.to_string()) {
+            return Err(AppError::Usage(format!(
+                "{source}: the builder {e} is given twice"
+            )));
+        }
+        pool.push(e);
+    }
+    Ok(pool)
+}
+
+/// kiln's config file: `$KILN_CONFIG`, else `$XDG_CONFIG_HOME/kiln/config.toml`, else
+/// `~/.config/kiln/config.toml`; `None` without a place to look.
+pub fn config_path(settings: &Settings) -> Option<PathBuf> {
+    let env = |k: &str| {
+        settings
+            .env
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("KILN_CONFIG")
+        .or_else(|| env("XDG_CONFIG_HOME").map(|d| d.join("kiln/config.toml")))
+        .or_else(|| env("HOME").map(|h| h.join(".config/kiln/config.toml")))
+}
+
+/// The config file as read: only `builders`, a list of builder URLs.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    builders: Vec<String>,
+}
+
+/// `builders` from kiln's config file (none when there is no file; `$KILN_CONFIG` must exist).
+fn config_builders(settings: &Settings) -> Result<Vec<String>, AppError> {
+    let Some(path) = config_path(settings) else {
+        return Ok(Vec::new());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && !settings.env.contains_key("KILN_CONFIG") =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(source) => {
+            return Err(AppError::Io {
+                path,
+                action: "read kiln's config file",
+                source,
+            });
+        }
+    };
+    let config: ConfigFile = toml::from_str(&text).map_err(|e| {
+        let place = match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(":{line}:{column}")
+            }
+            None => String::new(),
+        };
+        AppError::Usage(format!(
+            "{}{place}: {}\n  hint: kiln's config file takes `builders = [\"docker://\", \"unix:///run/buildkit/buildkitd.sock\"]`",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    Ok(config.builders)
+}
+
+/// `url` (or the Docker Engine without one) as an endpoint with the TLS files.
+fn endpoint(
+    settings: &Settings,
+    url: Option<String>,
+    source: &'static str,
+) -> Result<(Endpoint, &'static str), AppError> {
+    let options = &settings.builder;
     let Some(url) = url else {
         let socket = crate::engine::docker_socket(settings)?;
         let source = if settings.env.contains_key("DOCKER_HOST") {
@@ -120,6 +230,73 @@ mod tests {
         assert_eq!(e.to_string(), "docker:///run/other.sock");
         let (e, _) = choose(&settings(None, &[])).unwrap();
         assert_eq!(e.to_string(), "docker:///var/run/docker.sock");
+    }
+
+    #[test]
+    fn pools_come_from_repeated_flags_else_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "builders = [\"unix:///a.sock\", \"tcp://b:1234\"]\n").unwrap();
+        let config = file.to_str().unwrap();
+        let mut s = settings(Some("unix:///x.sock"), &[("KILN_CONFIG", config)]);
+        s.builder.more = vec!["unix:///y.sock".into()];
+        let names = |s: &Settings| -> Vec<String> {
+            choose_all(s)
+                .unwrap()
+                .iter()
+                .map(|e| e.to_string())
+                .collect()
+        };
+        assert_eq!(names(&s), ["unix:///x.sock", "unix:///y.sock"]);
+        // Without flags: the config file's list, in order; `choose` takes its first.
+        let s = settings(None, &[("KILN_CONFIG", config)]);
+        assert_eq!(names(&s), ["unix:///a.sock", "tcp://b:1234"]);
+        assert_eq!(choose(&s).unwrap().0.to_string(), "unix:///a.sock");
+        // BUILDKIT_HOST still wins over the file.
+        let s = settings(
+            None,
+            &[("KILN_CONFIG", config), ("BUILDKIT_HOST", "unix:///z.sock")],
+        );
+        assert_eq!(names(&s), ["unix:///z.sock"]);
+        // XDG_CONFIG_HOME/kiln/config.toml when KILN_CONFIG is not set; none is fine.
+        std::fs::create_dir_all(dir.path().join("kiln")).unwrap();
+        std::fs::copy(&file, dir.path().join("kiln/config.toml")).unwrap();
+        let xdg = dir.path().to_str().unwrap();
+        assert_eq!(
+            names(&settings(None, &[("XDG_CONFIG_HOME", xdg)])),
+            ["unix:///a.sock", "tcp://b:1234"]
+        );
+        assert_eq!(
+            names(&settings(None, &[("XDG_CONFIG_HOME", "/nonexistent")])),
+            ["docker:///var/run/docker.sock"]
+        );
+        // Errors name the file, line and column, and the key.
+        std::fs::write(&file, "builders = [\"unix:///a.sock\"]\nbuilder = 1\n").unwrap();
+        let err = choose_all(&settings(None, &[("KILN_CONFIG", config)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{config}:2:1")) && err.contains("builder"),
+            "{err}"
+        );
+        std::fs::write(&file, "builders = \"unix:///a.sock\"\n").unwrap();
+        let err = choose_all(&settings(None, &[("KILN_CONFIG", config)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{config}:1:12")), "{err}");
+        // A named config file that is missing, and a builder given twice, are errors.
+        let err = choose_all(&settings(None, &[("KILN_CONFIG", "/nonexistent/k.toml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/k.toml"), "{err}");
+        let mut s = settings(Some("unix:///x.sock"), &[]);
+        s.builder.more = vec!["unix:///x.sock".into()];
+        assert!(
+            choose_all(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("given twice")
+        );
     }
 
     #[test]

@@ -538,6 +538,7 @@ fn build_images_pass(
                     pushed: recorded.digest.clone(),
                     output: None,
                     archive,
+                    builder: None,
                 }));
             }
             if renamed.is_empty() {
@@ -562,7 +563,11 @@ fn build_images_pass(
             }
             continue;
         }
-        out.push_str(&built_line(options.goal, options.output.is_some(), b));
+        let line = built_line(options.goal, options.output.is_some(), b);
+        match &b.builder {
+            Some(builder) => out.push_str(&format!("{} (on {builder})\n", line.trim_end())),
+            None => out.push_str(&line),
+        }
         if let (Stored::BuilderCache, Some(image)) = (&b.stored, &b.image) {
             progress(Progress::Warning {
                 target: Some(b.target.clone()),
@@ -606,6 +611,7 @@ fn build_images_pass(
             pushed: pushed.get(&b.target).cloned(),
             output: b.output.clone(),
             archive: saved.remove(&b.target),
+            builder: b.builder.clone(),
         })
         .collect();
     if options.goal == Goal::Image && options.output.is_none() {
@@ -742,7 +748,9 @@ fn push_all(
         let Some(image) = &b.image else { continue };
         let reference = kiln_reference::Reference::parse(image)
             .map_err(|e| AppError::Build(format!("{}: {e}", b.target)))?;
-        let digest = match (&b.pushed, engine) {
+        // In a pool, the image is in the engine of the builder it was built on.
+        let own = b.engine.as_ref().map(kiln_docker::Api::new);
+        let digest = match (&b.pushed, own.as_ref().or(engine)) {
             (Some(digest), _) => digest.clone(),
             (None, Some(api)) => push_with_retry(api, image, &access.auth_header(&reference)?)?,
             (None, None) => {

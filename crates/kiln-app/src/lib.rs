@@ -24,7 +24,9 @@ mod trace;
 mod trust;
 
 pub use affected::{AffectedOptions, affected};
-pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, Stored, build};
+pub use build::{
+    BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, Stored, build, cache_repository,
+};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
@@ -32,6 +34,7 @@ pub use error::AppError;
 pub use images::{Inputs, build_images, kiln_lock_path};
 pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
+pub use kiln_reference::Reference;
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};

@@ -43,6 +43,10 @@ pub struct SolveRequest {
     pub exporter: Option<(String, BTreeMap<String, String>)>,
     pub session: Option<String>,
     pub entitlements: Vec<String>,
+    /// Cache exporters (`inline`, `registry`, …) with their attributes (`ref`, `mode`).
+    pub cache_exports: Vec<(String, BTreeMap<String, String>)>,
+    /// Cache importers (`registry` with `ref`): where the solve may find its steps done.
+    pub cache_imports: Vec<(String, BTreeMap<String, String>)>,
 }
 
 /// A worker the daemon reports.
@@ -441,6 +445,20 @@ impl SolveRequest {
                 attrs: a.clone(),
             })
             .collect();
+        let entries = |list: &[(String, BTreeMap<String, String>)]| {
+            list.iter()
+                .map(|(t, a)| control::CacheOptionsEntry {
+                    r#type: t.clone(),
+                    attrs: a.clone().into_iter().collect(),
+                })
+                .collect()
+        };
+        let cache = (!self.cache_exports.is_empty() || !self.cache_imports.is_empty()).then(|| {
+            control::CacheOptions {
+                exports: entries(&self.cache_exports),
+                imports: entries(&self.cache_imports),
+            }
+        });
         control::SolveRequest {
             r#ref: job.to_string(),
             definition,
@@ -449,6 +467,7 @@ impl SolveRequest {
             session: self.session.clone().unwrap_or_default(),
             entitlements: self.entitlements.clone(),
             exporters,
+            cache,
             ..control::SolveRequest::default()
         }
     }

@@ -128,6 +128,23 @@ impl Gateway {
 
     /// Solve `definition` now (not lazily) and return a reference to its result.
     pub async fn solve(&self, definition: &kiln_llb::Definition) -> Result<ResultRef, Error> {
+        self.solve_importing(definition, &[]).await
+    }
+
+    /// [`Gateway::solve`] that may take steps from remote caches (`registry` with a `ref`):
+    /// a frontend's solves do not see the job's own cache imports.
+    pub async fn solve_importing(
+        &self,
+        definition: &kiln_llb::Definition,
+        imports: &[(String, std::collections::BTreeMap<String, String>)],
+    ) -> Result<ResultRef, Error> {
+        let cache_imports = imports
+            .iter()
+            .map(|(t, a)| gateway::CacheOptionsEntry {
+                r#type: t.clone(),
+                attrs: a.clone().into_iter().collect(),
+            })
+            .collect();
         let response = self
             .bridge
             .clone()
@@ -136,6 +153,7 @@ impl Gateway {
                 allow_result_return: true,
                 allow_result_array_ref: true,
                 evaluate: true,
+                cache_imports,
                 ..gateway::SolveRequest::default()
             }))
             .await

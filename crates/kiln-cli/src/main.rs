@@ -31,10 +31,11 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
     /// BuildKit to use: docker:// (Docker Engine's embedded BuildKit), unix:///path (a
-    /// buildkitd socket), tcp://host:port. Default: BUILDKIT_HOST, else the Docker Engine at
-    /// DOCKER_HOST or /var/run/docker.sock.
+    /// buildkitd socket), tcp://host:port. Repeat it for a pool `kiln build` schedules
+    /// across. Default: BUILDKIT_HOST, else `builders` in $KILN_CONFIG or
+    /// ~/.config/kiln/config.toml, else the Docker Engine at DOCKER_HOST or /var/run/docker.sock.
     #[arg(long, global = true, value_name = "URL")]
-    builder: Option<String>,
+    builder: Vec<String>,
     /// CA certificate to verify a tcp:// builder with (or KILN_TLS_CA).
     #[arg(long, global = true, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
@@ -115,6 +116,10 @@ enum Command {
         /// for several (from the Docker Engine's image store; with a buildkitd, add --load).
         #[arg(long, value_name = "FILE", conflicts_with = "output")]
         output_image: Option<PathBuf>,
+        /// Registry repository for the build cache (wins over `[defaults] cache`): each
+        /// target's cache is exported to REF:TARGET and imported from there on every build.
+        #[arg(long, value_name = "REF", value_parser = kiln_app::cache_repository)]
+        cache: Option<kiln_app::Reference>,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -256,7 +261,8 @@ fn main() -> ExitCode {
         set: cli.set,
         env,
         builder: kiln_app::BuilderOptions {
-            url: cli.builder,
+            url: cli.builder.first().cloned(),
+            more: cli.builder.iter().skip(1).cloned().collect(),
             tls_ca: cli.tls_ca,
             tls_cert: cli.tls_cert,
             tls_key: cli.tls_key,
@@ -292,6 +298,7 @@ fn main() -> ExitCode {
             stamp,
             load,
             output_image,
+            cache,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
@@ -299,6 +306,7 @@ fn main() -> ExitCode {
                 push,
                 stamp,
                 load,
+                cache,
                 output: output.map(|dir| settings.cwd.join(dir)),
                 output_image: output_image.map(|file| settings.cwd.join(file)),
                 ..kiln_app::BuildOptions::default()

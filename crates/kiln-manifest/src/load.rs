@@ -14,7 +14,7 @@ use crate::*;
 
 const TOP_KEYS: &[&str] = &["version", "vars", "defaults", "profiles", "target", "group"];
 const VAR_KEYS: &[&str] = &["default", "env"];
-const DEFAULT_KEYS: &[&str] = &["network", "ca-certificates", "platform"];
+const DEFAULT_KEYS: &[&str] = &["network", "ca-certificates", "platform", "cache"];
 const PROFILE_KEYS: &[&str] = &["image-overrides", "vars", "labels"];
 const TARGET_KEYS: &[&str] = &[
     "from",
@@ -67,6 +67,8 @@ struct Defaults {
     ca: CaCertificates,
     ca_origin: Option<Origin>,
     platform: String,
+    /// `[defaults] cache`: the registry repository for the remote build cache.
+    cache: Option<Reference>,
 }
 
 /// One `image-overrides` rule, in the order it applies.
@@ -593,12 +595,36 @@ fn read_defaults(cx: &Cx<'_>, doc: &DeTable<'_>) -> Defaults {
         ca: CaCertificates::None,
         ca_origin: None,
         platform: DEFAULT_PLATFORM.to_string(),
+        cache: None,
     };
     let Some(table) = cx.section(doc, "defaults") else {
         return d;
     };
     cx.keys(table, "defaults", DEFAULT_KEYS);
     apply_common(cx, table, "defaults", &mut d);
+    if let Some(v) = table.get("cache") {
+        if let Some(s) = cx.text(v, "defaults.cache") {
+            let expected = "a registry repository without tag or digest, e.g. \
+                            `registry.example.com/team/cache`";
+            match Reference::parse(&s) {
+                Ok(r) if r.tag().is_none() && r.digest().is_none() => d.cache = Some(r),
+                Ok(_) => cx.error(
+                    v.span(),
+                    "defaults.cache",
+                    format!("`{s}` has a tag or digest; kiln tags the cache per target"),
+                    Some(expected.into()),
+                    None,
+                ),
+                Err(e) => cx.error(
+                    v.span(),
+                    "defaults.cache",
+                    e.to_string(),
+                    Some(expected.into()),
+                    None,
+                ),
+            }
+        }
+    }
     d
 }
 
@@ -905,6 +931,7 @@ impl TargetReader<'_, '_> {
                     location: cx.loc(v.span()),
                 }),
                 ca_certificates_origin: common.ca_origin,
+                cache: common.cache,
             },
             rewrites,
             refs,

@@ -128,6 +128,9 @@ pub struct Target {
     pub context_origin: Option<Origin>,
     /// Where `ca-certificates` was set: on the target or in `[defaults]`.
     pub ca_certificates_origin: Option<Origin>,
+    /// `[defaults] cache` of its file: the registry repository its build cache is exported
+    /// to and imported from (tagged per target); `--cache` wins over it.
+    pub cache: Option<Reference>,
 }
 
 /// Where a value came from: the dotted key as written (`target.app.context`,

@@ -693,3 +693,35 @@ fn env_tables_keep_inherited_references_and_explain_an_undeclared_one() {
         ]
     );
 }
+
+#[test]
+fn defaults_cache_is_a_repository_for_every_target_of_its_file() {
+    let m = ok(&format!(
+        "{V}[defaults]\ncache = \"127.0.0.1:5000/team/cache\"\n[target.a]\nfrom = \"debian\"\n"
+    ));
+    let cache = m.targets["a"].cache.as_ref().expect("a cache");
+    assert_eq!(cache.name(), "127.0.0.1:5000/team/cache");
+    assert_eq!(
+        ok(&format!("{V}[target.a]\nfrom = \"debian\"\n")).targets["a"].cache,
+        None
+    );
+    let e = errors(&format!(
+        "{V}[defaults]\ncache = \"reg.example/cache:v1\"\n[target.a]\nfrom = \"debian\"\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("3:9 defaults.cache: `reg.example/cache:v1` has a tag or digest"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{V}[defaults]\ncache = \"Bad Ref\"\n[target.a]\nfrom = \"debian\"\n"
+    ));
+    assert!(
+        e[0].starts_with("3:9 defaults.cache: invalid image reference"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{V}[defaults]\ncache = 3\n[target.a]\nfrom = \"debian\"\n"
+    ));
+    assert!(e[0].starts_with("3:9 defaults.cache:"), "{e:?}");
+}
