@@ -33,6 +33,7 @@
 
 mod buildkitd;
 mod engine;
+mod incremental;
 mod seed;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -126,24 +127,31 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 /// The benchmarks `cargo xtask bench` knows, in the order `all` runs them.
-const BENCHES: &[&str] = &["plan", "rebuild", "context", "seed", "buildkitd"];
+const BENCHES: &[&str] = &[
+    "plan",
+    "rebuild",
+    "context",
+    "seed",
+    "incremental",
+    "buildkitd",
+];
 
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let selected: Vec<&str> = match args {
         [] => BENCHES.to_vec(),
         [one] => match one.as_str() {
             "all" => BENCHES.to_vec(),
-            "engine" => vec!["rebuild", "context", "seed"],
+            "engine" => vec!["rebuild", "context", "seed", "incremental"],
             name if BENCHES.contains(&name) => vec![name],
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}`: expected plan, engine, rebuild, context, seed, buildkitd or all"
+                    "unknown benchmark `{other}`: expected plan, engine, rebuild, context, seed, incremental, buildkitd or all"
                 ));
             }
         },
         _ => {
             return Err(
-                "usage: cargo xtask bench [plan|engine|rebuild|context|seed|buildkitd|all]"
+                "usage: cargo xtask bench [plan|engine|rebuild|context|seed|incremental|buildkitd|all]"
                     .to_string(),
             );
         }
@@ -165,6 +173,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             "rebuild" => engine::rebuild(root)?,
             "context" => engine::context()?,
             "seed" => seed::seed(root)?,
+            "incremental" => incremental::incremental(root)?,
             "buildkitd" => buildkitd::buildkitd(root)?,
             _ => unreachable!("checked above"),
         };

@@ -58,6 +58,8 @@ pub struct BuildOptions {
     /// Load each image into the Docker Engine (`DOCKER_HOST`, else the default socket): a
     /// standalone buildkitd streams it there; the engine's own BuildKit stores it there anyway.
     pub load: bool,
+    /// Run every step of the selected targets again, without BuildKit's cache (`--no-cache`).
+    pub no_cache: bool,
 }
 
 /// What happened to one target.
@@ -165,6 +167,19 @@ pub(crate) fn build_loaded(
     options: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Built>, AppError> {
+    build_loaded_except(settings, loaded, options, &Default::default(), progress)
+}
+
+/// [`build_loaded`] that solves none of the targets in `fresh` (up to date: their images are
+/// where `kiln.lock` says); a target that builds on one is solved as usual, its LLB holding the
+/// fresh one's.
+pub(crate) fn build_loaded_except(
+    settings: &Settings,
+    loaded: &Loaded,
+    options: &BuildOptions,
+    fresh: &std::collections::BTreeSet<String>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Built>, AppError> {
     let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
     if options.goal == Goal::Refresh {
         check_refreshable(&loaded.manifest, &options.targets, &selected)?;
@@ -194,6 +209,7 @@ pub(crate) fn build_loaded(
         cwd: settings.cwd.clone(),
         loaded,
         selected: &selected,
+        fresh,
         options,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -235,6 +251,8 @@ struct Job<'a> {
     cwd: PathBuf,
     loaded: &'a Loaded,
     selected: &'a [String],
+    /// Up to date: not solved.
+    fresh: &'a std::collections::BTreeSet<String>,
     /// With `BuildOptions::output`: the targets to export (what was named, not dependencies).
     exported: std::collections::BTreeSet<String>,
     options: &'a BuildOptions,
@@ -263,7 +281,10 @@ impl Job<'_> {
             Some(&unique),
         )?;
 
-        let mut waiting: Vec<&CompiledTarget> = compiled.iter().collect();
+        let mut waiting: Vec<&CompiledTarget> = compiled
+            .iter()
+            .filter(|t| !self.fresh.contains(&t.name))
+            .collect();
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
         let mut running = FuturesUnordered::new();
         loop {
@@ -272,7 +293,7 @@ impl Job<'_> {
                 graph
                     .depends_on(&t.name)
                     .iter()
-                    .all(|d| built.contains_key(*d))
+                    .all(|d| built.contains_key(*d) || self.fresh.contains(*d))
             });
             waiting = rest;
             for target in ready {
@@ -548,8 +569,13 @@ impl Job<'_> {
             let Some(state) = target.stage(kind) else {
                 continue;
             };
-            let definition =
+            let mut definition =
                 kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
+            if self.options.no_cache {
+                definition
+                    .ignore_cache()
+                    .map_err(|e| AppError::Build(e.to_string()))?;
+            }
             let exporting = kind == StageKind::Image;
             let loading = (exporting && image_name.is_some() && export == Export::Load)
                 .then(|| self.start_load());

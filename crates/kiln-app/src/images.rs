@@ -450,37 +450,45 @@ pub fn build_images(
     };
 
     let mut out = String::new();
-    // With --push, images are pushed even when up to date (a push of what the registry has is
-    // cheap, and the recorded digest is verified again).
-    if options.goal == Goal::Image && !options.force && !options.push && options.output.is_none() {
-        let fresh: Vec<&String> = selected
+    // Up to date per target: only the others are solved. With --push, images are pushed even
+    // when up to date (a push of what the registry has is cheap, and the recorded digest is
+    // verified again).
+    let mut fresh = std::collections::BTreeSet::new();
+    if options.goal == Goal::Image
+        && !options.force
+        && !options.no_cache
+        && !options.push
+        && options.output.is_none()
+    {
+        fresh = selected
             .iter()
             .filter(|t| up_to_date(t, &loaded, &lock, &inputs, store.as_ref()))
+            .cloned()
             .collect();
+        for t in selected.iter().filter(|t| fresh.contains(*t)) {
+            let Some(recorded) = lock.target(t) else {
+                continue;
+            };
+            out.push_str(&format!(
+                "{t}: {} ({}) up to date\n",
+                recorded.image.as_deref().unwrap_or("-"),
+                recorded.image_id.as_deref().unwrap_or("-")
+            ));
+            progress(Progress::Target(crate::Outcome {
+                target: t.clone(),
+                status: "up-to-date",
+                image: recorded.image.clone(),
+                image_id: recorded.image_id.clone(),
+                pushed: recorded.digest.clone(),
+                output: None,
+            }));
+        }
         if fresh.len() == selected.len() {
-            for t in &selected {
-                let Some(recorded) = lock.target(t) else {
-                    continue;
-                };
-                out.push_str(&format!(
-                    "{t}: {} ({}) up to date\n",
-                    recorded.image.as_deref().unwrap_or("-"),
-                    recorded.image_id.as_deref().unwrap_or("-")
-                ));
-                progress(Progress::Target(crate::Outcome {
-                    target: t.clone(),
-                    status: "up-to-date",
-                    image: recorded.image.clone(),
-                    image_id: recorded.image_id.clone(),
-                    pushed: recorded.digest.clone(),
-                    output: None,
-                }));
-            }
             return Ok(out);
         }
     }
 
-    let built = crate::build::build_loaded(settings, &loaded, options, progress)?;
+    let built = crate::build::build_loaded_except(settings, &loaded, options, &fresh, progress)?;
     for b in &built {
         out.push_str(&built_line(options.goal, options.output.is_some(), b));
         if let (Stored::BuilderCache, Some(image)) = (&b.stored, &b.image) {

@@ -96,6 +96,10 @@ enum Command {
         /// Solve even targets that kiln.lock says are up to date.
         #[arg(long)]
         force: bool,
+        /// Solve the selected targets with every step run again, not taken from the build
+        /// cache (implies --force).
+        #[arg(long)]
+        no_cache: bool,
         /// Export the named targets' filesystems to DIR (DIR/TARGET when several are named;
         /// dependencies are built, not exported) instead of loading an image; any builder.
         #[arg(long, value_name = "DIR", conflicts_with = "push")]
@@ -245,6 +249,7 @@ fn main() -> ExitCode {
         Command::Build {
             targets,
             force,
+            no_cache,
             output,
             push,
             load,
@@ -252,6 +257,7 @@ fn main() -> ExitCode {
             let options = kiln_app::BuildOptions {
                 targets,
                 force,
+                no_cache,
                 push,
                 load,
                 output: output.map(|dir| settings.cwd.join(dir)),
