@@ -288,3 +288,74 @@ fn a_failed_push_is_reported_and_records_nothing() {
         .args(["image", "rm", "-f", image])
         .output();
 }
+
+#[test]
+fn each_profile_is_recorded_apart_so_every_tenant_builds_and_checks_side_by_side() {
+    let base = Remote::new("tenant-base");
+    base.push(BASE);
+    let stem = Image::new("tenant");
+    let images: Vec<Image> = ["eyeson", "personal"]
+        .iter()
+        .map(|t| Image(format!("{}-{t}", stem.0)))
+        .collect();
+    let manifest = format!(
+        r#"version = 1
+[vars]
+TENANT = "none"
+
+[profiles.eyeson.vars]
+TENANT = "eyeson"
+
+[profiles.personal.vars]
+TENANT = "personal"
+
+[target.app]
+from    = "{}"
+image   = "{}-${{TENANT}}"
+network = "none"
+run     = ["echo ${{TENANT}} > /tenant"]
+"#,
+        base.0, stem.0
+    );
+    let dir = repo(&[("kiln.toml", &manifest)]);
+    let d = dir.path();
+    let run = kiln(d, &["pin"]);
+    assert_eq!(run.code, 0, "{run}");
+    for tenant in ["eyeson", "personal"] {
+        let run = kiln(d, &["--profile", tenant, "build"]);
+        assert_eq!(run.code, 0, "{run}");
+    }
+    assert_eq!(images[0].run(&["cat", "/tenant"]), "eyeson");
+    assert_eq!(images[1].run(&["cat", "/tenant"]), "personal");
+    let lock = read(d, "kiln.lock");
+    assert_eq!(lock.matches("name = \"app\"").count(), 2, "{lock}");
+    assert!(
+        lock.contains("profile = \"eyeson\"") && lock.contains("profile = \"personal\""),
+        "{lock}"
+    );
+    // The later build did not overwrite the earlier one's record.
+    for tenant in ["eyeson", "personal"] {
+        let run = kiln(d, &["--profile", tenant, "check", "--locked"]);
+        assert_eq!(run.code, 0, "{tenant}: {run}");
+        let run = kiln(d, &["--profile", tenant, "build"]);
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stdout.contains("up to date"), "{tenant}: {run}");
+    }
+    // Without a profile the target was never built: said so, with the command that records it.
+    let run = kiln(d, &["check", "--locked"]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(
+        run.stderr
+            .contains("target `app`: not in kiln.lock; run `kiln build app`"),
+        "{run}"
+    );
+    // A profile's own inputs changing is its own problem, named with its own command.
+    let edited = manifest.replace("echo ${TENANT}", "echo tenant=${TENANT}");
+    std::fs::write(d.join("kiln.toml"), edited).unwrap();
+    let run = kiln(d, &["--profile", "eyeson", "check", "--locked"]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(
+        run.stderr.contains("run `kiln build --profile eyeson app`"),
+        "{run}"
+    );
+}

@@ -436,6 +436,8 @@ pub fn build_images(
     let (selected, compiled) = loaded.compile(&options.targets)?;
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
+    // kiln.lock keeps one record of each target per profile.
+    let profile = settings.profile.as_deref();
     let own = own_inputs(settings, &loaded, &compiled)?;
     let inputs = inputs(&loaded, &compiled, &own, &lock);
     // The engine that builds (Docker's BuildKit), and the image store that can vouch for an
@@ -462,11 +464,11 @@ pub fn build_images(
     {
         fresh = selected
             .iter()
-            .filter(|t| up_to_date(t, &loaded, &lock, &inputs, store.as_ref()))
+            .filter(|t| up_to_date(t, profile, &loaded, &lock, &inputs, store.as_ref()))
             .cloned()
             .collect();
         for t in selected.iter().filter(|t| fresh.contains(*t)) {
-            let Some(recorded) = lock.target(t) else {
+            let Some(recorded) = lock.target(t, profile) else {
                 continue;
             };
             out.push_str(&format!(
@@ -559,7 +561,7 @@ pub fn build_images(
                 // Nothing anyone can check: what kiln.lock says of the target stays as it was.
                 continue;
             }
-            let before = lock.target(&b.target);
+            let before = lock.target(&b.target, profile);
             // A new image id means a new image: an old push digest no longer describes it.
             let kept = before
                 .filter(|t| t.image_id == b.image_id)
@@ -567,6 +569,7 @@ pub fn build_images(
             let digest = pushed.get(&b.target).cloned().or(kept);
             lock.set_target(kiln_lock::Target {
                 name: b.target.clone(),
+                profile: profile.map(str::to_string),
                 image: b.image.clone(),
                 image_id: b.image_id.clone(),
                 digest,
@@ -708,13 +711,14 @@ fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError>
 
 fn up_to_date(
     target: &str,
+    profile: Option<&str>,
     loaded: &Loaded,
     lock: &KilnLock,
     inputs: &BTreeMap<String, Inputs>,
     engine: Option<&kiln_docker::Api>,
 ) -> bool {
     let (Some(recorded), Some(now), Some(engine)) =
-        (lock.target(target), inputs.get(target), engine)
+        (lock.target(target, profile), inputs.get(target), engine)
     else {
         return false;
     };

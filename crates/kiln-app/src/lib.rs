@@ -230,9 +230,18 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                 ));
             }
         }
-        match loaded.lock.target(name) {
+        let profile = settings.profile.as_deref();
+        // How to build the target as it is checked: with the same profile.
+        let build = match profile {
+            Some(p) => format!("kiln build --profile {p} {name}"),
+            None => format!("kiln build {name}"),
+        };
+        match loaded.lock.target(name, profile) {
             None => problems.push(format!(
-                "target `{name}`: not in {lock_file}; run `kiln build {name}`"
+                "target `{name}`: not in {lock_file}{}; run `{build}`",
+                profile
+                    .map(|p| format!(" for profile `{p}`"))
+                    .unwrap_or_default()
             )),
             Some(recorded) if recorded.inputs != inputs[name].hash => {
                 let which =
@@ -242,7 +251,7 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                             .to_string(),
                     };
                 problems.push(format!(
-                    "target `{name}`: its inputs changed since {lock_file} was written: {which}; run `kiln build {name}`"
+                    "target `{name}`: its inputs changed since {lock_file} was written: {which}; run `{build}`"
                 ))
             }
             Some(_) => {}
