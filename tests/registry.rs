@@ -359,3 +359,92 @@ run     = ["echo ${{TENANT}} > /tenant"]
         "{run}"
     );
 }
+
+#[test]
+fn the_metadata_file_says_what_became_of_each_target_also_when_the_build_fails() {
+    let base = Remote::new("meta-base");
+    base.push(BASE);
+    let (app, tool) = (Remote::new("meta-app"), Remote::new("meta-tool"));
+    let manifest = format!(
+        r#"version = 1
+[defaults]
+network = "none"
+
+[target.app]
+from  = "{base}"
+image = "{app}"
+run   = ["echo {app} > /id"]
+
+[target.app.smoke-test]
+run = ["test -s /id"]
+
+[target.tool]
+from  = "{base}"
+image = "{tool}"
+run   = ["echo {tool} > /id"]
+"#,
+        base = base.0,
+        app = app.0,
+        tool = tool.0
+    );
+    let dir = repo(&[("kiln.toml", &manifest)]);
+    let d = dir.path();
+    assert_eq!(kiln(d, &["pin"]).code, 0);
+    let run = kiln(d, &["build", "--push", "--metadata-file", "out/meta.json"]);
+    assert_eq!(run.code, 0, "{run}");
+    let meta: serde_json::Value = serde_json::from_str(&read(d, "out/meta.json")).unwrap();
+    assert_eq!(meta["ok"], true, "{meta:#}");
+    for (name, remote) in [("app", &app), ("tool", &tool)] {
+        let t = &meta["targets"][name];
+        assert_eq!(t["status"], "built", "{meta:#}");
+        assert_eq!(t["image"], remote.0.as_str(), "{meta:#}");
+        assert_eq!(
+            t["image_id"],
+            docker(&["image", "inspect", "--format", "{{.Id}}", &remote.0]).as_str()
+        );
+        assert_eq!(t["pushed"], remote.registry_digest().as_str(), "{meta:#}");
+        assert_eq!(t["builder"], "docker:///var/run/docker.sock", "{meta:#}");
+        assert!(t["steps"]["solved"].as_u64().unwrap() >= 1, "{meta:#}");
+        assert!(t["duration_ms"].as_u64().unwrap() > 0, "{meta:#}");
+    }
+
+    // Nothing changed: --format json says so on stdout, with the recorded ids.
+    let run = kiln(d, &["build", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run}");
+    let meta: serde_json::Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+    assert_eq!(meta["targets"]["app"]["status"], "up-to-date", "{meta:#}");
+    assert_eq!(meta["targets"]["app"]["builder"], serde_json::Value::Null);
+    assert_eq!(meta["targets"]["app"]["steps"]["solved"], 0);
+
+    // app's smoke test fails, and a target built on it never starts: the file is still
+    // written, saying which failed and which was skipped, and kiln fails.
+    let failing = manifest.replace("test -s /id", "exit 3")
+        + "\n[target.later]\nfrom = \"target:app\"\nrun = [\"true\"]\n";
+    std::fs::write(d.join("kiln.toml"), failing).unwrap();
+    let run = kiln(
+        d,
+        &[
+            "build",
+            "--format",
+            "json",
+            "--metadata-file",
+            "out/meta.json",
+        ],
+    );
+    assert_eq!(run.code, 1, "{run}");
+    let meta: serde_json::Value = serde_json::from_str(&read(d, "out/meta.json")).unwrap();
+    let stdout: serde_json::Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+    assert_eq!(meta, stdout);
+    assert_eq!(meta["ok"], false);
+    assert_eq!(meta["targets"]["app"]["status"], "failed", "{meta:#}");
+    assert!(
+        meta["targets"]["app"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("app/smoke-test"),
+        "{meta:#}"
+    );
+    assert_eq!(meta["targets"]["later"]["status"], "skipped", "{meta:#}");
+    // tool's own inputs did not change: up to date, not solved, not stopped by app.
+    assert_eq!(meta["targets"]["tool"]["status"], "up-to-date", "{meta:#}");
+}

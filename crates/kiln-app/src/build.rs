@@ -60,6 +60,8 @@ pub struct BuildOptions {
     pub load: bool,
     /// Run every step of the selected targets again, without BuildKit's cache (`--no-cache`).
     pub no_cache: bool,
+    /// Write the build's [`crate::Metadata`] (JSON) here, atomically, also when it fails.
+    pub metadata_file: Option<PathBuf>,
 }
 
 /// What happened to one target.
@@ -134,7 +136,8 @@ pub enum Progress {
 pub struct Outcome {
     pub target: String,
     /// `built`, `up-to-date`, `smoke-tested`, `exported`, `refreshed`, or `cache-only` (built
-    /// by a standalone buildkitd, but in no image store and not pushed: `--load`, `--push`).
+    /// by a standalone buildkitd, but in no image store and not pushed: `--load`, `--push`);
+    /// in the metadata of a failed build also `failed` and `skipped` (see `metadata`).
     pub status: &'static str,
     /// The image name, when the target has one.
     pub image: Option<String>,
@@ -144,6 +147,14 @@ pub struct Outcome {
     pub pushed: Option<String>,
     /// Where the filesystem was exported (`--output`).
     pub output: Option<PathBuf>,
+    /// The builder it was solved on (none when it was not solved).
+    pub builder: Option<String>,
+    /// How many of its steps BuildKit solved and how many it took from the cache.
+    pub steps: crate::metadata::Steps,
+    /// From its first solve to its outcome (0 when it was not solved).
+    pub duration_ms: u64,
+    /// Why it failed (`failed`).
+    pub error: Option<String>,
 }
 
 /// Build the selected targets, calling `progress` as things happen.

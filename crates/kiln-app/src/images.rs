@@ -426,6 +426,52 @@ pub fn build_images(
     options: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
+    build_images_report(settings, options, progress).0
+}
+
+/// [`build_images`], and its [`crate::Metadata`] whether it succeeded or not, also written to
+/// `options.metadata_file` (atomically) when that is set.
+pub fn build_images_report(
+    settings: &Settings,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> (Result<String, AppError>, crate::Metadata) {
+    let builder = crate::builder::choose(settings)
+        .ok()
+        .map(|(endpoint, _)| endpoint.to_string());
+    let mut recorder = crate::metadata::Recorder::new(builder);
+    let mut selected = Vec::new();
+    let mut result = build_selected(settings, options, &mut selected, &mut |mut p| {
+        recorder.observe(&mut p);
+        progress(p);
+    });
+    let metadata = recorder.finish(&selected, result.as_ref().err());
+    if let Some(path) = &options.metadata_file {
+        let path = settings.cwd.join(path);
+        // Its directory is made if need be (`--metadata-file out/build.json` in a fresh CI job).
+        let written = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+            _ => Ok(()),
+        }
+        .and_then(|()| kiln_lock::write_atomic(&path, metadata.to_json().as_bytes()));
+        if let (Err(source), true) = (written, result.is_ok()) {
+            result = Err(AppError::Io {
+                path,
+                action: "write the metadata file",
+                source,
+            });
+        }
+    }
+    (result, metadata)
+}
+
+/// [`build_images`], leaving the targets it selected in `selected` as soon as it knows them.
+fn build_selected(
+    settings: &Settings,
+    options: &BuildOptions,
+    selected_out: &mut Vec<String>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
     if let Some(message) = crate::git::recover(&settings.cwd)? {
         progress(Progress::Warning {
@@ -434,6 +480,7 @@ pub fn build_images(
         });
     }
     let (selected, compiled) = loaded.compile(&options.targets)?;
+    selected_out.clone_from(&selected);
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
     // kiln.lock keeps one record of each target per profile.
@@ -482,7 +529,7 @@ pub fn build_images(
                 image: recorded.image.clone(),
                 image_id: recorded.image_id.clone(),
                 pushed: recorded.digest.clone(),
-                output: None,
+                ..crate::Outcome::default()
             }));
         }
         if fresh.len() == selected.len() {
@@ -524,6 +571,7 @@ pub fn build_images(
             image_id: b.image_id.clone(),
             pushed: pushed.get(&b.target).cloned(),
             output: b.output.clone(),
+            ..crate::Outcome::default()
         })
         .collect();
     if options.goal == Goal::Image && options.output.is_none() {

@@ -112,6 +112,13 @@ enum Command {
         /// its cache); Docker's own BuildKit stores it there anyway.
         #[arg(long, conflicts_with = "output")]
         load: bool,
+        /// Write the result as JSON to FILE (per target: status, image, image id, pushed
+        /// digest, builder, steps solved and cached, duration), also when the build fails.
+        #[arg(long, value_name = "FILE")]
+        metadata_file: Option<PathBuf>,
+        /// What stdout says: a line per target, or the same JSON as --metadata-file.
+        #[arg(long, value_enum, default_value_t = BuildFormat::Text)]
+        format: BuildFormat,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -150,6 +157,12 @@ enum EngineAction {
     Up,
     /// Stop the engine kiln started (never one it did not start).
     Down,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BuildFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -239,6 +252,8 @@ fn main() -> ExitCode {
             eprintln!("warning: {message}");
         }
     }
+    // What stdout says even when the command fails (`build --format json`).
+    let mut stdout_on_error: Option<String> = None;
     let result = match cli.command {
         Command::Check { locked } => {
             kiln_app::check(&settings, locked).map(|s| Output::Text(s + "\n"))
@@ -253,6 +268,8 @@ fn main() -> ExitCode {
             output,
             push,
             load,
+            metadata_file,
+            format,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
@@ -261,9 +278,18 @@ fn main() -> ExitCode {
                 push,
                 load,
                 output: output.map(|dir| settings.cwd.join(dir)),
+                metadata_file,
                 ..kiln_app::BuildOptions::default()
             };
-            kiln_app::build_images(&settings, &options, show)
+            let (result, metadata) = kiln_app::build_images_report(&settings, &options, show);
+            match format {
+                BuildFormat::Text => result,
+                // The JSON goes to stdout also when the build fails (the error to stderr).
+                BuildFormat::Json => {
+                    stdout_on_error = Some(metadata.to_json());
+                    result.map(|_| metadata.to_json())
+                }
+            }
         }),
         Command::SmokeTest { targets } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
@@ -335,7 +361,12 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(output) => write_output(output, json),
-        Err(err) => fail(&err, json),
+        Err(err) => {
+            if let Some(text) = stdout_on_error {
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            }
+            fail(&err, json)
+        }
     }
 }
 
