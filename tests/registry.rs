@@ -42,6 +42,22 @@ impl Remote {
         docker(&["push", &self.0]);
     }
 
+    /// The push digest `kiln.lock` in `dir` records for this image.
+    fn recorded_digest(&self, dir: &std::path::Path) -> String {
+        let lock = read(dir, "kiln.lock");
+        let at = lock
+            .find(&format!("image = \"{}\"", self.0))
+            .unwrap_or_else(|| panic!("{} not in kiln.lock:\n{lock}", self.0));
+        let rest = &lock[at..];
+        let line = rest
+            .lines()
+            .find(|l| l.starts_with("digest = "))
+            .unwrap_or_else(|| panic!("no digest for {}:\n{lock}", self.0));
+        line.trim_start_matches("digest = ")
+            .trim_matches('"')
+            .to_string()
+    }
+
     /// The registry's `Docker-Content-Digest` for this tag, asked with plain HTTP.
     fn registry_digest(&self) -> String {
         let rest = self.0.strip_prefix(&format!("{REGISTRY}/")).unwrap();
@@ -447,4 +463,68 @@ run   = ["echo {tool} > /id"]
     assert_eq!(meta["targets"]["later"]["status"], "skipped", "{meta:#}");
     // tool's own inputs did not change: up to date, not solved, not stopped by app.
     assert_eq!(meta["targets"]["tool"]["status"], "up-to-date", "{meta:#}");
+}
+
+#[test]
+fn a_fresh_runner_takes_pushed_targets_as_up_to_date_from_the_registry() {
+    let base = Remote::new("fresh-base");
+    base.push(BASE);
+    let (app, tool) = (Remote::new("fresh-app"), Remote::new("fresh-tool"));
+    let target = |name: &str, remote: &Remote| {
+        format!(
+            "\n[target.{name}]\nfrom = \"{}\"\nimage = \"{}\"\nnetwork = \"none\"\nrun = [\"echo {} > /id\"]\n",
+            base.0, remote.0, remote.0
+        )
+    };
+    let manifest = format!(
+        "version = 1\n{}{}",
+        target("app", &app),
+        target("tool", &tool)
+    );
+    let dir = repo(&[("kiln.toml", &manifest)]);
+    let d = dir.path();
+    assert_eq!(kiln(d, &["pin"]).code, 0);
+    let run = kiln(d, &["build", "--push"]);
+    assert_eq!(run.code, 0, "{run}");
+    let pushed = app.registry_digest();
+
+    // A fresh runner: the engine has neither image (nor the base under its name).
+    for image in [&app.0, &tool.0, &base.0] {
+        docker(&["image", "rm", image]);
+    }
+    let in_engine = |image: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let run = kiln(d, &["build", "--push", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(!run.stderr.contains("==>"), "nothing solved\n{run}");
+    let meta: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(meta["targets"]["app"]["status"], "up-to-date", "{meta:#}");
+    assert_eq!(
+        meta["targets"]["app"]["pushed"],
+        pushed.as_str(),
+        "{meta:#}"
+    );
+    assert_eq!(meta["targets"]["tool"]["status"], "up-to-date", "{meta:#}");
+    assert!(
+        !in_engine(&app.0) && !in_engine(&tool.0),
+        "nothing was pulled"
+    );
+
+    // The tag moved in the registry (someone pushed another image): app is built and pushed
+    // again; tool, still served as recorded, is not.
+    docker(&["tag", BASE, &app.0]);
+    docker(&["push", &app.0]);
+    docker(&["image", "rm", &app.0]);
+    let run = kiln(d, &["build", "--push"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("==> app/image"), "{run}");
+    assert!(!run.stderr.contains("==> tool/"), "{run}");
+    assert!(run.stdout.contains(&format!("pushed {}@", app.0)), "{run}");
+    assert_eq!(app.recorded_digest(d), app.registry_digest());
 }

@@ -499,30 +499,38 @@ fn build_selected(
     };
 
     let mut out = String::new();
-    // Up to date per target: only the others are solved. With --push, images are pushed even
-    // when up to date (a push of what the registry has is cheap, and the recorded digest is
-    // verified again).
+    // Up to date per target: only the others are solved. Without --push the engine must still
+    // have the recorded image; with --push the registry must still serve the recorded digest
+    // under the tag (a fresh CI runner's empty engine has nothing, and needs nothing).
     let mut fresh = std::collections::BTreeSet::new();
     if options.goal == Goal::Image
         && !options.force
         && !options.no_cache
-        && !options.push
         && options.output.is_none()
     {
-        fresh = selected
-            .iter()
-            .filter(|t| up_to_date(t, profile, &loaded, &lock, &inputs, store.as_ref()))
-            .cloned()
-            .collect();
+        fresh = if options.push {
+            in_registry(settings, &selected, profile, &loaded, &lock, &inputs)?
+        } else {
+            selected
+                .iter()
+                .filter(|t| up_to_date(t, profile, &loaded, &lock, &inputs, store.as_ref()))
+                .cloned()
+                .collect()
+        };
         for t in selected.iter().filter(|t| fresh.contains(*t)) {
             let Some(recorded) = lock.target(t, profile) else {
                 continue;
             };
-            out.push_str(&format!(
-                "{t}: {} ({}) up to date\n",
-                recorded.image.as_deref().unwrap_or("-"),
-                recorded.image_id.as_deref().unwrap_or("-")
-            ));
+            let image = recorded.image.as_deref().unwrap_or("-");
+            out.push_str(&match (&recorded.digest, options.push) {
+                (Some(digest), true) => {
+                    format!("{t}: {image}@{digest} up to date in its registry\n")
+                }
+                _ => format!(
+                    "{t}: {image} ({}) up to date\n",
+                    recorded.image_id.as_deref().unwrap_or("-")
+                ),
+            });
             progress(Progress::Target(crate::Outcome {
                 target: t.clone(),
                 status: "up-to-date",
@@ -755,6 +763,57 @@ fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError>
         kiln_buildkit::Endpoint::Docker { socket } => Some(kiln_docker::Api::new(socket)),
         _ => None,
     })
+}
+
+/// With `--push`: the selected targets whose inputs are what `kiln.lock` recorded (for this
+/// profile), under the same image name, and whose recorded pushed digest the registry still
+/// serves for that tag — one manifest HEAD request per target, all at once, nothing asked of
+/// the engine. A registry that does not answer makes the target stale (it is built and pushed,
+/// and the push says what is wrong).
+fn in_registry(
+    settings: &Settings,
+    selected: &[String],
+    profile: Option<&str>,
+    loaded: &Loaded,
+    lock: &KilnLock,
+    inputs: &BTreeMap<String, Inputs>,
+) -> Result<std::collections::BTreeSet<String>, AppError> {
+    let mut asks = Vec::new();
+    let access = crate::pin::Access::new(settings)?;
+    for t in selected {
+        let (Some(recorded), Some(now)) = (lock.target(t, profile), inputs.get(t)) else {
+            continue;
+        };
+        let named = loaded.manifest.targets[t.as_str()]
+            .image
+            .as_ref()
+            .filter(|i| i.digest().is_none());
+        let (Some(image), Some(digest)) = (named, &recorded.digest) else {
+            continue;
+        };
+        if !now.pinned
+            || recorded.inputs != now.hash
+            || recorded.image.as_deref() != Some(image.to_string().as_str())
+        {
+            continue;
+        }
+        let registry = access.registry(image)?.attempts(1);
+        asks.push((t.clone(), image.clone(), digest.clone(), registry));
+    }
+    if asks.is_empty() {
+        return Ok(Default::default());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
+    let answers = runtime.block_on(futures::future::join_all(asks.iter().map(
+        |(t, image, digest, registry)| async move {
+            let served = registry.tag_digest(image).await.ok();
+            (served.as_deref() == Some(digest.as_str())).then(|| t.clone())
+        },
+    )));
+    Ok(answers.into_iter().flatten().collect())
 }
 
 fn up_to_date(

@@ -129,7 +129,9 @@ impl Recorder {
         // As the error is shown, without the `error: ` every message starts with.
         let message = error.map(|e| {
             let text = e.to_string();
-            text.strip_prefix("error: ").map(str::to_string).unwrap_or(text)
+            text.strip_prefix("error: ")
+                .map(str::to_string)
+                .unwrap_or(text)
         });
         let mut targets = BTreeMap::new();
         for name in selected {
