@@ -133,6 +133,7 @@ const BENCHES: &[&str] = &[
     "context",
     "seed",
     "incremental",
+    "fresh-runner",
     "buildkitd",
 ];
 
@@ -141,17 +142,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         [] => BENCHES.to_vec(),
         [one] => match one.as_str() {
             "all" => BENCHES.to_vec(),
-            "engine" => vec!["rebuild", "context", "seed", "incremental"],
+            "engine" => vec!["rebuild", "context", "seed", "incremental", "fresh-runner"],
             name if BENCHES.contains(&name) => vec![name],
             other => {
                 return Err(format!(
-                    "unknown benchmark `{other}`: expected plan, engine, rebuild, context, seed, incremental, buildkitd or all"
+                    "unknown benchmark `{other}`: expected plan, engine, rebuild, context, seed, incremental, fresh-runner, buildkitd or all"
                 ));
             }
         },
         _ => {
             return Err(
-                "usage: cargo xtask bench [plan|engine|rebuild|context|seed|incremental|buildkitd|all]"
+                "usage: cargo xtask bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|buildkitd|all]"
                     .to_string(),
             );
         }
@@ -174,6 +175,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             "context" => engine::context()?,
             "seed" => seed::seed(root)?,
             "incremental" => incremental::incremental(root)?,
+            "fresh-runner" => incremental::fresh_runner(root)?,
             "buildkitd" => buildkitd::buildkitd(root)?,
             _ => unreachable!("checked above"),
         };

@@ -5,7 +5,7 @@
 //!   and `kiln build` of `manifests/examples.toml` with the `debian` profile, and run the
 //!   images.
 //! - `test`: what CI runs: formatting, clippy, and the whole test suite.
-//! - `bench [plan|engine|rebuild|context|seed|incremental|buildkitd|all]`: the benchmarks and their goals
+//! - `bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|buildkitd|all]`: the benchmarks and their goals
 //!   (default all): planning a 1,000-target manifest; a cached rebuild against `docker build` on
 //!   the same engine; a 20,000-file context rebuilt after one change; kiln against `buildctl` on
 //!   a standalone buildkitd, when one is given (see `bench.rs`).
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|seed|incremental|buildkitd|all]"
+                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|buildkitd|all]"
             );
             return ExitCode::from(2);
         }

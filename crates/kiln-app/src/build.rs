@@ -572,6 +572,9 @@ impl Job<'_> {
         if self.options.goal == Goal::Refresh {
             return self.refresh_target(client, target, tx).await;
         }
+        if export == Export::Moby && self.options.goal == Goal::Image {
+            return self.one_job(client, target, image_name, output, tx).await;
+        }
         let kinds: &[StageKind] = match self.options.goal {
             Goal::SmokeTest => &[StageKind::SmokeTest],
             _ => &[StageKind::SmokeTest, StageKind::Image],
@@ -605,7 +608,8 @@ impl Job<'_> {
             };
             let stage = kind.as_str();
             let response = match (&image_name, exporting) {
-                (Some(image), true) if export != Export::Moby => {
+                // Docker's BuildKit builds images in one job per target (`Job::one_job`).
+                (Some(image), true) => {
                     // A standalone buildkitd's exporters take the image config as an attribute,
                     // so the image is one plain solve: once it is running nothing more is asked
                     // of the daemon (one that is draining to stop refuses new calls, such as a
@@ -631,39 +635,6 @@ impl Job<'_> {
                     };
                     staged(&tx, &target.name, stage, |events| {
                         client.solve(request, events)
-                    })
-                    .await
-                }
-                (Some(image), true) => {
-                    // Docker's moby exporter takes the image config only from the job's
-                    // result, so kiln is the job's frontend; the engine cannot push from it,
-                    // so kiln pushes through the engine afterwards.
-                    let attrs = BTreeMap::from([("name".to_string(), image.clone())]);
-                    request.exporter = Some(("moby".to_string(), attrs));
-                    let platform: kiln_llb::Platform = manifest_target
-                        .platform
-                        .parse()
-                        .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
-                    let image_config = target.config.image_config(&platform);
-                    staged(&tx, &target.name, stage, |events| async {
-                        let definition = request.definition.clone();
-                        let (_, response) = client
-                            .build(request, events, |gateway| async move {
-                                let result = gateway.solve(&definition).await?;
-                                let metadata = BTreeMap::from([(
-                                    "containerimage.config".to_string(),
-                                    image_config,
-                                )]);
-                                Ok((
-                                    (),
-                                    Returned {
-                                        result: Some(result),
-                                        metadata,
-                                    },
-                                ))
-                            })
-                            .await?;
-                        Ok(response)
                     })
                     .await
                 }
@@ -730,6 +701,117 @@ impl Job<'_> {
             output,
             context,
             pushed,
+            stored,
+            ..Built::default()
+        })
+    }
+
+    /// One target on Docker's BuildKit as one job (one session, the context sent once): kiln's
+    /// frontend solves the smoke test, then — only when it passed — the image stage, and
+    /// returns that with its config for the `moby` exporter (or the `local` exporter with
+    /// `--output`; none for a dependency without an image). Events are the smoke test's until
+    /// it passed, then the image's.
+    async fn one_job(
+        &self,
+        client: &Client,
+        target: &CompiledTarget,
+        image_name: Option<String>,
+        output: Option<PathBuf>,
+        tx: Events,
+    ) -> Result<Built, AppError> {
+        let marshal = |kind: StageKind| -> Result<Option<kiln_llb::Definition>, AppError> {
+            let Some(state) = target.stage(kind) else {
+                return Ok(None);
+            };
+            let mut definition =
+                kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
+            if self.options.no_cache {
+                definition
+                    .ignore_cache()
+                    .map_err(|e| AppError::Build(e.to_string()))?;
+            }
+            Ok(Some(definition))
+        };
+        let smoke = marshal(StageKind::SmokeTest)?;
+        let Some(image) = marshal(StageKind::Image)? else {
+            return Err(AppError::Build(format!(
+                "{}: no image stage was compiled",
+                target.name
+            )));
+        };
+        let platform: kiln_llb::Platform = self.loaded.manifest.targets[&target.name]
+            .platform
+            .parse()
+            .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
+        let session = self.session(client, output.clone()).await?;
+        let mut request = SolveRequest {
+            session: Some(session.id().to_string()),
+            entitlements: self.entitlements.clone(),
+            ..SolveRequest::default()
+        };
+        let mut metadata = BTreeMap::new();
+        request.exporter = match (&image_name, &output) {
+            (Some(name), None) => {
+                metadata.insert(
+                    "containerimage.config".to_string(),
+                    target.config.image_config(&platform),
+                );
+                Some((
+                    "moby".to_string(),
+                    BTreeMap::from([("name".to_string(), name.clone())]),
+                ))
+            }
+            (_, Some(_)) => Some(("local".to_string(), BTreeMap::new())),
+            (None, None) => None,
+        };
+        let first = if smoke.is_some() {
+            StageKind::SmokeTest
+        } else {
+            StageKind::Image
+        };
+        let response = staged_phases(
+            &tx,
+            &target.name,
+            first.as_str(),
+            StageKind::Image.as_str(),
+            |events, passed| {
+                client.build(request, events, |gateway| async move {
+                    if let Some(smoke) = smoke {
+                        gateway.solve(&smoke).await?;
+                        passed.next();
+                    }
+                    let result = gateway.solve(&image).await?;
+                    Ok((
+                        (),
+                        Returned {
+                            result: Some(result),
+                            metadata,
+                        },
+                    ))
+                })
+            },
+        )
+        .await;
+        let context = session.transfer();
+        session.close().await;
+        let (_, response) = response?;
+        let stored = match (&image_name, &output) {
+            (Some(_), None) => Stored::Engine,
+            _ => Stored::Nothing,
+        };
+        Ok(Built {
+            target: target.name.clone(),
+            image_id: match stored {
+                // moby: the digest is the image id.
+                Stored::Engine => response
+                    .get("containerimage.config.digest")
+                    .or_else(|| response.get("containerimage.digest"))
+                    .cloned(),
+                _ => None,
+            },
+            image: image_name,
+            output,
+            context,
             stored,
             ..Built::default()
         })
@@ -1027,26 +1109,127 @@ where
         stage,
         ok: result.is_ok(),
     });
-    result.map_err(|e| {
-        // A failed RUN: name the command and show the end of its output.
-        // A failed RUN: name the step the daemon marked failed and show the end of its output.
-        let mut message = format!("{target}/{stage}: {e}");
-        if let Some(digest) = &seen.failed {
-            let name = seen.names.get(digest).map(String::as_str).unwrap_or("?");
-            message.push_str(&format!("\n  step: {name}"));
-            if let Some(log) = seen.logs.get(digest) {
-                let text = String::from_utf8_lossy(log).to_string();
-                let tail: Vec<&str> = text.lines().rev().take(FAILURE_TAIL).collect();
-                message.push_str("\n  last output:");
-                for line in tail.iter().rev() {
-                    message.push_str("\n    ");
-                    message.push_str(line);
-                }
+    result.map_err(|e| failure(target, stage, &e, &seen))
+}
+
+/// The error of a failed solve of `target`/`stage`: a failed RUN names the step the daemon
+/// marked failed and shows the end of its output.
+fn failure(target: &str, stage: &str, e: &kiln_buildkit::Error, seen: &Seen) -> AppError {
+    let mut message = format!("{target}/{stage}: {e}");
+    if let Some(digest) = &seen.failed {
+        let name = seen.names.get(digest).map(String::as_str).unwrap_or("?");
+        message.push_str(&format!("\n  step: {name}"));
+        if let Some(log) = seen.logs.get(digest) {
+            let text = String::from_utf8_lossy(log).to_string();
+            let tail: Vec<&str> = text.lines().rev().take(FAILURE_TAIL).collect();
+            message.push_str("\n  last output:");
+            for line in tail.iter().rev() {
+                message.push_str("\n    ");
+                message.push_str(line);
             }
         }
-        explain(&mut message);
-        AppError::Build(message)
-    })
+    }
+    explain(&mut message);
+    AppError::Build(message)
+}
+
+/// Moves a one-job solve from its first stage to the next (see [`staged_phases`]).
+struct Phase {
+    tx: Events,
+    target: String,
+    first: &'static str,
+    then: &'static str,
+    passed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Phase {
+    /// The first stage passed: it is finished, the next starts.
+    fn next(&self) {
+        use std::sync::atomic::Ordering;
+        if self.first == self.then || self.passed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.tx.send(Progress::Finished {
+            target: self.target.clone(),
+            stage: self.first,
+            ok: true,
+        });
+        let _ = self.tx.send(Progress::Stage {
+            target: self.target.clone(),
+            stage: self.then,
+        });
+    }
+
+    fn stage(&self) -> &'static str {
+        if self.passed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.then
+        } else {
+            self.first
+        }
+    }
+}
+
+/// [`staged`] for a job that solves two stages in turn (`first`, then `then` once `solve`
+/// calls [`Phase::next`]): events, the end of a stage and a failure are labelled with the
+/// stage in progress, so a failed smoke test reads as before, `TARGET/smoke-test: …`.
+async fn staged_phases<T, F, Fut>(
+    tx: &Events,
+    target: &str,
+    first: &'static str,
+    then: &'static str,
+    solve: F,
+) -> Result<T, AppError>
+where
+    F: FnOnce(mpsc::UnboundedSender<Event>, Phase) -> Fut,
+    Fut: Future<Output = Result<T, kiln_buildkit::Error>>,
+{
+    let passed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let phase = Phase {
+        tx: tx.clone(),
+        target: target.to_string(),
+        first,
+        then,
+        passed: passed.clone(),
+    };
+    let label = Phase {
+        tx: tx.clone(),
+        target: target.to_string(),
+        first,
+        then,
+        passed,
+    };
+    let _ = tx.send(Progress::Stage {
+        target: target.to_string(),
+        stage: first,
+    });
+    let (events, mut rx) = mpsc::unbounded_channel();
+    let solve = solve(events, phase);
+    tokio::pin!(solve);
+    let mut seen = Seen::default();
+    let mut forward = |event: Event| {
+        remember(&event, &mut seen);
+        let _ = tx.send(Progress::Engine {
+            target: target.to_string(),
+            stage: label.stage(),
+            event,
+        });
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut solve => break result,
+            Some(event) = rx.recv() => forward(event),
+        }
+    };
+    while let Ok(event) = rx.try_recv() {
+        forward(event);
+    }
+    let stage = label.stage();
+    let _ = tx.send(Progress::Finished {
+        target: target.to_string(),
+        stage,
+        ok: result.is_ok(),
+    });
+    result.map_err(|e| failure(target, stage, &e, &seen))
 }
 
 /// What a failure message needs from the events: step names, their output, and which step

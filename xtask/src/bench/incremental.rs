@@ -4,6 +4,12 @@
 //! (a) `kiln build` of all of them, (b) `kiln build` of that one target alone is timed (the
 //! release binary, the whole command). (a) must solve that target only and say the others are
 //! up to date. Goal: median (a) within [`GOAL_RATIO`] of median (b).
+//!
+//! `fresh-runner`: [`TARGETS`] targets on a base pushed to the local registry (127.0.0.1:5000,
+//! as `cargo xtask test` runs it), pinned, built and pushed with `kiln build --push`; then
+//! every image (and the base's tag) is removed from the engine, as on a fresh CI runner, and
+//! `kiln build --push` is timed [`RUNS`] times. It must solve nothing and say every target is
+//! up to date in its registry. Goal: median under [`GOAL_FRESH`].
 
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +24,8 @@ const RUNS: usize = 5;
 /// The target whose file is edited.
 const EDITED: usize = 3;
 const GOAL_RATIO: f64 = 1.3;
+const GOAL_FRESH: Duration = Duration::from_secs(1);
+const REGISTRY: &str = "127.0.0.1:5000";
 
 fn manifest(images: &[String]) -> String {
     let mut s = "version = 1\n[defaults]\nnetwork = \"none\"\n".to_string();
@@ -129,6 +137,115 @@ pub fn incremental(root: &Path) -> Result<Vec<String>, String> {
     if ratio > GOAL_RATIO {
         missed.push(format!(
             "building {TARGETS} targets with one edited took {ratio:.2}x building that one alone (goal <= {GOAL_RATIO}x)"
+        ));
+    }
+    Ok(missed)
+}
+
+pub fn fresh_runner(root: &Path) -> Result<Vec<String>, String> {
+    engine_ready()?;
+    let kiln = super::release_kiln(root)?;
+    let mut scratch = Scratch::new("fresh-runner")?;
+    // Names in the registry, unique to this run; their local tags go when the bench ends.
+    let mut remote = |name: &str| {
+        let tag = format!("{REGISTRY}/kiln-bench/{name}:{}", std::process::id());
+        scratch.images.push(tag.clone());
+        tag
+    };
+    let base = remote("fresh-base");
+    let images: Vec<String> = (0..TARGETS)
+        .map(|i| remote(&format!("fresh-t{i}")))
+        .collect();
+    let docker = |args: &[&str]| -> Result<(), String> {
+        let out = output(Command::new("docker").args(args), "docker")?;
+        succeeded(&out, &format!("docker {}", args.join(" ")))
+    };
+    docker(&["tag", BASE_IMAGE, &base])?;
+    docker(&["push", &base]).map_err(|e| {
+        format!("{e}\nthe fresh-runner benchmark needs the registry on {REGISTRY}: `cargo xtask test` starts it")
+    })?;
+    let mut manifest = "version = 1\n[defaults]\nnetwork = \"none\"\n".to_string();
+    for (i, image) in images.iter().enumerate() {
+        manifest.push_str(&format!(
+            "\n[target.t{i}]\nfrom = \"{base}\"\nimage = \"{image}\"\nrun = [\"echo {image} > /id\"]\n"
+        ));
+    }
+    scratch.write("kiln.toml", manifest.as_bytes())?;
+    let dir = scratch.dir.clone();
+    let kiln_run = |args: &[&str]| -> Result<(Duration, String, String), String> {
+        let t = Instant::now();
+        let out = output(
+            Command::new(&kiln)
+                .args(args)
+                .args(["--progress", "plain"])
+                .current_dir(&dir),
+            "kiln",
+        )?;
+        let elapsed = t.elapsed();
+        succeeded(&out, &format!("kiln {}", args.join(" ")))?;
+        Ok((
+            elapsed,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    eprintln!(
+        "bench fresh-runner: {TARGETS} targets pushed, then {RUNS} builds on an engine without them"
+    );
+    kiln_run(&["pin"])?;
+    kiln_run(&["build", "--push"])?;
+    for image in images.iter().chain([&base]) {
+        docker(&["image", "rm", image])?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let (t, stdout, stderr) = kiln_run(&["build", "--push"])?;
+        let fresh = stdout.matches("up to date in its registry").count();
+        if fresh != TARGETS || stderr.contains("==>") {
+            return Err(format!(
+                "kiln build --push on an empty engine said {fresh} of {TARGETS} up to date:\n{stdout}{stderr}"
+            ));
+        }
+        times.push(t);
+    }
+    if let Some(pulled) = images
+        .iter()
+        .find(|image| super::engine::image_id(image).is_ok())
+    {
+        return Err(format!("{pulled} was pulled into the engine"));
+    }
+    let s = stats(times);
+    println!(
+        "fresh-runner benchmark: {TARGETS} targets pushed to {REGISTRY}, their images removed from the\n\
+         engine; `kiln build --push` checks each pushed digest with the registry instead of solving\n"
+    );
+    println!(
+        "| build                                  | min      | median   | max      | goal     |"
+    );
+    println!(
+        "|----------------------------------------|----------|----------|----------|----------|"
+    );
+    println!(
+        "| {:<38} | {:>8} | {:>8} | {:>8} | < {:<6} |",
+        format!("`kiln build --push` ({TARGETS}, empty engine)"),
+        ms(s.min),
+        ms(s.median),
+        ms(s.max),
+        ms(GOAL_FRESH).replace(".0 ms", " ms")
+    );
+    println!(
+        "| {:<38} | {:>8} | {:>8} | {:>8} | < 1.00x  |",
+        "median / goal",
+        "",
+        format!("{:.2}x", s.median.as_secs_f64() / GOAL_FRESH.as_secs_f64()),
+        ""
+    );
+    let mut missed = Vec::new();
+    if s.median >= GOAL_FRESH {
+        missed.push(format!(
+            "{TARGETS} pushed targets on an empty engine took {} (goal < {})",
+            ms(s.median),
+            ms(GOAL_FRESH)
         ));
     }
     Ok(missed)
