@@ -1,6 +1,7 @@
 //! `kiln build`: resolve the base images' configs, then solve every selected target on
-//! BuildKit in DAG order (independent targets concurrently) — its smoke test first when it has
-//! one, then its image under the target's `image` name with its image config (base config with
+//! BuildKit in DAG order (independent targets concurrently; those found up to date are left
+//! out) — its smoke test first when it has one, then its image (one job on Docker's BuildKit,
+//! two on a buildkitd) under the target's `image` name with its image config (base config with
 //! the manifest's `config` over it): into the Docker Engine's image store when the builder is
 //! the engine's BuildKit; from a standalone buildkitd streamed into the Docker Engine
 //! (`BuildOptions::load`), pushed by it (`BuildOptions::push`), or else only in its cache; or

@@ -7,7 +7,10 @@
 //! read (package files, lock files, copied files, tests), the inputs of the targets it builds
 //! on, and its base image as pinned in `kiln.lock`. A target is up to date when that hash
 //! equals the one `kiln.lock` recorded, its base is pinned, and the engine still has the
-//! recorded image under the target's name. An unpinned base always solves.
+//! recorded image under the target's name — or, with `--push`, the registry still serves the
+//! recorded pushed digest under its tag. An unpinned base always solves. Each target is
+//! decided alone: only the stale ones are solved. `kiln.lock` keeps a record per target and
+//! profile.
 //!
 //! Beside the hash, `kiln.lock` records a short digest of each part of it (the manifest entry,
 //! each base pin, each context pattern's files, each dependency, the planned LLB), so that
