@@ -2,10 +2,11 @@
 //! test`): Ctrl-C cancels and exits 130 promptly; the engine's socket closing mid-build (what
 //! kiln sees when the daemon dies) gives a clear error and a non-zero exit, never a hang.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,10 +127,13 @@ fn ctrl_c_cancels_the_build_and_exits_130_within_2_seconds() {
     assert!(step_stops(&marker), "the step still runs after Ctrl-C");
 }
 
-/// A unix socket that forwards to the engine's until `cut`, which closes every connection.
+/// A unix socket that forwards to the engine's until `cut`, which closes every connection, or
+/// `freeze`, which stops forwarding but keeps every connection open (an engine or proxy that
+/// was SIGSTOPped).
 struct Proxy {
     path: PathBuf,
     streams: Arc<Mutex<Vec<UnixStream>>>,
+    frozen: Arc<AtomicBool>,
     _dir: tempfile::TempDir,
 }
 
@@ -140,6 +144,8 @@ impl Proxy {
         let listener = UnixListener::bind(&path).unwrap();
         let streams: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
         let open = streams.clone();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let stop = frozen.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
@@ -153,8 +159,22 @@ impl Proxy {
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ] {
+                    let stop = stop.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            // Frozen: hold what came and never answer, but keep it open.
+                            while stop.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                     });
                 }
@@ -163,8 +183,13 @@ impl Proxy {
         Proxy {
             path,
             streams,
+            frozen,
             _dir: dir,
         }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -194,4 +219,50 @@ fn the_engine_going_away_mid_build_is_a_clear_error_not_a_hang() {
         "the error says what happened: {said}"
     );
     assert!(step_stops(&marker), "the step still runs with no client");
+}
+
+#[test]
+fn a_frozen_engine_fails_the_build_within_a_minute_not_never() {
+    // Every connection stays open but nothing comes back: the keepalive pings go unanswered.
+    let marker = marker("freeze");
+    let dir = sleeping_project(&marker);
+    let proxy = Proxy::start("/var/run/docker.sock");
+    let host = format!("unix://{}", proxy.path.display());
+    let (mut child, seen) = start_build(dir.path(), &host, &marker);
+    proxy.freeze();
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(70));
+    std::thread::sleep(Duration::from_millis(100));
+    let said = seen.lock().unwrap().clone();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(took < Duration::from_secs(60), "took {took:?}: {said}");
+    assert!(
+        said.contains(
+            "BuildKit stopped answering during solve: no reply to a keepalive ping within 20 s"
+        ),
+        "the error says what happened: {said}"
+    );
+}
+
+#[test]
+fn a_long_silent_step_on_a_healthy_engine_outlives_many_keepalive_pings() {
+    // Pings after 1 s of silence, 1 s to answer: a 12 s step without output sees a dozen.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "version = 1\n[target.quiet]\nfrom = \"{BASE}\"\nnetwork = \"host\"\nrun = [\"sleep 12 && echo {}\"]\n",
+        marker("quiet")
+    );
+    std::fs::write(dir.path().join("kiln.toml"), manifest).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--progress", "plain"])
+        .current_dir(dir.path())
+        .env_remove("DOCKER_HOST")
+        .env("KILN_BUILDER_KEEPALIVE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -326,7 +326,7 @@ install = "cat deps.lock"
             .collect()
     };
     let check = || kiln(d, &["check", "--locked"]);
-    // A local base has no registry digest, so --locked fails, but no input changed.
+    // Nothing changed yet (the local base is pinned by the engine's image id).
     assert_eq!(inputs_lines(&check()), Vec::<String>::new());
     let changed = |what: &str| {
         format!("its inputs changed since kiln.lock was written: {what}; run `kiln build")
@@ -367,7 +367,14 @@ install = "cat deps.lock"
     git(d, &["checkout", "-q", "kiln.toml"]);
 
     // The base is pinned (by image id, a local image) to something else.
-    let repinned = kiln_lock.replacen("image-id = \"sha256:", "image-id = \"sha256:0", 1);
+    // Another valid digest (kiln.lock's digests are validated): its first hex digit changed.
+    let at = kiln_lock.find("image-id = \"sha256:").unwrap() + "image-id = \"sha256:".len();
+    let other = if &kiln_lock[at..at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    let repinned = format!("{}{other}{}", &kiln_lock[..at], &kiln_lock[at + 1..]);
     assert_ne!(repinned, kiln_lock);
     std::fs::write(d.join("kiln.lock"), repinned).unwrap();
     let lines = inputs_lines(&check());

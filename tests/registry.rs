@@ -528,3 +528,138 @@ fn a_fresh_runner_takes_pushed_targets_as_up_to_date_from_the_registry() {
     assert!(run.stdout.contains(&format!("pushed {}@", app.0)), "{run}");
     assert_eq!(app.recorded_digest(d), app.registry_digest());
 }
+
+#[test]
+fn a_changed_image_name_is_tagged_without_a_solve_and_recorded() {
+    // The image name comes from a variable, as a pipeline sets it: `--set BUILD_TAG=v2`.
+    let repository = Image::new("renamed").0.replace(':', "-");
+    let dev = Image(format!("{repository}:dev"));
+    let v2 = Image(format!("{repository}:v2"));
+    let manifest = format!(
+        r#"version = 1
+[vars]
+BUILD_TAG = "dev"
+
+[target.app]
+from    = "{BASE}"
+image   = "{repository}:${{BUILD_TAG}}"
+network = "host"
+copy    = [{{ src = "msg.txt", dest = "/msg.txt" }}]
+"#
+    );
+    let dir = repo(&[("kiln.toml", &manifest), ("msg.txt", "renamed\n")]);
+    let d = dir.path();
+    let run = kiln(d, &["pin"]);
+    assert_eq!(run.code, 0, "{run}");
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    let id = docker(&["image", "inspect", "--format", "{{.Id}}", &dev.0]);
+    assert_eq!(kiln(d, &["check", "--locked"]).code, 0);
+
+    // Same inputs, another name: `check --locked` names the change ...
+    let run = kiln(d, &["check", "--locked", "--set", "BUILD_TAG=v2"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "target `app`: its image name changed since kiln.lock was written (docker.io/{repository}:dev → docker.io/{repository}:v2)"
+        )),
+        "{run}"
+    );
+    // ... and the build tags the image it has, without solving anything.
+    let run = kiln(d, &["build", "--set", "BUILD_TAG=v2"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout.contains(&format!(
+            "app: docker.io/{repository}:v2 ({id}) up to date, tagged with its new name (no solve)"
+        )),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("==>"), "nothing was solved: {run}");
+    assert_eq!(
+        docker(&["image", "inspect", "--format", "{{.Id}}", &v2.0]),
+        id
+    );
+    assert_eq!(v2.run(&["cat", "/msg.txt"]), "renamed");
+    assert!(
+        read(d, "kiln.lock").contains(&format!("image = \"docker.io/{repository}:v2\"")),
+        "{}",
+        read(d, "kiln.lock")
+    );
+    let run = kiln(d, &["check", "--locked", "--set", "BUILD_TAG=v2"]);
+    assert_eq!(run.code, 0, "{run}");
+    // Now the default name is the changed one.
+    assert_eq!(kiln(d, &["check", "--locked"]).code, 1);
+    let run = kiln(d, &["build", "--set", "BUILD_TAG=v2"]);
+    assert!(run.stdout.contains("up to date\n"), "{run}");
+
+    // A content change still solves, under the name it resolves to.
+    std::fs::write(d.join("msg.txt"), "changed\n").unwrap();
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("==>"), "{run}");
+    assert_eq!(dev.run(&["cat", "/msg.txt"]), "changed");
+    assert_eq!(v2.run(&["cat", "/msg.txt"]), "renamed");
+    assert_eq!(kiln(d, &["check", "--locked"]).code, 0);
+}
+
+#[test]
+fn an_image_only_the_engine_has_is_pinned_by_its_image_id() {
+    // The base was imported into the engine, never pulled: no registry has it under its name.
+    let image = Image::new("local-base");
+    let dir = repo(&[
+        ("kiln.toml", &manifest(BASE, &image.0, "")),
+        ("msg.txt", "local\n"),
+    ]);
+    let d = dir.path();
+    let id = docker(&["image", "inspect", "--format", "{{.Id}}", BASE]);
+    let run = kiln(d, &["pin"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout.contains(&format!(
+            "docker.io/{BASE}: pinned by the engine's image id {id} (the image exists only in the local engine"
+        )),
+        "{run}"
+    );
+    let lock = read(d, "kiln.lock");
+    assert!(lock.contains(&format!("image-id = \"{id}\"")), "{lock}");
+    assert!(!lock.contains("digest ="), "{lock}");
+    assert_eq!(kiln(d, &["build"]).code, 0);
+    let run = kiln(d, &["check", "--locked"]);
+    assert_eq!(run.code, 0, "{run}");
+
+    // Neither a registry nor the engine has it: both are said.
+    let absent = format!("{REGISTRY}/{}", Image::new("absent").0);
+    let dir = repo(&[
+        ("kiln.toml", &manifest(&absent, &image.0, "")),
+        ("msg.txt", "absent\n"),
+    ]);
+    let run = kiln(dir.path(), &["pin"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains("not found in the registry")
+            && run
+                .stderr
+                .contains(&format!("the Docker Engine has no image {absent} either")),
+        "{run}"
+    );
+}
+
+#[test]
+fn an_unreachable_registry_is_reported_as_such_not_as_a_lost_builder() {
+    // Nothing listens on port 1: the engine cannot reach that registry; BuildKit is fine.
+    let image = Image::new("unreachable-base");
+    let dir = repo(&[
+        (
+            "kiln.toml",
+            &manifest("127.0.0.1:1/kiln-test/base:v1", &image.0, ""),
+        ),
+        ("msg.txt", "never built\n"),
+    ]);
+    let run = kiln(dir.path(), &["build"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains("cannot reach the registry 127.0.0.1:1"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("lost the connection"), "{run}");
+}

@@ -1,5 +1,5 @@
-//! `cargo xtask bench [plan|engine|rebuild|context|seed|buildkitd|all]` (default `all`): the benchmarks
-//! and their goals. Exits non-zero when any goal of the benchmarks run is missed. Timings of a
+//! `cargo xtask bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|buildkitd|all]`
+//! (default `all`): the benchmarks and their goals. Exits non-zero when any goal of the benchmarks run is missed. Timings of a
 //! debug build say nothing, so the task re-runs itself from a release build of xtask.
 //!
 //! - `plan`: the planning benchmark. Generates a manifest of 1,000 targets in a tree (every
@@ -8,7 +8,7 @@
 //!   compile to LLB and marshal of every stage, with a counting allocator for peak heap; then the
 //!   whole `kiln plan --format json` command as a release subprocess, wall time and peak RSS.
 //!   Goals (issue 2): under 100 ms and under 50 MB.
-//! - `engine`: the three benchmarks below, against the real engine (Docker Engine 20.10's
+//! - `engine`: the benchmarks below (all but `buildkitd`), against the real engine (Docker Engine 20.10's
 //!   embedded BuildKit, started by `cargo xtask test`, with the base image it imports). See
 //!   [`engine`] for what the first two build.
 //!   - `rebuild`: a cached rebuild of a two-target manifest with `kiln build` (release
@@ -24,6 +24,10 @@
 //!     smoke-test`; (b) `kiln build --force` (all cached) no slower than one cached `docker
 //!     build` of the target image, classic or through BuildKit; (c) `kiln refresh` no slower
 //!     than `make python-pkg-refresh` (both really re-resolving against PyPI).
+//!   - `incremental`: 8 independent targets, one edited, `kiln build` of all against `kiln build`
+//!     of that one (see [`incremental`]). Goal (issue 12): within 1.3x.
+//!   - `fresh-runner`: 8 targets pushed to the local registry, their images removed from the
+//!     engine, `kiln build --push` (up to date from the registry's digests). Goal: under 1 s.
 //! - `buildkitd`: only with `KILN_BENCH_BUILDKITD=unix:///…/buildkitd.sock` (skipped, saying
 //!   so, without): a cached `kiln build --force` of one target against `buildctl build` of the
 //!   equivalent Dockerfile on that standalone buildkitd. See [`buildkitd`]. Goal (issue 11):

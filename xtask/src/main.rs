@@ -9,9 +9,13 @@
 //!   (default all): planning a 1,000-target manifest; a cached rebuild against `docker build` on
 //!   the same engine; a 20,000-file context rebuilt after one change; kiln against `buildctl` on
 //!   a standalone buildkitd, when one is given (see `bench.rs`).
+//! - `fuzz [--seconds N] [--libfuzzer]`: a short bounded fuzz run (default 60 s) of the
+//!   manifest loader and the planner over a seed corpus of every manifest in the repository
+//!   (see `fuzz.rs`).
 
 mod bench;
 mod env;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -22,9 +26,10 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("build") => build(&args[1..]),
         Some("bench") => bench::run(&root(), &args[1..]),
+        Some("fuzz") => fuzz::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|buildkitd|all]"
+                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|buildkitd|all]\n  fuzz    fuzz the manifest loader and planner for a short while: fuzz [--seconds N] [--libfuzzer]"
             );
             return ExitCode::from(2);
         }

@@ -56,6 +56,11 @@ pub struct BuildOptions {
     pub force: bool,
     /// Push each image to its registry and record the pushed digest.
     pub push: bool,
+    /// `--stamp`: label images with the git commit and its time (see `labels`).
+    pub stamp: bool,
+    /// Labels to add to each target's image config (by target), under the manifest's own;
+    /// `build_images` fills them in (see `labels`).
+    pub labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Load each image into the Docker Engine (`DOCKER_HOST`, else the default socket): a
     /// standalone buildkitd streams it there; the engine's own BuildKit stores it there anyway.
     pub load: bool,
@@ -136,9 +141,10 @@ pub enum Progress {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Outcome {
     pub target: String,
-    /// `built`, `up-to-date`, `smoke-tested`, `exported`, `refreshed`, or `cache-only` (built
-    /// by a standalone buildkitd, but in no image store and not pushed: `--load`, `--push`);
-    /// in the metadata of a failed build also `failed` and `skipped` (see `metadata`).
+    /// `built`, `up-to-date`, `tagged` (up to date under a new name: tagged, not solved),
+    /// `smoke-tested`, `exported`, `refreshed`, or `cache-only` (built by a standalone
+    /// buildkitd, but in no image store and not pushed: `--load`, `--push`); in the metadata
+    /// of a failed build also `failed` and `skipped` (see `metadata`).
     pub status: &'static str,
     /// The image name, when the target has one.
     pub image: Option<String>,
@@ -753,9 +759,14 @@ impl Job<'_> {
         let mut metadata = BTreeMap::new();
         request.exporter = match (&image_name, &output) {
             (Some(name), None) => {
+                let config = crate::labels::with_labels(
+                    &target.config,
+                    &self.loaded.manifest.targets[&target.name].config.labels,
+                    self.options.labels.get(&target.name),
+                );
                 metadata.insert(
                     "containerimage.config".to_string(),
-                    target.config.image_config(&platform),
+                    config.image_config(&platform),
                 );
                 Some((
                     "moby".to_string(),

@@ -9,8 +9,10 @@
 //! equals the one `kiln.lock` recorded, its base is pinned, and the engine still has the
 //! recorded image under the target's name — or, with `--push`, the registry still serves the
 //! recorded pushed digest under its tag. An unpinned base always solves. Each target is
-//! decided alone: only the stale ones are solved. `kiln.lock` keeps a record per target and
-//! profile.
+//! decided alone: only the stale ones are solved. The name is not part of the hash (it is not
+//! part of the image): when only the name changed (`--set TAG=…`, a profile) and the engine
+//! still has the recorded image, kiln tags that image with the new name instead of solving,
+//! and records the name. `kiln.lock` keeps a record per target and profile.
 //!
 //! Beside the hash, `kiln.lock` records a short digest of each part of it (the manifest entry,
 //! each base pin, each context pattern's files, each dependency, the planned LLB), so that
@@ -155,7 +157,7 @@ pub(crate) fn own_inputs(
 /// The manifest entry as it decides the build: its JSON without where it is declared (file,
 /// line, directories) or the tag it gets, and with the digests `kiln.lock` pins taken off its
 /// image references (those are the `base:` and `image:` parts).
-fn manifest_entry(target: &kiln_manifest::Target, lock: &KilnLock) -> String {
+pub(crate) fn manifest_entry(target: &kiln_manifest::Target, lock: &KilnLock) -> String {
     let unpinned = |r: &kiln_reference::Reference| {
         let bare = r.without_digest();
         match lock.base(&bare.to_string()) {
@@ -444,7 +446,7 @@ pub fn build_images_report(
         .map(|(endpoint, _)| endpoint.to_string());
     let mut recorder = crate::metadata::Recorder::new(builder);
     let mut selected = Vec::new();
-    let mut result = build_selected(settings, options, &mut selected, &mut |mut p| {
+    let mut result = build_selected(settings, options, &mut selected, true, &mut |mut p| {
         recorder.observe(&mut p);
         progress(p);
     });
@@ -468,11 +470,16 @@ pub fn build_images_report(
     (result, metadata)
 }
 
-/// [`build_images`], leaving the targets it selected in `selected` as soon as it knows them.
+/// One pass of [`build_images`], leaving the targets it selected in `selected_out` as soon as
+/// it knows them. The images are labelled with the inputs hash computed before the build; when
+/// the build pinned a base for the first time, the hash `kiln.lock` records differs, and (with
+/// `relabel`) those targets are exported again with the recorded hash, so a label always says
+/// what `kiln.lock` says (the solve is all cached).
 fn build_selected(
     settings: &Settings,
     options: &BuildOptions,
     selected_out: &mut Vec<String>,
+    relabel: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
@@ -484,6 +491,12 @@ fn build_selected(
     }
     let (selected, compiled) = loaded.compile(&options.targets)?;
     selected_out.clone_from(&selected);
+    // A missing, ignored or symlinked context path, said with its file, line and key, before
+    // the builder says "not found".
+    let problems = crate::paths::check_selected(&settings.cwd, &loaded.manifest, &selected);
+    if !problems.is_empty() {
+        return Err(AppError::Manifest(kiln_manifest::Diagnostics(problems)));
+    }
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
     // kiln.lock keeps one record of each target per profile.
@@ -500,27 +513,60 @@ fn build_selected(
         )?)),
         (None, false) => None,
     };
+    let mut options = options.clone();
+    if options.goal == Goal::Image && options.output.is_none() {
+        options.labels =
+            crate::labels::labels(settings, &loaded, &inputs, &selected, options.stamp)?;
+    }
+    let options = &options;
+    let mut relabelled = Vec::new();
 
     let mut out = String::new();
     // Up to date per target: only the others are solved. Without --push the engine must still
-    // have the recorded image; with --push the registry must still serve the recorded digest
-    // under the tag (a fresh CI runner's empty engine has nothing, and needs nothing).
+    // have the recorded image (under its name, or it is tagged with the new one); with --push
+    // the registry must still serve the recorded digest under the tag (a fresh CI runner's
+    // empty engine has nothing, and needs nothing).
     let mut fresh = std::collections::BTreeSet::new();
+    // Targets whose recorded image only needed its new name: tagged, not solved.
+    let mut renamed = Vec::new();
     if options.goal == Goal::Image
         && !options.force
         && !options.no_cache
+        && !options.stamp
         && options.output.is_none()
     {
-        fresh = if options.push {
-            in_registry(settings, &selected, profile, &loaded, &lock, &inputs)?
-        } else {
-            selected
-                .iter()
-                .filter(|t| up_to_date(t, profile, &loaded, &lock, &inputs, store.as_ref()))
-                .cloned()
-                .collect()
-        };
-        for t in selected.iter().filter(|t| fresh.contains(*t)) {
+        if options.push {
+            fresh = in_registry(settings, &selected, profile, &loaded, &lock, &inputs)?;
+        } else if let Some(api) = store.as_ref() {
+            for t in &selected {
+                match freshness(t, profile, &loaded, &lock, &inputs, Some(api)) {
+                    Fresh::UpToDate => {}
+                    Fresh::Rename { image, id } => {
+                        tag_image(api, &id, &image)?;
+                        renamed.push(crate::Built {
+                            target: t.clone(),
+                            image: Some(image),
+                            image_id: Some(id),
+                            stored: match &engine {
+                                Some(_) => Stored::Engine,
+                                None => Stored::Loaded {
+                                    socket: api.socket().to_path_buf(),
+                                },
+                            },
+                            ..crate::Built::default()
+                        });
+                    }
+                    Fresh::Stale => continue,
+                }
+                fresh.insert(t.clone());
+            }
+        }
+        let tagged: std::collections::BTreeSet<&String> =
+            renamed.iter().map(|b| &b.target).collect();
+        for t in selected
+            .iter()
+            .filter(|t| fresh.contains(*t) && !tagged.contains(t))
+        {
             let Some(recorded) = lock.target(t, profile) else {
                 continue;
             };
@@ -543,13 +589,29 @@ fn build_selected(
                 ..crate::Outcome::default()
             }));
         }
-        if fresh.len() == selected.len() {
+        if fresh.len() == selected.len() && renamed.is_empty() {
             return Ok(out);
         }
     }
 
-    let built = crate::build::build_loaded_except(settings, &loaded, options, &fresh, progress)?;
+    let tagged: std::collections::BTreeSet<String> =
+        renamed.iter().map(|b| b.target.clone()).collect();
+    let mut built = if fresh.len() == selected.len() {
+        Vec::new()
+    } else {
+        crate::build::build_loaded_except(settings, &loaded, options, &fresh, progress)?
+    };
+    built.extend(renamed);
     for b in &built {
+        if tagged.contains(&b.target) {
+            if let (Some(image), Some(id)) = (&b.image, &b.image_id) {
+                out.push_str(&format!(
+                    "{}: {image} ({id}) up to date, tagged with its new name (no solve)\n",
+                    b.target
+                ));
+            }
+            continue;
+        }
         out.push_str(&built_line(options.goal, options.output.is_some(), b));
         if let (Stored::BuilderCache, Some(image)) = (&b.stored, &b.image) {
             progress(Progress::Warning {
@@ -564,7 +626,9 @@ fn build_selected(
     }
     // A failed push stops here: kiln.lock records nothing.
     let pushed = if options.push && options.output.is_none() {
-        push_all(settings, &built, store.as_ref(), &mut out)?
+        let pushed = push_all(settings, &built, store.as_ref(), &mut out)?;
+        crate::attest::attach_all(settings, &loaded, &pushed, &options.labels, &mut out)?;
+        pushed
     } else {
         BTreeMap::new()
     };
@@ -576,6 +640,7 @@ fn build_selected(
                 (Goal::SmokeTest, ..) => "smoke-tested",
                 (_, Some(_), _) => "exported",
                 (_, None, Stored::BuilderCache) => "cache-only",
+                _ if tagged.contains(&b.target) => "tagged",
                 _ => "built",
             },
             image: b.image.clone(),
@@ -621,9 +686,10 @@ fn build_selected(
                 continue;
             }
             let before = lock.target(&b.target, profile);
-            // A new image id means a new image: an old push digest no longer describes it.
+            // A new image id means a new image, and a new name a new tag: an old push digest
+            // no longer describes it.
             let kept = before
-                .filter(|t| t.image_id == b.image_id)
+                .filter(|t| t.image_id == b.image_id && t.image == b.image)
                 .and_then(|t| t.digest.clone());
             let digest = pushed.get(&b.target).cloned().or(kept);
             lock.set_target(kiln_lock::Target {
@@ -635,6 +701,13 @@ fn build_selected(
                 inputs: inputs[&b.target].hash.clone(),
                 parts: inputs[&b.target].parts.clone(),
             });
+            let labelled = options
+                .labels
+                .get(&b.target)
+                .and_then(|l| l.get(crate::labels::key::INPUTS));
+            if b.image_id.is_some() && labelled != Some(&inputs[&b.target].hash) {
+                relabelled.push(b.target.clone());
+            }
         }
         let text = lock.to_toml();
         if std::fs::read_to_string(&lock_path).ok().as_deref() != Some(text.as_str()) {
@@ -653,6 +726,20 @@ fn build_selected(
     }
     for outcome in outcomes {
         progress(Progress::Target(outcome));
+    }
+    if relabel && !relabelled.is_empty() {
+        let again = BuildOptions {
+            targets: relabelled,
+            force: true,
+            ..options.clone()
+        };
+        out.push_str(&build_selected(
+            settings,
+            &again,
+            &mut Vec::new(),
+            false,
+            progress,
+        )?);
     }
     Ok(out)
 }
@@ -760,7 +847,7 @@ fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<St
 }
 
 /// The Docker Engine API when the builder is a Docker Engine (to check and pin local images).
-fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError> {
+pub(crate) fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError> {
     let (endpoint, _) = crate::builder::choose(settings)?;
     Ok(match endpoint {
         kiln_buildkit::Endpoint::Docker { socket } => Some(kiln_docker::Api::new(socket)),
@@ -819,24 +906,39 @@ fn in_registry(
     Ok(answers.into_iter().flatten().collect())
 }
 
-fn up_to_date(
+/// Whether a target must be solved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fresh {
+    /// Its inputs are what `kiln.lock` recorded and the engine has its image under its name.
+    UpToDate,
+    /// Its inputs are what `kiln.lock` recorded and the engine still has the recorded image,
+    /// but not under the name the target now resolves to: tag `id` as `image`.
+    Rename {
+        image: String,
+        id: String,
+    },
+    Stale,
+}
+
+fn freshness(
     target: &str,
     profile: Option<&str>,
     loaded: &Loaded,
     lock: &KilnLock,
     inputs: &BTreeMap<String, Inputs>,
     engine: Option<&kiln_docker::Api>,
-) -> bool {
+) -> Fresh {
     let (Some(recorded), Some(now), Some(engine)) =
         (lock.target(target, profile), inputs.get(target), engine)
     else {
-        return false;
+        return Fresh::Stale;
     };
     if !now.pinned || recorded.inputs != now.hash {
-        return false;
+        return Fresh::Stale;
     }
+    let manifest_target = &loaded.manifest.targets[target];
     // Every local base still the image that was pinned.
-    if let Base::Image(reference) = &loaded.manifest.targets[target].from {
+    if let Base::Image(reference) = &manifest_target.from {
         let name = reference.without_digest().to_string();
         if let Some(pinned) = lock.base(&name).and_then(|b| b.image_id.clone()) {
             let current = engine
@@ -845,18 +947,40 @@ fn up_to_date(
                 .flatten()
                 .map(|i| i.id);
             if current.as_deref() != Some(pinned.as_str()) {
-                return false;
+                return Fresh::Stale;
             }
         }
     }
-    match (&recorded.image, &recorded.image_id) {
-        (Some(image), Some(id)) => engine
-            .image(image)
-            .ok()
-            .flatten()
-            .is_some_and(|i| &i.id == id),
-        _ => false,
+    // The name the target resolves to now (after `--set`, environment and profile).
+    let (Some(image), Some(id)) = (
+        manifest_target
+            .image
+            .as_ref()
+            .filter(|i| i.digest().is_none()),
+        &recorded.image_id,
+    ) else {
+        return Fresh::Stale;
+    };
+    let image = image.to_string();
+    let named = engine.image(&image).ok().flatten().map(|i| i.id);
+    if named.as_ref() == Some(id) && recorded.image.as_ref() == Some(&image) {
+        return Fresh::UpToDate;
     }
+    match engine.image(id) {
+        Ok(Some(found)) if &found.id == id => Fresh::Rename {
+            image,
+            id: id.clone(),
+        },
+        _ => Fresh::Stale,
+    }
+}
+
+/// Name the engine's image `id` as `image` too (`docker tag`).
+fn tag_image(api: &kiln_docker::Api, id: &str, image: &str) -> Result<(), AppError> {
+    let reference =
+        kiln_reference::Reference::parse(image).map_err(|e| AppError::Build(e.to_string()))?;
+    api.tag(id, &reference.name(), reference.tag().unwrap_or("latest"))
+        .map_err(|e| AppError::Engine(format!("cannot tag {id} as {image}: {e}")))
 }
 
 /// `path` relative to the working directory, for messages.

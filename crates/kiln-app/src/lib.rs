@@ -2,21 +2,28 @@
 //! The CLI crate parses arguments into [`Settings`] and calls these; everything a command prints
 //! is returned as data so it can be tested without a terminal.
 
+mod affected;
 mod artifacts;
+mod attest;
 mod build;
 mod builder;
 mod discover;
 mod engine;
 mod error;
 mod git;
+mod history;
 mod images;
+mod labels;
 mod metadata;
 mod paths;
 mod pin;
 mod plan;
 mod refresh;
+mod sbom;
+mod trace;
 mod trust;
 
+pub use affected::{AffectedOptions, affected};
 pub use build::{BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, Stored, build};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
@@ -29,6 +36,8 @@ pub use metadata::{Metadata, Steps};
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};
+pub use sbom::sbom;
+pub use trace::{Trace, TraceOptions, trace};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -113,11 +122,13 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
     let mut sources = Vec::with_capacity(files.len());
     for path in &files {
         let full = settings.cwd.join(path);
-        let text = std::fs::read_to_string(&full).map_err(|source| AppError::Io {
+        let bytes = std::fs::read(&full).map_err(|source| AppError::Io {
             path: path.clone(),
             action: "read manifest",
             source,
         })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| AppError::Manifest(not_utf8(path, e.as_bytes(), e.utf8_error())))?;
         sources.push(Source {
             path: path.clone(),
             text,
@@ -150,16 +161,49 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
     })
 }
 
+/// Where a manifest stops being UTF-8: its line and column (in characters), and the bytes.
+fn not_utf8(
+    path: &std::path::Path,
+    bytes: &[u8],
+    e: std::str::Utf8Error,
+) -> kiln_manifest::Diagnostics {
+    let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
+    // Valid by construction: the error says so up to here.
+    let before = String::from_utf8_lossy(valid);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    let bad = bytes
+        .get(e.valid_up_to()..e.valid_up_to() + e.error_len().unwrap_or(1))
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("0x{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    kiln_manifest::Diagnostics(vec![kiln_manifest::Diagnostic {
+        location: kiln_manifest::Location {
+            file: path.to_path_buf(),
+            line,
+            column,
+        },
+        key: String::new(),
+        message: format!("byte {bad} is not valid UTF-8"),
+        expected: Some("a UTF-8 text file (TOML is UTF-8)".to_string()),
+        hint: None,
+    }])
+}
+
 /// Every image reference (bases and copy sources) that `kiln.lock` pins becomes
 /// `reference@digest`, so a moved tag changes nothing until `kiln pin --update`.
 fn apply_pins(manifest: &mut Manifest, lock: &kiln_lock::KilnLock) {
     let pin = |reference: &mut kiln_reference::Reference| {
         if reference.digest().is_none() {
-            if let Some(digest) = lock
+            // kiln-lock validated every digest it read.
+            if let Some(Ok(pinned)) = lock
                 .base(&reference.to_string())
                 .and_then(|b| b.digest.as_deref())
+                .map(|digest| reference.with_digest(digest))
             {
-                *reference = reference.with_digest(digest);
+                *reference = pinned;
             }
         }
     };
@@ -218,18 +262,36 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
     let (_, compiled) = loaded.compile(&all)?;
     let own = images::own_inputs(settings, loaded, &compiled)?;
     let inputs = images::inputs(loaded, &compiled, &own, &loaded.lock);
+    let engine = images::docker_api(settings)?;
     for (name, target) in &loaded.manifest.targets {
         if let kiln_manifest::Base::Image(reference) = &target.from {
-            let key = reference.without_digest().to_string();
-            if loaded
-                .lock
-                .base(&key)
-                .and_then(|b| b.digest.as_ref())
-                .is_none()
-            {
-                problems.push(format!(
+            let key = reference.without_digest();
+            let base = loaded.lock.base(&key.to_string());
+            let by_id = base
+                .filter(|b| b.digest.is_none())
+                .and_then(|b| b.image_id.as_deref());
+            match (base.and_then(|b| b.digest.as_ref()), by_id, &engine) {
+                (Some(_), ..) => {}
+                // Pinned by the engine's image id: only for an image no registry has.
+                (None, Some(id), Some(api)) => match api.image(&key.to_string()) {
+                    Ok(Some(image)) if !pin::only_local(&image, &key) => problems.push(format!(
+                        "target `{name}`: base {key} has no digest in {lock_file} (the engine's image came from a registry); run `kiln pin`"
+                    )),
+                    Ok(Some(image)) if image.id != id => problems.push(format!(
+                        "target `{name}`: base {key} is pinned by the engine's image id {id} in {lock_file}, but the engine now has {} under that name; run `kiln pin --update`",
+                        image.id
+                    )),
+                    Ok(Some(_)) => {}
+                    Ok(None) => problems.push(format!(
+                        "target `{name}`: base {key} is pinned by the engine's image id {id} in {lock_file}, but the engine has no image of that name; build or import it"
+                    )),
+                    Err(e) => problems.push(format!(
+                        "target `{name}`: base {key} is pinned by the engine's image id; cannot check it: {e}"
+                    )),
+                },
+                _ => problems.push(format!(
                     "target `{name}`: base {key} has no digest in {lock_file}; run `kiln pin`"
-                ));
+                )),
             }
         }
         let profile = settings.profile.as_deref();
@@ -257,6 +319,19 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                 ))
             }
             Some(_) => {}
+        }
+        // The name is not part of the inputs (it is not part of the image), but a pipeline
+        // that pushes or deploys it needs the image tagged as it now resolves.
+        if let Some(recorded) = loaded.lock.target(name, profile) {
+            let now = target.image.as_ref().map(ToString::to_string);
+            if recorded.image != now {
+                let show = |i: &Option<String>| i.clone().unwrap_or_else(|| "no name".to_string());
+                problems.push(format!(
+                    "target `{name}`: its image name changed since {lock_file} was written ({} → {}); run `{build}`",
+                    show(&recorded.image),
+                    show(&now)
+                ));
+            }
         }
         if let Some(packages) = &target.packages {
             let context = settings.cwd.join(&target.context);

@@ -3,7 +3,9 @@
 //! `kiln.lock`; builds then use `reference@digest`, so a re-pushed tag changes nothing until
 //! `kiln pin --update`. Resolution talks to the registry directly (`kiln-registry`), with
 //! credentials from the Docker CLI config and plain HTTP for loopback registries and those in
-//! `KILN_INSECURE_REGISTRIES` (comma-separated hosts).
+//! `KILN_INSECURE_REGISTRIES` (comma-separated hosts). An image that only the Docker Engine
+//! has (built or imported there, never pulled or pushed under that name) has no registry digest:
+//! it is pinned by the engine's image id, and `check --locked` compares that with the engine.
 
 use std::collections::BTreeMap;
 
@@ -107,6 +109,7 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
         }
     }
     let access = Access::new(settings)?;
+    let engine = crate::images::docker_api(settings)?;
     let mut lock = loaded.lock.clone();
     let mut out = String::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -123,6 +126,34 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
             ));
             continue;
         }
+        let local = engine
+            .as_ref()
+            .and_then(|api| api.image(&name).ok().flatten());
+        if let Some(image) = local.as_ref().filter(|i| only_local(i, reference)) {
+            match old.image_id.as_deref() {
+                Some(id) if old.digest.is_none() && id == image.id => out.push_str(&format!(
+                    "{name}: pinned by the engine's image id {id} (unchanged)\n"
+                )),
+                Some(id) if old.digest.is_none() && !options.update => {
+                    out.push_str(&format!(
+                        "{name}: pinned by the engine's image id {id} (kept; the engine now has {} under that name, --update takes it)\n",
+                        image.id
+                    ));
+                    continue;
+                }
+                _ => out.push_str(&format!(
+                    "{name}: pinned by the engine's image id {} (the image exists only in the local engine: built or imported there, no registry digest)\n",
+                    image.id
+                )),
+            }
+            lock.set_base(kiln_lock::Base {
+                reference: name,
+                digest: None,
+                platform_digest: None,
+                image_id: Some(image.id.clone()),
+            });
+            continue;
+        }
         let registry = access.registry(reference)?;
         let resolved = runtime
             .block_on(registry.resolve(
@@ -131,7 +162,18 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
                 &platform.architecture,
                 platform.variant.as_deref(),
             ))
-            .map_err(|e| AppError::Build(format!("cannot pin {e}")))?;
+            .map_err(|e| {
+                let engine_says = match (&engine, &local) {
+                    (None, _) => String::new(),
+                    (Some(_), None) => format!(
+                        "\n  and the Docker Engine has no image {name} either: build, import or pull it, or correct the reference"
+                    ),
+                    (Some(_), Some(_)) => format!(
+                        "\n  the Docker Engine has {name}, but it came from a registry (it has a registry digest); pin it when the registry is reachable"
+                    ),
+                };
+                AppError::Build(format!("cannot pin {e}{engine_says}"))
+            })?;
         let moved = old.digest.as_deref() != Some(resolved.digest.as_str());
         out.push_str(&match (&old.digest, moved) {
             (Some(before), true) => format!("{name}: {before} → {}", resolved.digest),
@@ -180,4 +222,15 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
         out.push_str("nothing to pin: the selected targets use no image references\n");
     }
     Ok(out)
+}
+
+/// Whether the engine's `image` exists only there: no registry digest for `reference`'s
+/// repository (it was built or imported under that name, not pulled or pushed).
+pub(crate) fn only_local(image: &kiln_docker::ImageInfo, reference: &Reference) -> bool {
+    let repository = reference.name();
+    !image.repo_digests.iter().flatten().any(|d| {
+        Reference::parse(d)
+            .map(|r| r.name() == repository)
+            .unwrap_or(false)
+    })
 }

@@ -39,6 +39,9 @@ struct TargetDoc<'a> {
     stages: Vec<StageDoc>,
     config: &'a kiln_compile::EffectiveConfig,
     config_digest: String,
+    /// Each lock file (as the manifest names it) → package → pinned version.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    packages: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Serialize)]
@@ -58,7 +61,7 @@ pub fn plan(
 ) -> Result<String, AppError> {
     let loaded = load(settings, mode)?;
     let (_, compiled) = loaded.compile(targets)?;
-    let doc = document(&loaded, &compiled, mode);
+    let doc = document(&settings.cwd, &loaded, &compiled, mode);
     Ok(match format {
         PlanFormat::Json => {
             let mut s = serde_json::to_string_pretty(&doc).expect("plan serialises");
@@ -124,6 +127,7 @@ fn mode_name(mode: PackagesMode) -> &'static str {
 }
 
 fn document<'a>(
+    cwd: &std::path::Path,
     loaded: &'a Loaded,
     compiled: &'a [CompiledTarget],
     mode: PackagesMode,
@@ -166,6 +170,7 @@ fn document<'a>(
                     "sha256:{}",
                     hex::encode(Sha256::digest(c.config.to_json()))
                 ),
+                packages: crate::affected::target_pins(cwd, target),
             }
         })
         .collect();

@@ -115,10 +115,12 @@ impl Client {
                             .map(hyper_util::rt::TokioIo::new)
                     }
                 });
-                tonic::transport::Endpoint::from_static("http://docker.invalid")
-                    .connect_with_connector(connector)
-                    .await
-                    .map_err(|e| failed(&e))?
+                keepalive(tonic::transport::Endpoint::from_static(
+                    "http://docker.invalid",
+                ))
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| failed(&e))?
             }
             Endpoint::Unix { path } => {
                 let path = path.clone();
@@ -130,10 +132,12 @@ impl Client {
                             .map(hyper_util::rt::TokioIo::new)
                     }
                 });
-                tonic::transport::Endpoint::from_static("http://buildkitd.invalid")
-                    .connect_with_connector(connector)
-                    .await
-                    .map_err(|e| failed(&e))?
+                keepalive(tonic::transport::Endpoint::from_static(
+                    "http://buildkitd.invalid",
+                ))
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| failed(&e))?
             }
             Endpoint::Tcp { host, port, tls } => {
                 let scheme = if tls.is_some() { "https" } else { "http" };
@@ -142,10 +146,12 @@ impl Client {
                 } else {
                     host.clone()
                 };
-                let mut builder = tonic::transport::Endpoint::from_shared(format!(
-                    "{scheme}://{host_part}:{port}"
-                ))
-                .map_err(|e| failed(&e))?
+                let mut builder = keepalive(
+                    tonic::transport::Endpoint::from_shared(format!(
+                        "{scheme}://{host_part}:{port}"
+                    ))
+                    .map_err(|e| failed(&e))?,
+                )
                 .connect_timeout(std::time::Duration::from_secs(10));
                 if let Some(tls) = tls {
                     builder = builder
@@ -351,6 +357,33 @@ fn platform_name(p: &kiln_llb::pb::Platform) -> String {
     } else {
         format!("{}/{}/{}", p.os, p.architecture, p.variant)
     }
+}
+
+/// How long the connection to the builder may stay silent before kiln pings it, and how long
+/// it then waits for the answer: a builder that stops answering (frozen, or a proxy in between
+/// stalled) fails every call on the connection within about twice this, while a healthy one
+/// answers pings however long a step runs without output. `KILN_BUILDER_KEEPALIVE=SECONDS`
+/// changes it (slow links; tests).
+pub(crate) fn keepalive_period() -> std::time::Duration {
+    let seconds = std::env::var("KILN_BUILDER_KEEPALIVE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(20);
+    std::time::Duration::from_secs(seconds)
+}
+
+/// HTTP/2 keepalive pings with a timeout, also while no call is open. hyper pings only after
+/// `period` without reading anything. Docker's `/grpc` (Go's x/net/http2 server) acks any ping;
+/// a grpc-go buildkitd closes a connection that pings more often than every 5 minutes while it
+/// writes nothing, but during a solve it health-checks the session (inside `Control.Session`,
+/// on this connection) every 5 s, which is both a write for it and a read for kiln.
+fn keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    let period = keepalive_period();
+    endpoint
+        .http2_keep_alive_interval(period)
+        .keep_alive_timeout(period)
+        .keep_alive_while_idle(true)
 }
 
 /// rustls settings for `tls`: the CA to trust (else the system's roots) and the client

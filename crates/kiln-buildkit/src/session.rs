@@ -109,8 +109,8 @@ impl<IO> tonic::transport::server::Connected for Connection<IO> {
     fn connect_info(&self) {}
 }
 
-/// What the session offers.
-#[derive(Debug, Clone, Default)]
+/// What the session offers. Its `Debug` names the secrets but never shows their values.
+#[derive(Clone, Default)]
 pub struct SessionConfig {
     /// Shown by the daemon; informational.
     pub name: String,
@@ -127,6 +127,40 @@ pub struct SessionConfig {
     pub output_file: Option<FileOutput>,
     /// Registry credentials the daemon asks for; the default answers anonymously.
     pub registry_auth: crate::DockerConfig,
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secrets: BTreeMap<&String, String> = self
+            .secrets
+            .iter()
+            .map(|(id, value)| (id, format!("<{} bytes>", value.len())))
+            .collect();
+        f.debug_struct("SessionConfig")
+            .field("name", &self.name)
+            .field("shared_key", &self.shared_key)
+            .field("contexts", &self.contexts)
+            .field("secrets", &secrets)
+            .field("output", &self.output)
+            .field("output_file", &self.output_file)
+            .field("registry_auth", &self.registry_auth)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn debug_never_shows_a_secret_value() {
+        let mut config = super::SessionConfig::default();
+        config
+            .secrets
+            .insert("token".into(), b"s3cr3t-value".to_vec());
+        let shown = format!("{config:?}");
+        assert!(shown.contains("token"), "{shown}");
+        assert!(shown.contains("<12 bytes>"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
 }
 
 /// The receiving end of [`FileOutput`]: the exported file's bytes in order, chunk by chunk;
@@ -330,6 +364,8 @@ impl Session {
         });
         let max = crate::client::MAX_MESSAGE;
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::client::keepalive_period()))
+            .http2_keepalive_timeout(Some(crate::client::keepalive_period()))
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health_server::HealthServer::new(Services(shared.clone())))

@@ -107,6 +107,9 @@ enum Command {
         /// Push each image to its registry and record the pushed digest in kiln.lock.
         #[arg(long)]
         push: bool,
+        /// Also label the images with the git commit and its time (a new image per commit).
+        #[arg(long)]
+        stamp: bool,
         /// Load each image into the Docker Engine (DOCKER_HOST, else /var/run/docker.sock): a
         /// standalone buildkitd streams it there (without --load or --push its images stay in
         /// its cache); Docker's own BuildKit stores it there anyway.
@@ -138,6 +141,35 @@ enum Command {
         commit: bool,
     },
     /// Which engine kiln uses; start or stop one that kiln owns.
+    /// Which manifest, target, commit, base and package versions built an image.
+    Trace {
+        /// An image name, `repo@sha256:…`, or an image id / pushed digest.
+        image: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+    /// Which targets (and, with --history, which recorded images) a change or bad version reaches.
+    Affected {
+        /// NAME, NAME==VERSION, or NAME and a specifier (`NAME>=1.0,<1.2`).
+        #[arg(long, value_name = "SPEC", group = "what")]
+        package: Option<String>,
+        /// Targets built on this image (or copying from it).
+        #[arg(long, value_name = "REF", group = "what")]
+        base: Option<String>,
+        /// Targets whose manifest or stages read this file (`--file` is the manifest option).
+        #[arg(long = "path", value_name = "PATH", group = "what")]
+        file: Option<PathBuf>,
+        /// Targets whose files, manifest or base pins changed since this git ref.
+        #[arg(long, value_name = "GIT_REF", group = "what")]
+        since: Option<String>,
+        /// Also every image recorded in kiln.lock on this branch whose locks pinned it.
+        #[arg(long, requires = "package")]
+        history: bool,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+    /// A CycloneDX 1.5 SBOM of a target, from its lock files (exact, not scanned).
+    Sbom { target: String },
     Engine {
         #[command(subcommand)]
         action: EngineAction,
@@ -171,6 +203,12 @@ enum Format {
     Json,
     Dot,
     Mermaid,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -267,6 +305,7 @@ fn main() -> ExitCode {
             no_cache,
             output,
             push,
+            stamp,
             load,
             metadata_file,
             format,
@@ -276,6 +315,7 @@ fn main() -> ExitCode {
                 force,
                 no_cache,
                 push,
+                stamp,
                 load,
                 output: output.map(|dir| settings.cwd.join(dir)),
                 metadata_file,
@@ -311,6 +351,34 @@ fn main() -> ExitCode {
             };
             kiln_app::refresh(&settings, &options, show)
         }),
+        Command::Trace { image, format } => kiln_app::trace(
+            &settings,
+            &kiln_app::TraceOptions {
+                image,
+                json: format == ReportFormat::Json,
+            },
+        )
+        .map(Output::Text),
+        Command::Affected {
+            package,
+            base,
+            file,
+            since,
+            history,
+            format,
+        } => kiln_app::affected(
+            &settings,
+            &kiln_app::AffectedOptions {
+                package,
+                base,
+                file,
+                since,
+                history,
+                json: format == ReportFormat::Json,
+            },
+        )
+        .map(Output::Text),
+        Command::Sbom { target } => kiln_app::sbom(&settings, &target).map(Output::Text),
         Command::Engine { action } => match action {
             EngineAction::Status => kiln_app::engine_status(&settings),
             EngineAction::Up => kiln_app::engine_up(&settings),

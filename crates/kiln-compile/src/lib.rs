@@ -268,14 +268,16 @@ fn compile_target(
             CopySource::Image(reference) => State::image(&reference.to_string(), &platform),
         };
         let src = match copy.from {
-            CopySource::Context => format!("/{}", copy.src.trim_start_matches("./")),
-            _ => copy.src.clone(),
+            CopySource::Context => format!("/{}", copy_src(copy.src.trim_start_matches("./"))),
+            _ => copy_src(&copy.src),
         };
         let opts = CopyOptions {
             create_dest_path: true,
             allow_wildcard: true,
             dir_copy_contents: true,
-            follow_symlink: true,
+            // A path named is followed if it is a symlink; what a wildcard matches is copied
+            // as it is (an absolute symlink in the context is no error, `cp -a` style).
+            follow_symlink: !has_wildcard(&copy.src),
             mode: copy.chmod,
             chown: copy.chown.as_deref().map(config::parse_chown),
             ..CopyOptions::default()
@@ -621,14 +623,36 @@ fn wildcard_of(path: &str) -> String {
     }
 }
 
-/// The local-source include pattern for a context path (`./src/` → `src`).
+/// The local-source include pattern for a context path (`./src/` → `src`). In a manifest
+/// path `*`, `?` and `[…]` are wildcards and `\` is an ordinary character (file names may
+/// have it); in a pattern `\` escapes, so it is doubled.
 fn include_pattern(path: &str) -> String {
     let p = path.trim_start_matches("./").trim_end_matches('/');
     if p.is_empty() || p == "." {
         "**".to_string()
     } else {
-        p.to_string()
+        p.replace('\\', "\\\\")
     }
+}
+
+fn has_wildcard(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+/// A manifest copy source as BuildKit's wildcard copy reads it: a component without a
+/// wildcard is taken literally, one with a wildcard is a `filepath.Match` pattern, where `\`
+/// escapes, so there a literal `\` is doubled.
+fn copy_src(path: &str) -> String {
+    path.split('/')
+        .map(|c| {
+            if has_wildcard(c) {
+                c.replace('\\', "\\\\")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]

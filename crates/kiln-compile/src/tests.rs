@@ -259,6 +259,17 @@ fn the_whole_context_is_every_file_however_it_is_spelled() {
 }
 
 #[test]
+fn a_backslash_in_a_path_is_a_character_not_an_escape() {
+    // The include pattern escapes it (patterns read `\` as an escape) ...
+    assert_eq!(include_pattern("a\\b.txt"), "a\\\\b.txt");
+    assert_eq!(include_pattern("dir\\x/*.txt"), "dir\\\\x/*.txt");
+    // ... and the copy source only where BuildKit reads a pattern: a wildcard component.
+    assert_eq!(copy_src("a\\b.txt"), "a\\b.txt");
+    assert_eq!(copy_src("dir\\x/a\\*.txt"), "dir\\x/a\\\\*.txt");
+    assert!(has_wildcard("*") && has_wildcard("a/[ab]") && !has_wildcard("a\\b"));
+}
+
+#[test]
 fn a_lock_wildcard_matches_only_that_file() {
     assert_eq!(wildcard_of("uv.lock"), "uv.loc[k]");
     assert_eq!(

@@ -185,6 +185,18 @@ impl Api {
 }
 
 impl Api {
+    /// `POST /images/{image}/tag?repo=…&tag=…`: `image` (a name or an image id) is also named
+    /// `repo:tag` (`docker tag`); a tag that named another image moves.
+    pub fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), ApiError> {
+        let path = format!(
+            "/images/{}/tag?repo={}&tag={}",
+            escape_path(image),
+            escape_path(repo),
+            escape_path(tag)
+        );
+        self.call("POST", &path, None).map(|_| ())
+    }
+
     /// `POST /images/{name}/push`: push `image` (`name:tag`) to its registry with
     /// `registry_auth` (the base64url JSON the engine expects in `X-Registry-Auth`; `e30` is
     /// `{}`, anonymous). Returns the pushed manifest digest the engine reports.

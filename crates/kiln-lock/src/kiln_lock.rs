@@ -65,9 +65,81 @@ pub struct KilnLock {
 struct FileIn {
     version: Spanned<i64>,
     #[serde(default)]
-    base: Vec<Spanned<Base>>,
+    base: Vec<Spanned<BaseIn>>,
     #[serde(default)]
-    target: Vec<Spanned<Target>>,
+    target: Vec<Spanned<TargetIn>>,
+}
+
+/// [`Base`] as read, with where each value is, to say which one is invalid.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct BaseIn {
+    reference: Spanned<String>,
+    #[serde(default)]
+    digest: Option<Spanned<String>>,
+    #[serde(default)]
+    platform_digest: Option<Spanned<String>>,
+    #[serde(default)]
+    image_id: Option<Spanned<String>>,
+}
+
+/// [`Target`] as read, with where each value is.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct TargetIn {
+    name: String,
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    image: Option<Spanned<String>>,
+    #[serde(default)]
+    image_id: Option<Spanned<String>>,
+    #[serde(default)]
+    digest: Option<Spanned<String>>,
+    inputs: Spanned<String>,
+    #[serde(default)]
+    parts: std::collections::BTreeMap<String, String>,
+}
+
+/// Checks the values kiln.lock holds: they are input like any file (a hand edit, a bad merge),
+/// and a digest goes into a reference the engine pulls.
+struct Check<'a> {
+    path: &'a str,
+    text: &'a str,
+}
+
+impl Check<'_> {
+    fn digest(&self, key: &str, value: Spanned<String>) -> Result<String, LockError> {
+        kiln_reference::check_digest(value.get_ref()).map_err(|reason| {
+            LockError::at(
+                self.path,
+                self.text,
+                value.span().start,
+                format!("key `{key}`: {reason}"),
+            )
+        })?;
+        Ok(value.into_inner())
+    }
+
+    fn optional_digest(
+        &self,
+        key: &str,
+        value: Option<Spanned<String>>,
+    ) -> Result<Option<String>, LockError> {
+        value.map(|v| self.digest(key, v)).transpose()
+    }
+
+    fn reference(&self, key: &str, value: Spanned<String>) -> Result<String, LockError> {
+        kiln_reference::Reference::parse(value.get_ref()).map_err(|e| {
+            LockError::at(
+                self.path,
+                self.text,
+                value.span().start,
+                format!("key `{key}`: {e}"),
+            )
+        })?;
+        Ok(value.into_inner())
+    }
 }
 
 #[derive(Serialize)]
@@ -90,10 +162,17 @@ impl KilnLock {
             );
             return Err(LockError::at(path, text, doc.version.span().start, message));
         }
+        let check = Check { path, text };
         let mut lock = KilnLock::default();
         for b in doc.base {
             let span = b.span();
             let b = b.into_inner();
+            let b = Base {
+                reference: check.reference("reference", b.reference)?,
+                digest: check.optional_digest("digest", b.digest)?,
+                platform_digest: check.optional_digest("platform-digest", b.platform_digest)?,
+                image_id: check.optional_digest("image-id", b.image_id)?,
+            };
             if lock.base(&b.reference).is_some() {
                 let message = format!("base `{}` appears twice", b.reference);
                 return Err(LockError::at(path, text, span.start, message));
@@ -103,6 +182,15 @@ impl KilnLock {
         for t in doc.target {
             let span = t.span();
             let t = t.into_inner();
+            let t = Target {
+                name: t.name,
+                profile: t.profile,
+                image: t.image.map(|i| check.reference("image", i)).transpose()?,
+                image_id: check.optional_digest("image-id", t.image_id)?,
+                digest: check.optional_digest("digest", t.digest)?,
+                inputs: check.digest("inputs", t.inputs)?,
+                parts: t.parts,
+            };
             if lock.target(&t.name, t.profile.as_deref()).is_some() {
                 let message = match &t.profile {
                     Some(p) => format!("target `{}` appears twice for profile `{p}`", t.name),
@@ -277,8 +365,10 @@ mod tests {
         );
         let e = KilnLock::parse("kiln.lock", "[[base]]\nreference = \"a\"\n").unwrap_err();
         assert!(e.to_string().contains("missing field `version`"), "{e}");
-        let twice = "version = 1\n[[target]]\nname = \"a\"\ninputs = \"x\"\n[[target]]\nname = \"a\"\ninputs = \"y\"\n";
-        let e = KilnLock::parse("kiln.lock", twice).unwrap_err();
+        let twice = format!(
+            "version = 1\n[[target]]\nname = \"a\"\ninputs = \"{D1}\"\n[[target]]\nname = \"a\"\ninputs = \"{D2}\"\n"
+        );
+        let e = KilnLock::parse("kiln.lock", &twice).unwrap_err();
         assert!(e.to_string().contains("target `a` appears twice"), "{e}");
     }
 
@@ -327,5 +417,57 @@ mod tests {
                 .contains("target `a` appears twice for profile `x`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn digests_and_references_are_validated_where_they_are() {
+        let base = |field: &str| {
+            format!(
+                "version = 1\n\n[[base]]\nreference = \"docker.io/library/debian:bookworm\"\n{field}\n"
+            )
+        };
+        let cases = [
+            (
+                base("digest = \"foo\""),
+                "kiln.lock:5:10: key `digest`: invalid digest `foo`: expected `algorithm:hex`",
+            ),
+            (
+                base("platform-digest = \"sha256:abc\""),
+                "kiln.lock:5:19: key `platform-digest`: invalid digest `sha256:abc`: sha256 needs 64 lowercase hex characters",
+            ),
+            (
+                base(
+                    "image-id = \"sha256:ABCDEF1111111111111111111111111111111111111111111111111111111111\"",
+                ),
+                "kiln.lock:5:12: key `image-id`: invalid digest `sha256:ABCDEF",
+            ),
+            (
+                "version = 1\n[[base]]\nreference = \"Not A Ref\"\n".to_string(),
+                "kiln.lock:3:13: key `reference`: invalid image reference `Not A Ref`",
+            ),
+            (
+                format!(
+                    "version = 1\n[[target]]\nname = \"a\"\ninputs = \"{D1}\"\ndigest = \"md5:00\"\n"
+                ),
+                "kiln.lock:5:10: key `digest`: unsupported digest algorithm `md5`",
+            ),
+            (
+                "version = 1\n[[target]]\nname = \"a\"\ninputs = \"sha256:00\"\n".to_string(),
+                "kiln.lock:4:10: key `inputs`: invalid digest `sha256:00`",
+            ),
+            (
+                format!(
+                    "version = 1\n[[target]]\nname = \"a\"\ninputs = \"{D1}\"\nimage = \"app@sha256:1\"\n"
+                ),
+                "kiln.lock:5:9: key `image`: invalid image reference `app@sha256:1`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = KilnLock::parse("kiln.lock", &text).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}\nwant: {want}");
+        }
+        // What kiln writes, it reads.
+        let text = sample().to_toml();
+        assert_eq!(KilnLock::parse("kiln.lock", &text).unwrap().to_toml(), text);
     }
 }

@@ -6,12 +6,14 @@ mod atomic;
 mod declared;
 mod diff;
 mod kiln_lock;
+mod packages;
 mod pins;
 
 pub use atomic::{DirLock, lock_dir, remove_stale_temps, write_atomic};
 pub use declared::{declared, unlocked};
 pub use diff::{Changes, diff};
 pub use kiln_lock::{Base, KilnLock, Target};
+pub use packages::{Package, packages};
 pub use pins::{LockFormat, normalize_python_name, pins};
 
 /// Why a lock file could not be read.

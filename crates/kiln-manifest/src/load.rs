@@ -361,22 +361,28 @@ fn resolve_vars(docs: &[Doc<'_>], options: &LoadOptions, sink: &Sink) -> Vars {
         }
     }
 
+    // A problem of the command line, not of a file: said as `--set NAME`.
     for name in options.set.keys() {
         if !declared.contains_key(name) {
-            let first = &docs[0].source;
-            let cx = Cx::new(&first.path, &first.text, sink, &empty);
             let hint = suggest(name, declared.keys().map(String::as_str))
                 .map(|s| format!("did you mean `{s}`?"));
-            cx.error(
-                0..0,
-                &join("vars", name),
-                format!("`--set {name}=…` names no declared variable"),
-                Some(one_of(
+            let files: Vec<String> = docs
+                .iter()
+                .map(|d| format!("{}", d.source.path.display()))
+                .collect();
+            sink.push(Diagnostic {
+                location: Location::command_line(format!("--set {name}")),
+                key: String::new(),
+                message: format!(
+                    "no variable `{name}` is declared under [vars] in {}",
+                    files.join(", ")
+                ),
+                expected: Some(one_of(
                     &declared.keys().map(String::as_str).collect::<Vec<_>>(),
                 ))
                 .filter(|s| !s.is_empty()),
                 hint,
-            );
+            });
         }
     }
 

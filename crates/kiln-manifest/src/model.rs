@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use kiln_reference::Reference;
 use serde::Serialize;
 
-/// A place in a manifest file, 1-based line and column.
+/// A place in a manifest file, 1-based line and column; line 0 is no place in a file but the
+/// command line (`file` then says what on it, e.g. `--set NAME`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Location {
     pub file: PathBuf,
@@ -15,8 +16,22 @@ pub struct Location {
     pub column: usize,
 }
 
+impl Location {
+    /// A problem with a command-line argument, shown as `what`.
+    pub fn command_line(what: impl Into<PathBuf>) -> Location {
+        Location {
+            file: what.into(),
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}", self.file.display());
+        }
         write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
     }
 }

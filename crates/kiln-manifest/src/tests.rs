@@ -390,10 +390,13 @@ fn variable_errors() {
             "10:9 target.a.image: variable `NOVAL` has no value (set the environment variable `NOT_SET` or pass `--set NOVAL=…`)",
         ]
     );
-    let e = errors_with(VARS, options(None, &[("TAGG", "x")], &[]));
+    // An undeclared `--set` is the command line's problem, not a place in a file.
+    let e = load_with(VARS, options(None, &[("TAGG", "x")], &[])).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].location, Location::command_line("--set TAGG"));
     assert_eq!(
-        e,
-        ["1:1 vars.TAGG: `--set TAGG=…` names no declared variable (did you mean `TAG`?)"]
+        e.to_string(),
+        "error: --set TAGG: no variable `TAGG` is declared under [vars] in dir/kiln.toml\n  expected: one of `NOVAL`, `REG` or `TAG`\n  hint: did you mean `TAG`?"
     );
 }
 

@@ -39,6 +39,12 @@ impl Reference {
         if input.trim() != input || input.contains(char::is_whitespace) {
             return Err(fail("must not contain whitespace".into()));
         }
+        // Docker reads 64 hex digits as an image id; as a name it would be ambiguous.
+        if input.len() == 64 && input.bytes().all(is_lower_hex) {
+            return Err(fail(
+                "64 hexadecimal characters are an image id, not a repository name".into(),
+            ));
+        }
         let (name_tag, digest) = match input.split_once('@') {
             Some((n, d)) => (n, Some(parse_digest(d).map_err(fail)?)),
             None => (input, None),
@@ -92,9 +98,10 @@ impl Reference {
         } else {
             path.to_string()
         };
-        if domain.len() + 1 + path.len() > NAME_MAX {
+        // The grammar limits the path, not domain + path (distribution/reference v0.6.0).
+        if path.len() > NAME_MAX {
             return Err(fail(format!(
-                "repository name longer than {NAME_MAX} characters"
+                "repository path `{path}` is longer than {NAME_MAX} characters"
             )));
         }
         Ok(Reference {
@@ -130,12 +137,17 @@ impl Reference {
         format!("{}/{}", self.domain, self.path)
     }
 
-    /// The same reference pinned to `digest` (the tag is kept for readability).
-    pub fn with_digest(&self, digest: &str) -> Reference {
-        Reference {
-            digest: Some(digest.to_string()),
+    /// The same reference pinned to `digest` (the tag is kept for readability); a digest that
+    /// is not `algorithm:hex` of the algorithm's length is refused.
+    pub fn with_digest(&self, digest: &str) -> Result<Reference, ReferenceError> {
+        let digest = parse_digest(digest).map_err(|reason| ReferenceError {
+            input: format!("{}@{digest}", self.without_digest()),
+            reason,
+        })?;
+        Ok(Reference {
+            digest: Some(digest),
             ..self.clone()
-        }
+        })
     }
 
     /// The same reference without a digest.
@@ -196,12 +208,11 @@ fn validate_domain(domain: &str) -> Result<(), String> {
         let Some((v6, after)) = rest.split_once(']') else {
             return Err(format!("invalid domain `{domain}`: unclosed `[`"));
         };
-        if v6.is_empty()
-            || !v6
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err(format!("invalid IPv6 address `[{v6}]`"));
+        // `\[[a-fA-F0-9:]+\]`: no zone, and no IPv4 tail (`::192.0.2.1`).
+        if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+            return Err(format!(
+                "invalid IPv6 address `[{v6}]`: expected hex digits and `:` only"
+            ));
         }
         match after {
             "" => return Ok(()),
@@ -273,6 +284,16 @@ fn valid_tag(tag: &str) -> bool {
         && chars.all(|c| word(c) || c == '.' || c == '-')
 }
 
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+/// Check that `d` is a digest kiln can use: `sha256:`, `sha384:` or `sha512:` and that many
+/// lowercase hex characters. Returns why not.
+pub fn check_digest(d: &str) -> Result<(), String> {
+    parse_digest(d).map(|_| ())
+}
+
 fn parse_digest(d: &str) -> Result<String, String> {
     let Some((algorithm, hex)) = d.split_once(':') else {
         return Err(format!("invalid digest `{d}`: expected `algorithm:hex`"));
@@ -287,11 +308,7 @@ fn parse_digest(d: &str) -> Result<String, String> {
             ));
         }
     };
-    if hex.len() != len
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if hex.len() != len || !hex.bytes().all(is_lower_hex) {
         return Err(format!(
             "invalid digest `{d}`: {algorithm} needs {len} lowercase hex characters"
         ));
@@ -350,7 +367,7 @@ mod tests {
             r.without_digest().to_string(),
             "docker.io/library/python:latest"
         );
-        assert_eq!(r.without_digest().with_digest(D), r);
+        assert_eq!(r.without_digest().with_digest(D).unwrap(), r);
         assert_eq!(r.name(), "docker.io/library/python");
         assert_eq!((r.domain(), r.path()), ("docker.io", "library/python"));
     }
@@ -390,14 +407,98 @@ mod tests {
                     .starts_with(&format!("invalid image reference `{input}`"))
             );
         }
-        let long = format!("example.com/{}", "a".repeat(250));
-        assert!(
-            Reference::parse(&long)
-                .unwrap_err()
-                .reason
-                .contains("longer than 255")
-        );
         let tag = format!("x:{}", "t".repeat(129));
         assert!(Reference::parse(&tag).is_err());
+    }
+
+    #[test]
+    fn limits_the_path_not_domain_and_path_to_255() {
+        let domain = format!("{}.example.com", "r".repeat(40));
+        // 255 characters of path under a long domain: valid.
+        let path = format!("{}/{}", "a".repeat(127), "b".repeat(127));
+        assert_eq!(path.len(), 255);
+        let r = Reference::parse(&format!("{domain}/{path}:v1")).unwrap();
+        assert_eq!(r.path(), path);
+        assert!(r.name().len() > 255);
+        // 256: too long, wherever the domain is.
+        for input in [format!("{domain}/{path}c"), format!("localhost/{path}c")] {
+            let err = Reference::parse(&input).unwrap_err();
+            assert!(err.reason.contains("longer than 255"), "{input}: {err}");
+        }
+        // Docker Hub's `library/` counts: the normalised path is what a registry sees.
+        let official = "a".repeat(247);
+        assert!(Reference::parse(&official).is_ok());
+        assert!(Reference::parse(&format!("{official}b")).is_err());
+        // A tag does not count toward the limit.
+        let tagged = format!("{path}:{}", "t".repeat(128));
+        assert!(Reference::parse(&format!("{domain}/{tagged}")).is_ok());
+    }
+
+    #[test]
+    fn refuses_an_image_id_as_a_repository_name() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let err = Reference::parse(id).unwrap_err();
+        assert!(err.reason.contains("image id"), "{err}");
+        // One character fewer or more, a tag, or a domain make it a name again.
+        for ok in [
+            &id[..63],
+            &format!("{id}0")[..],
+            &format!("{id}:v1")[..],
+            &format!("docker.io/{id}")[..],
+            &format!("library/{id}")[..],
+        ] {
+            assert!(Reference::parse(ok).is_ok(), "{ok}");
+        }
+        // Uppercase hex is no id, and no valid name either.
+        assert!(
+            Reference::parse(&id.to_uppercase())
+                .unwrap_err()
+                .reason
+                .contains("lowercase")
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_are_hex_and_colons_only() {
+        let cases = [
+            ("[2001:db8::1]/app", true),
+            ("[2001:db8::1]:5000/app:v1", true),
+            ("[::1]:5000/app", true),
+            ("[2001:DB8::1]/app", true),
+            ("[2001:db8:3:4::192.0.2.33]:5000/debian", false),
+            ("[::ffff:127.0.0.1]/app", false),
+            ("[fe80::1%eth0]:5000/app", false),
+            ("[]:5000/app", false),
+            ("[2001:db8::1/app", false),
+            ("[2001:db8::1]x/app", false),
+            ("[2001:db8::1]:/app", false),
+        ];
+        for (input, valid) in cases {
+            assert_eq!(Reference::parse(input).is_ok(), valid, "{input}");
+        }
+    }
+
+    #[test]
+    fn with_digest_validates_the_digest() {
+        let r = Reference::parse("busybox").unwrap();
+        let err = r.with_digest("foo").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid image reference `docker.io/library/busybox:latest@foo`: invalid digest `foo`: expected `algorithm:hex`"
+        );
+        for bad in [
+            "sha256:abc",
+            "md5:0123",
+            &D.to_uppercase(),
+            &format!("{D}0"),
+            "",
+        ] {
+            assert!(r.with_digest(bad).is_err(), "{bad}");
+        }
+        assert_eq!(r.with_digest(D).unwrap().digest(), Some(D));
+        assert!(check_digest(D).is_ok());
+        assert!(check_digest("sha256:").is_err());
+        let sha512 = format!("sha512:{}", "0".repeat(128));
+        assert!(check_digest(&sha512).is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! Talks to image registries directly (the OCI distribution API, through `oci-client`): what
 //! digest a reference resolves to — the multi-arch index and the platform's manifest — and
-//! what digest a pushed tag has. Plain HTTP for registries on loopback (127.0.0.0/8,
+//! what digest a pushed tag has; an image's config; documents attached to an image as OCI
+//! referrers (pushed and listed). Plain HTTP for registries on loopback (127.0.0.0/8,
 //! `localhost`) and those named insecure; HTTPS otherwise. Transient failures (connection,
 //! 5xx) are retried with backoff; 401/403/404 are not.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use kiln_reference::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use sha2::{Digest, Sha256};
 
 const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
@@ -24,6 +26,31 @@ pub struct Resolved {
     pub digest: String,
     /// The platform's manifest digest when `digest` is an index (else equal to `digest`).
     pub platform_digest: String,
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A document to attach to an image as an OCI referrer.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// The artifact type, e.g. `application/vnd.cyclonedx+json`.
+    pub artifact_type: String,
+    /// The document's media type.
+    pub media_type: String,
+    pub data: Vec<u8>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// An image as the registry serves it.
+#[derive(Debug, Clone)]
+pub struct ImageConfig {
+    /// The (platform) manifest's digest: what a push reports.
+    pub manifest_digest: String,
+    /// The config blob's digest: the image id.
+    pub config_digest: String,
+    /// The config (`config.Labels`, …).
+    pub config: serde_json::Value,
 }
 
 /// Why a registry request failed, said so a user can act on it.
@@ -153,6 +180,219 @@ impl Registry {
         })
     }
 
+    /// The image `reference` (a tag or digest) names, for `os`/`arch` when it is an index:
+    /// its manifest digest (the platform's), its config digest (the image id) and the config.
+    pub async fn image_config(
+        &self,
+        reference: &Reference,
+        os: &str,
+        arch: &str,
+    ) -> Result<ImageConfig, RegistryError> {
+        let bad = |message: String| RegistryError::Failed {
+            reference: reference.to_string(),
+            message,
+            attempts: 1,
+        };
+        let mut target = oci_reference(reference);
+        let mut manifest_digest = None;
+        let manifest = loop {
+            let (body, digest) = self
+                .retry(reference, || {
+                    self.client
+                        .pull_manifest_raw(&target, &self.auth, INDEX_TYPES)
+                })
+                .await?;
+            let manifest: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                bad(format!(
+                    "the registry sent a manifest that is not JSON: {e}"
+                ))
+            })?;
+            let Some(entries) = manifest.get("manifests").and_then(|m| m.as_array()) else {
+                manifest_digest = manifest_digest.or(Some(digest));
+                break manifest;
+            };
+            if manifest_digest.is_some() {
+                return Err(bad("an index inside an index".to_string()));
+            }
+            let entry = entries
+                .iter()
+                .find(|e| e["platform"]["os"] == os && e["platform"]["architecture"] == arch)
+                .and_then(|e| e["digest"].as_str())
+                .ok_or_else(|| RegistryError::NoPlatform {
+                    reference: reference.to_string(),
+                    platform: format!("{os}/{arch}"),
+                })?;
+            manifest_digest = Some(entry.to_string());
+            target = oci_client::Reference::with_digest(
+                target.registry().to_string(),
+                target.repository().to_string(),
+                entry.to_string(),
+            );
+        };
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| bad("the manifest has no config digest".to_string()))?
+            .to_string();
+        let blob = self
+            .retry(reference, || async {
+                let mut blob = Vec::new();
+                self.client
+                    .pull_blob(&target, config_digest.as_str(), &mut blob)
+                    .await
+                    .map(|()| blob)
+            })
+            .await?;
+        let config = serde_json::from_slice(&blob)
+            .map_err(|e| bad(format!("the image config is not JSON: {e}")))?;
+        Ok(ImageConfig {
+            manifest_digest: manifest_digest.unwrap_or_default(),
+            config_digest,
+            config,
+        })
+    }
+
+    /// Attach `attachment` to the manifest `subject` (a `repo@digest`) as an OCI referrer: an
+    /// image manifest with `artifactType`, an empty config, the document as its one layer and
+    /// `subject` pointing at the image. Registries without the referrers API (docker-registry
+    /// 2.8) find it through the referrers tag schema, so the index at tag `sha256-HEX` is
+    /// updated too (merged, without duplicates). Returns the artifact manifest's digest.
+    pub async fn attach(
+        &self,
+        subject: &Reference,
+        attachment: &Attachment,
+    ) -> Result<String, RegistryError> {
+        let bad = |message: String| RegistryError::Failed {
+            reference: subject.to_string(),
+            message,
+            attempts: 1,
+        };
+        let Some(subject_digest) = subject.digest() else {
+            return Err(bad("a referrer's subject needs a digest".to_string()));
+        };
+        let target = oci_reference(subject);
+        let (body, _) = self
+            .retry(subject, || {
+                self.client
+                    .pull_manifest_raw(&target, &self.auth, INDEX_TYPES)
+            })
+            .await?;
+        let subject_type = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|m| m["mediaType"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string());
+        let blob = |data: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(data)));
+        const EMPTY: &[u8] = b"{}";
+        for data in [EMPTY, attachment.data.as_slice()] {
+            let digest = blob(data);
+            self.retry(subject, || {
+                self.client.push_blob(&target, data.to_vec(), &digest)
+            })
+            .await?;
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": attachment.artifact_type,
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": blob(EMPTY),
+                "size": EMPTY.len(),
+                "data": "e30=",
+            },
+            "layers": [{
+                "mediaType": attachment.media_type,
+                "digest": blob(&attachment.data),
+                "size": attachment.data.len(),
+            }],
+            "subject": {
+                "mediaType": subject_type,
+                "digest": subject_digest,
+                "size": body.len(),
+            },
+            "annotations": attachment.annotations,
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+        let digest = blob(&manifest);
+        let at = oci_client::Reference::with_digest(
+            target.registry().to_string(),
+            target.repository().to_string(),
+            digest.clone(),
+        );
+        self.retry(subject, || {
+            self.client.push_manifest_raw(
+                &at,
+                manifest.clone(),
+                http::HeaderValue::from_static(OCI_MANIFEST),
+            )
+        })
+        .await?;
+
+        // The referrers tag schema: the index at `sha256-HEX` lists every referrer.
+        let tag = oci_client::Reference::with_tag(
+            target.registry().to_string(),
+            target.repository().to_string(),
+            subject_digest.replace(':', "-"),
+        );
+        let mut index: serde_json::Value = match self
+            .retry(subject, || {
+                self.client
+                    .pull_manifest_raw(&tag, &self.auth, &[OCI_INDEX])
+            })
+            .await
+        {
+            Ok((body, _)) => serde_json::from_slice(&body)
+                .map_err(|e| bad(format!("the referrers index is not JSON: {e}")))?,
+            Err(RegistryError::NotFound { .. }) => serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [],
+            }),
+            Err(e) => return Err(e),
+        };
+        let Some(entries) = index["manifests"].as_array_mut() else {
+            return Err(bad("the referrers index has no manifests list".to_string()));
+        };
+        if !entries.iter().any(|e| e["digest"] == digest.as_str()) {
+            entries.push(serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": manifest.len(),
+                "artifactType": attachment.artifact_type,
+                "annotations": attachment.annotations,
+            }));
+            let body = serde_json::to_vec(&index).unwrap_or_default();
+            self.retry(subject, || {
+                self.client.push_manifest_raw(
+                    &tag,
+                    body.clone(),
+                    http::HeaderValue::from_static(OCI_INDEX),
+                )
+            })
+            .await?;
+        }
+        Ok(digest)
+    }
+
+    /// The referrers of `subject` (`repo@digest`): artifact type and manifest digest of each
+    /// (the referrers API, else the referrers tag schema).
+    pub async fn referrers(
+        &self,
+        subject: &Reference,
+    ) -> Result<Vec<(String, String)>, RegistryError> {
+        let target = oci_reference(subject);
+        self.client
+            .store_auth_if_needed(target.resolve_registry(), &self.auth)
+            .await;
+        let index = self
+            .retry(subject, || self.client.pull_referrers(&target, None))
+            .await?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .map(|e| (e.artifact_type.unwrap_or_default(), e.digest))
+            .collect())
+    }
+
     /// The `Docker-Content-Digest` the registry reports for `reference`'s tag now.
     pub async fn tag_digest(&self, reference: &Reference) -> Result<String, RegistryError> {
         let target = oci_reference(reference);
@@ -175,7 +415,9 @@ impl Registry {
             match call().await {
                 Ok(value) => return Ok(value),
                 Err(e) => {
-                    let text = e.to_string();
+                    // reqwest's own message ("error sending request for url …") hides why:
+                    // DNS, refused, TLS; the sources say it.
+                    let text = chain(&e);
                     let permanent = classify(reference, &text)?;
                     if permanent || attempt >= self.attempts {
                         return Err(RegistryError::Failed {
@@ -217,6 +459,21 @@ fn classify(reference: &Reference, text: &str) -> Result<bool, RegistryError> {
         || lower.contains("504")
         || lower.contains("dns");
     Ok(!transient)
+}
+
+/// An error and its sources, joined with `: ` (a source already in the text is skipped).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
 }
 
 fn oci_reference(reference: &Reference) -> oci_client::Reference {
