@@ -386,3 +386,97 @@ install = "cat deps.lock"
         "{lines:?}"
     );
 }
+
+/// Three independent targets (each its own file and a unique step) and one that builds on the
+/// first: `manifest` for them, with `images` as their names.
+fn incremental_manifest(images: &[Image]) -> String {
+    let mut manifest = "version = 1\n[defaults]\nnetwork = \"none\"\n".to_string();
+    for (i, image) in images.iter().enumerate() {
+        let name = ["a", "b", "c", "d"][i];
+        let from = if name == "d" {
+            "target:a".to_string()
+        } else {
+            BASE.to_string()
+        };
+        manifest.push_str(&format!(
+            "\n[target.{name}]\nfrom = \"{from}\"\nimage = \"{}\"\nrun = [\"echo {} > /id-{name}\"]\ncopy = [{{ src = \"{name}.txt\", dest = \"/{name}.txt\" }}]\n",
+            image.0, image.0
+        ));
+    }
+    manifest
+}
+
+#[test]
+fn only_the_targets_whose_inputs_changed_are_solved() {
+    let images: Vec<Image> = ["inc-a", "inc-b", "inc-c", "inc-d"]
+        .iter()
+        .map(|n| Image::new(n))
+        .collect();
+    let manifest = incremental_manifest(&images);
+    let dir = repo(&[
+        ("kiln.toml", &manifest),
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+        ("c.txt", "c\n"),
+        ("d.txt", "d\n"),
+    ]);
+    let d = dir.path();
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{run}");
+
+    // Only b's file changes: b is solved, a, c and d (which builds on a) are not.
+    std::fs::write(d.join("b.txt"), "b, edited\n").unwrap();
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    for name in ["a", "c", "d"] {
+        assert!(
+            run.stdout.contains(&format!("{name}: docker.io/"))
+                && !run.stderr.contains(&format!("==> {name}/")),
+            "{name} is up to date and not solved\n{run}"
+        );
+    }
+    assert_eq!(run.stdout.matches("up to date").count(), 3, "{run}");
+    assert!(run.stderr.contains("==> b/image"), "{run}");
+    assert_eq!(images[1].run(&["cat", "/b.txt"]), "b, edited");
+
+    // a changes: a and d (its image is d's base) are solved, b and c are not.
+    std::fs::write(d.join("a.txt"), "a, edited\n").unwrap();
+    let run = kiln(d, &["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stderr.contains("==> a/image") && run.stderr.contains("==> d/image"),
+        "{run}"
+    );
+    assert!(
+        !run.stderr.contains("==> b/") && !run.stderr.contains("==> c/"),
+        "{run}"
+    );
+    assert_eq!(images[3].run(&["cat", "/a.txt"]), "a, edited");
+
+    // Everything up to date: --no-cache still solves what is selected, every step again.
+    let run = kiln(d, &["build", "c", "--no-cache"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("==> c/image"), "{run}");
+    let step = format!("echo {} > /id-c", images[2].0);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains(" DONE ") && l.contains(&step)),
+        "the step ran again\n{run}"
+    );
+    assert!(
+        !run.stderr
+            .lines()
+            .any(|l| l.contains(" CACHED ") && l.contains(&step)),
+        "the step was not taken from the cache\n{run}"
+    );
+    // Without --no-cache the same step is cached again.
+    let run = kiln(d, &["build", "c", "--force"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains(" CACHED ") && l.contains(&step)),
+        "{run}"
+    );
+}

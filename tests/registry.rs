@@ -42,6 +42,22 @@ impl Remote {
         docker(&["push", &self.0]);
     }
 
+    /// The push digest `kiln.lock` in `dir` records for this image.
+    fn recorded_digest(&self, dir: &std::path::Path) -> String {
+        let lock = read(dir, "kiln.lock");
+        let at = lock
+            .find(&format!("image = \"{}\"", self.0))
+            .unwrap_or_else(|| panic!("{} not in kiln.lock:\n{lock}", self.0));
+        let rest = &lock[at..];
+        let line = rest
+            .lines()
+            .find(|l| l.starts_with("digest = "))
+            .unwrap_or_else(|| panic!("no digest for {}:\n{lock}", self.0));
+        line.trim_start_matches("digest = ")
+            .trim_matches('"')
+            .to_string()
+    }
+
     /// The registry's `Docker-Content-Digest` for this tag, asked with plain HTTP.
     fn registry_digest(&self) -> String {
         let rest = self.0.strip_prefix(&format!("{REGISTRY}/")).unwrap();
@@ -287,6 +303,230 @@ fn a_failed_push_is_reported_and_records_nothing() {
     let _ = Command::new("docker")
         .args(["image", "rm", "-f", image])
         .output();
+}
+
+#[test]
+fn each_profile_is_recorded_apart_so_every_tenant_builds_and_checks_side_by_side() {
+    let base = Remote::new("tenant-base");
+    base.push(BASE);
+    let stem = Image::new("tenant");
+    let images: Vec<Image> = ["eyeson", "personal"]
+        .iter()
+        .map(|t| Image(format!("{}-{t}", stem.0)))
+        .collect();
+    let manifest = format!(
+        r#"version = 1
+[vars]
+TENANT = "none"
+
+[profiles.eyeson.vars]
+TENANT = "eyeson"
+
+[profiles.personal.vars]
+TENANT = "personal"
+
+[target.app]
+from    = "{}"
+image   = "{}-${{TENANT}}"
+network = "none"
+run     = ["echo ${{TENANT}} > /tenant"]
+"#,
+        base.0, stem.0
+    );
+    let dir = repo(&[("kiln.toml", &manifest)]);
+    let d = dir.path();
+    let run = kiln(d, &["pin"]);
+    assert_eq!(run.code, 0, "{run}");
+    for tenant in ["eyeson", "personal"] {
+        let run = kiln(d, &["--profile", tenant, "build"]);
+        assert_eq!(run.code, 0, "{run}");
+    }
+    assert_eq!(images[0].run(&["cat", "/tenant"]), "eyeson");
+    assert_eq!(images[1].run(&["cat", "/tenant"]), "personal");
+    let lock = read(d, "kiln.lock");
+    assert_eq!(lock.matches("name = \"app\"").count(), 2, "{lock}");
+    assert!(
+        lock.contains("profile = \"eyeson\"") && lock.contains("profile = \"personal\""),
+        "{lock}"
+    );
+    // The later build did not overwrite the earlier one's record.
+    for tenant in ["eyeson", "personal"] {
+        let run = kiln(d, &["--profile", tenant, "check", "--locked"]);
+        assert_eq!(run.code, 0, "{tenant}: {run}");
+        let run = kiln(d, &["--profile", tenant, "build"]);
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stdout.contains("up to date"), "{tenant}: {run}");
+    }
+    // Without a profile the target was never built: said so, with the command that records it.
+    let run = kiln(d, &["check", "--locked"]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(
+        run.stderr
+            .contains("target `app`: not in kiln.lock; run `kiln build app`"),
+        "{run}"
+    );
+    // A profile's own inputs changing is its own problem, named with its own command.
+    let edited = manifest.replace("echo ${TENANT}", "echo tenant=${TENANT}");
+    std::fs::write(d.join("kiln.toml"), edited).unwrap();
+    let run = kiln(d, &["--profile", "eyeson", "check", "--locked"]);
+    assert_ne!(run.code, 0, "{run}");
+    assert!(
+        run.stderr.contains("run `kiln build --profile eyeson app`"),
+        "{run}"
+    );
+}
+
+#[test]
+fn the_metadata_file_says_what_became_of_each_target_also_when_the_build_fails() {
+    let base = Remote::new("meta-base");
+    base.push(BASE);
+    let (app, tool) = (Remote::new("meta-app"), Remote::new("meta-tool"));
+    let manifest = format!(
+        r#"version = 1
+[defaults]
+network = "none"
+
+[target.app]
+from  = "{base}"
+image = "{app}"
+run   = ["echo {app} > /id"]
+
+[target.app.smoke-test]
+run = ["test -s /id"]
+
+[target.tool]
+from  = "{base}"
+image = "{tool}"
+run   = ["echo {tool} > /id"]
+"#,
+        base = base.0,
+        app = app.0,
+        tool = tool.0
+    );
+    let dir = repo(&[("kiln.toml", &manifest)]);
+    let d = dir.path();
+    assert_eq!(kiln(d, &["pin"]).code, 0);
+    let run = kiln(d, &["build", "--push", "--metadata-file", "out/meta.json"]);
+    assert_eq!(run.code, 0, "{run}");
+    let meta: serde_json::Value = serde_json::from_str(&read(d, "out/meta.json")).unwrap();
+    assert_eq!(meta["ok"], true, "{meta:#}");
+    for (name, remote) in [("app", &app), ("tool", &tool)] {
+        let t = &meta["targets"][name];
+        assert_eq!(t["status"], "built", "{meta:#}");
+        assert_eq!(t["image"], remote.0.as_str(), "{meta:#}");
+        assert_eq!(
+            t["image_id"],
+            docker(&["image", "inspect", "--format", "{{.Id}}", &remote.0]).as_str()
+        );
+        assert_eq!(t["pushed"], remote.registry_digest().as_str(), "{meta:#}");
+        assert_eq!(t["builder"], "docker:///var/run/docker.sock", "{meta:#}");
+        assert!(t["steps"]["solved"].as_u64().unwrap() >= 1, "{meta:#}");
+        assert!(t["duration_ms"].as_u64().unwrap() > 0, "{meta:#}");
+    }
+
+    // Nothing changed: --format json says so on stdout, with the recorded ids.
+    let run = kiln(d, &["build", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run}");
+    let meta: serde_json::Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+    assert_eq!(meta["targets"]["app"]["status"], "up-to-date", "{meta:#}");
+    assert_eq!(meta["targets"]["app"]["builder"], serde_json::Value::Null);
+    assert_eq!(meta["targets"]["app"]["steps"]["solved"], 0);
+
+    // app's smoke test fails, and a target built on it never starts: the file is still
+    // written, saying which failed and which was skipped, and kiln fails.
+    let failing = manifest.replace("test -s /id", "exit 3")
+        + "\n[target.later]\nfrom = \"target:app\"\nrun = [\"true\"]\n";
+    std::fs::write(d.join("kiln.toml"), failing).unwrap();
+    let run = kiln(
+        d,
+        &[
+            "build",
+            "--format",
+            "json",
+            "--metadata-file",
+            "out/meta.json",
+        ],
+    );
+    assert_eq!(run.code, 1, "{run}");
+    let meta: serde_json::Value = serde_json::from_str(&read(d, "out/meta.json")).unwrap();
+    let stdout: serde_json::Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+    assert_eq!(meta, stdout);
+    assert_eq!(meta["ok"], false);
+    assert_eq!(meta["targets"]["app"]["status"], "failed", "{meta:#}");
+    assert!(
+        meta["targets"]["app"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("app/smoke-test"),
+        "{meta:#}"
+    );
+    assert_eq!(meta["targets"]["later"]["status"], "skipped", "{meta:#}");
+    // tool's own inputs did not change: up to date, not solved, not stopped by app.
+    assert_eq!(meta["targets"]["tool"]["status"], "up-to-date", "{meta:#}");
+}
+
+#[test]
+fn a_fresh_runner_takes_pushed_targets_as_up_to_date_from_the_registry() {
+    let base = Remote::new("fresh-base");
+    base.push(BASE);
+    let (app, tool) = (Remote::new("fresh-app"), Remote::new("fresh-tool"));
+    let target = |name: &str, remote: &Remote| {
+        format!(
+            "\n[target.{name}]\nfrom = \"{}\"\nimage = \"{}\"\nnetwork = \"none\"\nrun = [\"echo {} > /id\"]\n",
+            base.0, remote.0, remote.0
+        )
+    };
+    let manifest = format!(
+        "version = 1\n{}{}",
+        target("app", &app),
+        target("tool", &tool)
+    );
+    let dir = repo(&[("kiln.toml", &manifest)]);
+    let d = dir.path();
+    assert_eq!(kiln(d, &["pin"]).code, 0);
+    let run = kiln(d, &["build", "--push"]);
+    assert_eq!(run.code, 0, "{run}");
+    let pushed = app.registry_digest();
+
+    // A fresh runner: the engine has neither image (nor the base under its name).
+    for image in [&app.0, &tool.0, &base.0] {
+        docker(&["image", "rm", image]);
+    }
+    let in_engine = |image: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let run = kiln(d, &["build", "--push", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(!run.stderr.contains("==>"), "nothing solved\n{run}");
+    let meta: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(meta["targets"]["app"]["status"], "up-to-date", "{meta:#}");
+    assert_eq!(
+        meta["targets"]["app"]["pushed"],
+        pushed.as_str(),
+        "{meta:#}"
+    );
+    assert_eq!(meta["targets"]["tool"]["status"], "up-to-date", "{meta:#}");
+    assert!(
+        !in_engine(&app.0) && !in_engine(&tool.0),
+        "nothing was pulled"
+    );
+
+    // The tag moved in the registry (someone pushed another image): app is built and pushed
+    // again; tool, still served as recorded, is not.
+    docker(&["tag", BASE, &app.0]);
+    docker(&["push", &app.0]);
+    docker(&["image", "rm", &app.0]);
+    let run = kiln(d, &["build", "--push"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("==> app/image"), "{run}");
+    assert!(!run.stderr.contains("==> tool/"), "{run}");
+    assert!(run.stdout.contains(&format!("pushed {}@", app.0)), "{run}");
+    assert_eq!(app.recorded_digest(d), app.registry_digest());
 }
 
 #[test]

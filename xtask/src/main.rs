@@ -5,7 +5,7 @@
 //!   and `kiln build` of `manifests/examples.toml` with the `debian` profile, and run the
 //!   images.
 //! - `test`: what CI runs: formatting, clippy, and the whole test suite.
-//! - `bench [plan|engine|rebuild|context|seed|cache|buildkitd|all]`: the benchmarks and their goals
+//! - `bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|cache|buildkitd|all]`: the benchmarks and their goals
 //!   (default all): planning a 1,000-target manifest; a cached rebuild against `docker build` on
 //!   the same engine; a 20,000-file context rebuilt after one change; kiln against `buildctl` on
 //!   a standalone buildkitd, when one is given (see `bench.rs`).
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|seed|cache|buildkitd|all]\n  fuzz    fuzz the manifest loader and planner for a short while: fuzz [--seconds N] [--libfuzzer]"
+                "usage: cargo xtask <task>\n\ntasks:\n  build   set up the machine (engine, base image) and build the examples with kiln\n  test    run formatting and lint checks and every test (what CI runs)\n  bench   run the benchmarks and check their goals: bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|cache|buildkitd|all]\n  fuzz    fuzz the manifest loader and planner for a short while: fuzz [--seconds N] [--libfuzzer]"
             );
             return ExitCode::from(2);
         }

@@ -1,6 +1,7 @@
 //! `kiln build`: resolve the base images' configs, then solve every selected target on
-//! BuildKit in DAG order (independent targets concurrently) — its smoke test first when it has
-//! one, then its image under the target's `image` name with its image config (base config with
+//! BuildKit in DAG order (independent targets concurrently; those found up to date are left
+//! out) — its smoke test first when it has one, then its image (one job on Docker's BuildKit,
+//! two on a buildkitd) under the target's `image` name with its image config (base config with
 //! the manifest's `config` over it): into the Docker Engine's image store when the builder is
 //! the engine's BuildKit; from a standalone buildkitd streamed into the Docker Engine
 //! (`BuildOptions::load`), pushed by it (`BuildOptions::push`), or else only in its cache; or
@@ -69,6 +70,10 @@ pub struct BuildOptions {
     /// `--cache REF`: the registry repository each target's build cache is exported to (as
     /// `REF:<target>`) and imported from; wins over `[defaults] cache`.
     pub cache: Option<Reference>,
+    /// Run every step of the selected targets again, without BuildKit's cache (`--no-cache`).
+    pub no_cache: bool,
+    /// Write the build's [`crate::Metadata`] (JSON) here, atomically, also when it fails.
+    pub metadata_file: Option<PathBuf>,
 }
 
 /// What happened to one target.
@@ -148,7 +153,8 @@ pub struct Outcome {
     pub target: String,
     /// `built`, `up-to-date`, `tagged` (up to date under a new name: tagged, not solved),
     /// `smoke-tested`, `exported`, `refreshed`, or `cache-only` (built by a standalone
-    /// buildkitd, but in no image store and not pushed: `--load`, `--push`).
+    /// buildkitd, but in no image store and not pushed: `--load`, `--push`); in the metadata
+    /// of a failed build also `failed` and `skipped` (see `metadata`).
     pub status: &'static str,
     /// The image name, when the target has one.
     pub image: Option<String>,
@@ -160,8 +166,14 @@ pub struct Outcome {
     pub output: Option<PathBuf>,
     /// The `docker load`-able archive the image was saved as (`--output-image`).
     pub archive: Option<crate::archive::Archive>,
-    /// The builder it ran on, when the build used several (`--builder` more than once).
+    /// The builder it was solved on (none when it was not solved).
     pub builder: Option<String>,
+    /// How many of its steps BuildKit solved and how many it took from the cache.
+    pub steps: crate::metadata::Steps,
+    /// From its first solve to its outcome (0 when it was not solved).
+    pub duration_ms: u64,
+    /// Why it failed (`failed`).
+    pub error: Option<String>,
 }
 
 /// Build the selected targets, calling `progress` as things happen.
@@ -183,6 +195,19 @@ pub(crate) fn build_loaded(
     settings: &Settings,
     loaded: &Loaded,
     options: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Built>, AppError> {
+    build_loaded_except(settings, loaded, options, &Default::default(), progress)
+}
+
+/// [`build_loaded`] that solves none of the targets in `fresh` (up to date: their images are
+/// where `kiln.lock` says); a target that builds on one is solved as usual, its LLB holding the
+/// fresh one's.
+pub(crate) fn build_loaded_except(
+    settings: &Settings,
+    loaded: &Loaded,
+    options: &BuildOptions,
+    fresh: &std::collections::BTreeSet<String>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Built>, AppError> {
     let selected = loaded.graph.select(&loaded.manifest, &options.targets)?;
@@ -217,6 +242,7 @@ pub(crate) fn build_loaded(
         cwd: settings.cwd.clone(),
         loaded,
         selected: &selected,
+        fresh,
         options,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -259,6 +285,8 @@ struct Job<'a> {
     cwd: PathBuf,
     loaded: &'a Loaded,
     selected: &'a [String],
+    /// Up to date: not solved.
+    fresh: &'a std::collections::BTreeSet<String>,
     /// With `BuildOptions::output`: the targets to export (what was named, not dependencies).
     exported: std::collections::BTreeSet<String>,
     /// Per target with a remote cache: its reference (`REPO:<target>`).
@@ -296,13 +324,15 @@ impl Job<'_> {
         )?;
 
         let graph = &self.loaded.graph;
-        let alive: Vec<bool> = pool.iter().map(Option::is_some).collect();
-        let mut alive = alive;
+        let mut alive: Vec<bool> = pool.iter().map(Option::is_some).collect();
         let mut assigned: BTreeMap<String, usize> = home(graph, self.selected, pool.len())
             .into_iter()
             .map(|(t, i)| (t, next_alive(&alive, i).unwrap_or(i)))
             .collect();
-        let mut waiting: Vec<&CompiledTarget> = compiled.iter().collect();
+        let mut waiting: Vec<&CompiledTarget> = compiled
+            .iter()
+            .filter(|t| !self.fresh.contains(&t.name))
+            .collect();
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
         let mut running = FuturesUnordered::new();
         loop {
@@ -310,7 +340,7 @@ impl Job<'_> {
                 graph
                     .depends_on(&t.name)
                     .iter()
-                    .all(|d| built.contains_key(*d))
+                    .all(|d| built.contains_key(*d) || self.fresh.contains(*d))
             });
             waiting = rest;
             for target in ready {
@@ -735,6 +765,15 @@ impl Job<'_> {
         if self.options.goal == Goal::Refresh {
             return self.refresh_target(client, target, tx).await;
         }
+        // With a remote cache on Docker Engine 20.10 (inline cache only, exported with the
+        // last stage's own image), the smoke test and the image stay two jobs so that both
+        // carry their cache; otherwise one job.
+        if export == Export::Moby
+            && self.options.goal == Goal::Image
+            && self.cache_ref(&target.name).is_none()
+        {
+            return self.one_job(client, target, image_name, output, tx).await;
+        }
         let kinds: &[StageKind] = match self.options.goal {
             Goal::SmokeTest => &[StageKind::SmokeTest],
             _ => &[StageKind::SmokeTest, StageKind::Image],
@@ -743,8 +782,13 @@ impl Job<'_> {
             let Some(state) = target.stage(kind) else {
                 continue;
             };
-            let definition =
+            let mut definition =
                 kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
+            if self.options.no_cache {
+                definition
+                    .ignore_cache()
+                    .map_err(|e| AppError::Build(e.to_string()))?;
+            }
             let exporting = kind == StageKind::Image;
             let loading = (exporting && image_name.is_some() && export == Export::Load)
                 .then(|| self.start_load());
@@ -792,6 +836,8 @@ impl Job<'_> {
             }
             let stage = kind.as_str();
             let response = match (&image_name, exporting) {
+                // Docker's BuildKit builds images in one job per target (`Job::one_job`), or,
+                // with a remote cache, through the frontend arm below.
                 (Some(image), true) if export != Export::Moby => {
                     // A standalone buildkitd's exporters take the image config as an attribute,
                     // so the image is one plain solve: once it is running nothing more is asked
@@ -821,10 +867,11 @@ impl Job<'_> {
                     })
                     .await
                 }
-                (Some(image), true) => {
+                (Some(image), true) if export == Export::Moby => {
                     // Docker's moby exporter takes the image config only from the job's
                     // result, so kiln is the job's frontend; the engine cannot push from it,
-                    // so kiln pushes through the engine afterwards.
+                    // so kiln pushes through the engine afterwards. (Only with a remote cache:
+                    // otherwise a target is one job, `Job::one_job`.)
                     let name = match &also_named {
                         Some(cache) => format!("{image},{cache}"),
                         None => image.clone(),
@@ -930,6 +977,124 @@ impl Job<'_> {
             output,
             context,
             pushed,
+            stored,
+            ..Built::default()
+        })
+    }
+
+    /// One target on Docker's BuildKit as one job (one session, the context sent once): kiln's
+    /// frontend solves the smoke test, then — only when it passed — the image stage, and
+    /// returns that with its config for the `moby` exporter (or the `local` exporter with
+    /// `--output`; none for a dependency without an image). Events are the smoke test's until
+    /// it passed, then the image's.
+    async fn one_job(
+        &self,
+        client: &Client,
+        target: &CompiledTarget,
+        image_name: Option<String>,
+        output: Option<PathBuf>,
+        tx: Events,
+    ) -> Result<Built, AppError> {
+        let marshal = |kind: StageKind| -> Result<Option<kiln_llb::Definition>, AppError> {
+            let Some(state) = target.stage(kind) else {
+                return Ok(None);
+            };
+            let mut definition =
+                kiln_llb::marshal(state).map_err(|e| AppError::Build(e.to_string()))?;
+            if self.options.no_cache {
+                definition
+                    .ignore_cache()
+                    .map_err(|e| AppError::Build(e.to_string()))?;
+            }
+            Ok(Some(definition))
+        };
+        let smoke = marshal(StageKind::SmokeTest)?;
+        let Some(image) = marshal(StageKind::Image)? else {
+            return Err(AppError::Build(format!(
+                "{}: no image stage was compiled",
+                target.name
+            )));
+        };
+        let platform: kiln_llb::Platform = self.loaded.manifest.targets[&target.name]
+            .platform
+            .parse()
+            .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
+        let session = self.session(client, output.clone()).await?;
+        let imports = self.cache_imports(&target.name);
+        let mut request = SolveRequest {
+            session: Some(session.id().to_string()),
+            entitlements: self.entitlements.clone(),
+            cache_imports: imports.clone(),
+            ..SolveRequest::default()
+        };
+        let mut metadata = BTreeMap::new();
+        request.exporter = match (&image_name, &output) {
+            (Some(name), None) => {
+                let config = crate::labels::with_labels(
+                    &target.config,
+                    &self.loaded.manifest.targets[&target.name].config.labels,
+                    self.options.labels.get(&target.name),
+                );
+                metadata.insert(
+                    "containerimage.config".to_string(),
+                    config.image_config(&platform),
+                );
+                Some((
+                    "moby".to_string(),
+                    BTreeMap::from([("name".to_string(), name.clone())]),
+                ))
+            }
+            (_, Some(_)) => Some(("local".to_string(), BTreeMap::new())),
+            (None, None) => None,
+        };
+        let first = if smoke.is_some() {
+            StageKind::SmokeTest
+        } else {
+            StageKind::Image
+        };
+        let response = staged_phases(
+            &tx,
+            &target.name,
+            first.as_str(),
+            StageKind::Image.as_str(),
+            |events, passed| {
+                client.build(request, events, |gateway| async move {
+                    if let Some(smoke) = smoke {
+                        gateway.solve_importing(&smoke, &imports).await?;
+                        passed.next();
+                    }
+                    let result = gateway.solve_importing(&image, &imports).await?;
+                    Ok((
+                        (),
+                        Returned {
+                            result: Some(result),
+                            metadata,
+                        },
+                    ))
+                })
+            },
+        )
+        .await;
+        let context = session.transfer();
+        session.close().await;
+        let (_, response) = response?;
+        let stored = match (&image_name, &output) {
+            (Some(_), None) => Stored::Engine,
+            _ => Stored::Nothing,
+        };
+        Ok(Built {
+            target: target.name.clone(),
+            image_id: match stored {
+                // moby: the digest is the image id.
+                Stored::Engine => response
+                    .get("containerimage.config.digest")
+                    .or_else(|| response.get("containerimage.digest"))
+                    .cloned(),
+                _ => None,
+            },
+            image: image_name,
+            output,
+            context,
             stored,
             ..Built::default()
         })
@@ -1316,26 +1481,127 @@ where
         stage,
         ok: result.is_ok(),
     });
-    result.map_err(|e| {
-        // A failed RUN: name the command and show the end of its output.
-        // A failed RUN: name the step the daemon marked failed and show the end of its output.
-        let mut message = format!("{target}/{stage}: {e}");
-        if let Some(digest) = &seen.failed {
-            let name = seen.names.get(digest).map(String::as_str).unwrap_or("?");
-            message.push_str(&format!("\n  step: {name}"));
-            if let Some(log) = seen.logs.get(digest) {
-                let text = String::from_utf8_lossy(log).to_string();
-                let tail: Vec<&str> = text.lines().rev().take(FAILURE_TAIL).collect();
-                message.push_str("\n  last output:");
-                for line in tail.iter().rev() {
-                    message.push_str("\n    ");
-                    message.push_str(line);
-                }
+    result.map_err(|e| failure(target, stage, &e, &seen))
+}
+
+/// The error of a failed solve of `target`/`stage`: a failed RUN names the step the daemon
+/// marked failed and shows the end of its output.
+fn failure(target: &str, stage: &str, e: &kiln_buildkit::Error, seen: &Seen) -> AppError {
+    let mut message = format!("{target}/{stage}: {e}");
+    if let Some(digest) = &seen.failed {
+        let name = seen.names.get(digest).map(String::as_str).unwrap_or("?");
+        message.push_str(&format!("\n  step: {name}"));
+        if let Some(log) = seen.logs.get(digest) {
+            let text = String::from_utf8_lossy(log).to_string();
+            let tail: Vec<&str> = text.lines().rev().take(FAILURE_TAIL).collect();
+            message.push_str("\n  last output:");
+            for line in tail.iter().rev() {
+                message.push_str("\n    ");
+                message.push_str(line);
             }
         }
-        explain(&mut message);
-        AppError::Build(message)
-    })
+    }
+    explain(&mut message);
+    AppError::Build(message)
+}
+
+/// Moves a one-job solve from its first stage to the next (see [`staged_phases`]).
+struct Phase {
+    tx: Events,
+    target: String,
+    first: &'static str,
+    then: &'static str,
+    passed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Phase {
+    /// The first stage passed: it is finished, the next starts.
+    fn next(&self) {
+        use std::sync::atomic::Ordering;
+        if self.first == self.then || self.passed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.tx.send(Progress::Finished {
+            target: self.target.clone(),
+            stage: self.first,
+            ok: true,
+        });
+        let _ = self.tx.send(Progress::Stage {
+            target: self.target.clone(),
+            stage: self.then,
+        });
+    }
+
+    fn stage(&self) -> &'static str {
+        if self.passed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.then
+        } else {
+            self.first
+        }
+    }
+}
+
+/// [`staged`] for a job that solves two stages in turn (`first`, then `then` once `solve`
+/// calls [`Phase::next`]): events, the end of a stage and a failure are labelled with the
+/// stage in progress, so a failed smoke test reads as before, `TARGET/smoke-test: …`.
+async fn staged_phases<T, F, Fut>(
+    tx: &Events,
+    target: &str,
+    first: &'static str,
+    then: &'static str,
+    solve: F,
+) -> Result<T, AppError>
+where
+    F: FnOnce(mpsc::UnboundedSender<Event>, Phase) -> Fut,
+    Fut: Future<Output = Result<T, kiln_buildkit::Error>>,
+{
+    let passed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let phase = Phase {
+        tx: tx.clone(),
+        target: target.to_string(),
+        first,
+        then,
+        passed: passed.clone(),
+    };
+    let label = Phase {
+        tx: tx.clone(),
+        target: target.to_string(),
+        first,
+        then,
+        passed,
+    };
+    let _ = tx.send(Progress::Stage {
+        target: target.to_string(),
+        stage: first,
+    });
+    let (events, mut rx) = mpsc::unbounded_channel();
+    let solve = solve(events, phase);
+    tokio::pin!(solve);
+    let mut seen = Seen::default();
+    let mut forward = |event: Event| {
+        remember(&event, &mut seen);
+        let _ = tx.send(Progress::Engine {
+            target: target.to_string(),
+            stage: label.stage(),
+            event,
+        });
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut solve => break result,
+            Some(event) = rx.recv() => forward(event),
+        }
+    };
+    while let Ok(event) = rx.try_recv() {
+        forward(event);
+    }
+    let stage = label.stage();
+    let _ = tx.send(Progress::Finished {
+        target: target.to_string(),
+        stage,
+        ok: result.is_ok(),
+    });
+    result.map_err(|e| failure(target, stage, &e, &seen))
 }
 
 /// What a failure message needs from the events: step names, their output, and which step

@@ -7,10 +7,12 @@
 //! read (package files, lock files, copied files, tests), the inputs of the targets it builds
 //! on, and its base image as pinned in `kiln.lock`. A target is up to date when that hash
 //! equals the one `kiln.lock` recorded, its base is pinned, and the engine still has the
-//! recorded image under the target's name. An unpinned base always solves. The name is not part
-//! of the hash (it is not part of the image): when only the name changed (`--set TAG=…`, a
-//! profile) and the engine still has the recorded image, kiln tags that image with the new
-//! name instead of solving, and records the name.
+//! recorded image under the target's name — or, with `--push`, the registry still serves the
+//! recorded pushed digest under its tag. An unpinned base always solves. Each target is
+//! decided alone: only the stale ones are solved. The name is not part of the hash (it is not
+//! part of the image): when only the name changed (`--set TAG=…`, a profile) and the engine
+//! still has the recorded image, kiln tags that image with the new name instead of solving,
+//! and records the name. `kiln.lock` keeps a record per target and profile.
 //!
 //! Beside the hash, `kiln.lock` records a short digest of each part of it (the manifest entry,
 //! each base pin, each context pattern's files, each dependency, the planned LLB), so that
@@ -429,18 +431,56 @@ pub fn build_images(
     options: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
-    build_images_pass(settings, options, progress, true)
+    build_images_report(settings, options, progress).0
 }
 
-/// One pass of [`build_images`]. The images are labelled with the inputs hash computed before
-/// the build; when the build pinned a base for the first time, the hash `kiln.lock` records
-/// differs, and (with `relabel`) those targets are exported again with the recorded hash, so
-/// a label always says what `kiln.lock` says (the solve is all cached).
-fn build_images_pass(
+/// [`build_images`], and its [`crate::Metadata`] whether it succeeded or not, also written to
+/// `options.metadata_file` (atomically) when that is set.
+pub fn build_images_report(
     settings: &Settings,
     options: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
+) -> (Result<String, AppError>, crate::Metadata) {
+    let builder = crate::builder::choose(settings)
+        .ok()
+        .map(|(endpoint, _)| endpoint.to_string());
+    let mut recorder = crate::metadata::Recorder::new(builder);
+    let mut selected = Vec::new();
+    let mut result = build_selected(settings, options, &mut selected, true, &mut |mut p| {
+        recorder.observe(&mut p);
+        progress(p);
+    });
+    let metadata = recorder.finish(&selected, result.as_ref().err());
+    if let Some(path) = &options.metadata_file {
+        let path = settings.cwd.join(path);
+        // Its directory is made if need be (`--metadata-file out/build.json` in a fresh CI job).
+        let written = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+            _ => Ok(()),
+        }
+        .and_then(|()| kiln_lock::write_atomic(&path, metadata.to_json().as_bytes()));
+        if let (Err(source), true) = (written, result.is_ok()) {
+            result = Err(AppError::Io {
+                path,
+                action: "write the metadata file",
+                source,
+            });
+        }
+    }
+    (result, metadata)
+}
+
+/// One pass of [`build_images`], leaving the targets it selected in `selected_out` as soon as
+/// it knows them. The images are labelled with the inputs hash computed before the build; when
+/// the build pinned a base for the first time, the hash `kiln.lock` records differs, and (with
+/// `relabel`) those targets are exported again with the recorded hash, so a label always says
+/// what `kiln.lock` says (the solve is all cached).
+fn build_selected(
+    settings: &Settings,
+    options: &BuildOptions,
+    selected_out: &mut Vec<String>,
     relabel: bool,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<String, AppError> {
     let loaded = load(settings, PackagesMode::Pinned)?;
     if let Some(message) = crate::git::recover(&settings.cwd)? {
@@ -450,6 +490,7 @@ fn build_images_pass(
         });
     }
     let (selected, compiled) = loaded.compile(&options.targets)?;
+    selected_out.clone_from(&selected);
     // A missing, ignored or symlinked context path, said with its file, line and key, before
     // the builder says "not found".
     let problems = crate::paths::check_selected(&settings.cwd, &loaded.manifest, &selected);
@@ -458,6 +499,8 @@ fn build_images_pass(
     }
     let lock_path = loaded.lock_path.clone();
     let lock = loaded.lock.clone();
+    // kiln.lock keeps one record of each target per profile.
+    let profile = settings.profile.as_deref();
     let own = own_inputs(settings, &loaded, &compiled)?;
     let inputs = inputs(&loaded, &compiled, &own, &lock);
     // The engine that builds (Docker's BuildKit), and the image store that can vouch for an
@@ -480,81 +523,95 @@ fn build_images_pass(
     let archives = crate::archive::Archives::new(settings, &loaded, options, store.as_ref())?;
 
     let mut out = String::new();
+    // Up to date per target: only the others are solved. Without --push the engine must still
+    // have the recorded image (under its name, or it is tagged with the new one); with --push
+    // the registry must still serve the recorded digest under the tag (a fresh CI runner's
+    // empty engine has nothing, and needs nothing).
+    let mut fresh = std::collections::BTreeSet::new();
     // Targets whose recorded image only needed its new name: tagged, not solved.
-    let mut tagged = None;
-    // With --push, images are pushed even when up to date (a push of what the registry has is
-    // cheap, and the recorded digest is verified again).
+    let mut renamed = Vec::new();
     if options.goal == Goal::Image
         && !options.force
-        && !options.push
+        && !options.no_cache
         && !options.stamp
         && options.output.is_none()
     {
-        let fresh: Vec<(&String, Fresh)> = selected
-            .iter()
-            .map(|t| (t, freshness(t, &loaded, &lock, &inputs, store.as_ref())))
-            .collect();
-        if let (Some(api), true) = (
-            store.as_ref(),
-            fresh.iter().all(|(_, f)| *f != Fresh::Stale),
-        ) {
-            let mut renamed = Vec::new();
-            for (t, f) in fresh {
-                let Some(recorded) = lock.target(t) else {
-                    continue;
-                };
-                if let Fresh::Rename { image, id } = f {
-                    tag_image(api, &id, &image)?;
-                    renamed.push(crate::Built {
-                        target: t.clone(),
-                        image: Some(image),
-                        image_id: Some(id),
-                        stored: match &engine {
-                            Some(_) => Stored::Engine,
-                            None => Stored::Loaded {
-                                socket: api.socket().to_path_buf(),
+        if options.push {
+            fresh = in_registry(settings, &selected, profile, &loaded, &lock, &inputs)?;
+        } else if let Some(api) = store.as_ref() {
+            for t in &selected {
+                match freshness(t, profile, &loaded, &lock, &inputs, Some(api)) {
+                    Fresh::UpToDate => {}
+                    Fresh::Rename { image, id } => {
+                        tag_image(api, &id, &image)?;
+                        renamed.push(crate::Built {
+                            target: t.clone(),
+                            image: Some(image),
+                            image_id: Some(id),
+                            stored: match &engine {
+                                Some(_) => Stored::Engine,
+                                None => Stored::Loaded {
+                                    socket: api.socket().to_path_buf(),
+                                },
                             },
-                        },
-                        ..crate::Built::default()
-                    });
-                    continue;
+                            ..crate::Built::default()
+                        });
+                    }
+                    Fresh::Stale => continue,
                 }
-                out.push_str(&format!(
-                    "{t}: {} ({}) up to date\n",
-                    recorded.image.as_deref().unwrap_or("-"),
+                fresh.insert(t.clone());
+            }
+        }
+        let tagged: std::collections::BTreeSet<&String> =
+            renamed.iter().map(|b| &b.target).collect();
+        for t in selected
+            .iter()
+            .filter(|t| fresh.contains(*t) && !tagged.contains(t))
+        {
+            let Some(recorded) = lock.target(t, profile) else {
+                continue;
+            };
+            let image = recorded.image.as_deref().unwrap_or("-");
+            out.push_str(&match (&recorded.digest, options.push) {
+                (Some(digest), true) => {
+                    format!("{t}: {image}@{digest} up to date in its registry\n")
+                }
+                _ => format!(
+                    "{t}: {image} ({}) up to date\n",
                     recorded.image_id.as_deref().unwrap_or("-")
-                ));
-                let archive = archives.save(
-                    t,
-                    recorded.image.as_ref(),
-                    recorded.image_id.as_ref(),
-                    &mut out,
-                )?;
-                progress(Progress::Target(crate::Outcome {
-                    target: t.clone(),
-                    status: "up-to-date",
-                    image: recorded.image.clone(),
-                    image_id: recorded.image_id.clone(),
-                    pushed: recorded.digest.clone(),
-                    output: None,
-                    archive,
-                    builder: None,
-                }));
-            }
-            if renamed.is_empty() {
-                return Ok(out);
-            }
-            tagged = Some(renamed);
+                ),
+            });
+            let archive = archives.save(
+                t,
+                recorded.image.as_ref(),
+                recorded.image_id.as_ref(),
+                &mut out,
+            )?;
+            progress(Progress::Target(crate::Outcome {
+                target: t.clone(),
+                status: "up-to-date",
+                image: recorded.image.clone(),
+                image_id: recorded.image_id.clone(),
+                pushed: recorded.digest.clone(),
+                archive,
+                ..crate::Outcome::default()
+            }));
+        }
+        if fresh.len() == selected.len() && renamed.is_empty() {
+            return Ok(out);
         }
     }
 
-    let retagged = tagged.is_some();
-    let built = match tagged {
-        Some(renamed) => renamed,
-        None => crate::build::build_loaded(settings, &loaded, options, progress)?,
+    let tagged: std::collections::BTreeSet<String> =
+        renamed.iter().map(|b| b.target.clone()).collect();
+    let mut built = if fresh.len() == selected.len() {
+        Vec::new()
+    } else {
+        crate::build::build_loaded_except(settings, &loaded, options, &fresh, progress)?
     };
+    built.extend(renamed);
     for b in &built {
-        if retagged {
+        if tagged.contains(&b.target) {
             if let (Some(image), Some(id)) = (&b.image, &b.image_id) {
                 out.push_str(&format!(
                     "{}: {image} ({id}) up to date, tagged with its new name (no solve)\n",
@@ -603,7 +660,7 @@ fn build_images_pass(
                 (Goal::SmokeTest, ..) => "smoke-tested",
                 (_, Some(_), _) => "exported",
                 (_, None, Stored::BuilderCache) => "cache-only",
-                _ if retagged => "tagged",
+                _ if tagged.contains(&b.target) => "tagged",
                 _ => "built",
             },
             image: b.image.clone(),
@@ -612,6 +669,7 @@ fn build_images_pass(
             output: b.output.clone(),
             archive: saved.remove(&b.target),
             builder: b.builder.clone(),
+            ..crate::Outcome::default()
         })
         .collect();
     if options.goal == Goal::Image && options.output.is_none() {
@@ -649,7 +707,7 @@ fn build_images_pass(
                 // Nothing anyone can check: what kiln.lock says of the target stays as it was.
                 continue;
             }
-            let before = lock.target(&b.target);
+            let before = lock.target(&b.target, profile);
             // A new image id means a new image, and a new name a new tag: an old push digest
             // no longer describes it.
             let kept = before
@@ -658,6 +716,7 @@ fn build_images_pass(
             let digest = pushed.get(&b.target).cloned().or(kept);
             lock.set_target(kiln_lock::Target {
                 name: b.target.clone(),
+                profile: profile.map(str::to_string),
                 image: b.image.clone(),
                 image_id: b.image_id.clone(),
                 digest,
@@ -696,7 +755,13 @@ fn build_images_pass(
             force: true,
             ..options.clone()
         };
-        out.push_str(&build_images_pass(settings, &again, progress, false)?);
+        out.push_str(&build_selected(
+            settings,
+            &again,
+            &mut Vec::new(),
+            false,
+            progress,
+        )?);
     }
     Ok(out)
 }
@@ -814,6 +879,57 @@ pub(crate) fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>
     })
 }
 
+/// With `--push`: the selected targets whose inputs are what `kiln.lock` recorded (for this
+/// profile), under the same image name, and whose recorded pushed digest the registry still
+/// serves for that tag — one manifest HEAD request per target, all at once, nothing asked of
+/// the engine. A registry that does not answer makes the target stale (it is built and pushed,
+/// and the push says what is wrong).
+fn in_registry(
+    settings: &Settings,
+    selected: &[String],
+    profile: Option<&str>,
+    loaded: &Loaded,
+    lock: &KilnLock,
+    inputs: &BTreeMap<String, Inputs>,
+) -> Result<std::collections::BTreeSet<String>, AppError> {
+    let mut asks = Vec::new();
+    let access = crate::pin::Access::new(settings)?;
+    for t in selected {
+        let (Some(recorded), Some(now)) = (lock.target(t, profile), inputs.get(t)) else {
+            continue;
+        };
+        let named = loaded.manifest.targets[t.as_str()]
+            .image
+            .as_ref()
+            .filter(|i| i.digest().is_none());
+        let (Some(image), Some(digest)) = (named, &recorded.digest) else {
+            continue;
+        };
+        if !now.pinned
+            || recorded.inputs != now.hash
+            || recorded.image.as_deref() != Some(image.to_string().as_str())
+        {
+            continue;
+        }
+        let registry = access.registry(image)?.attempts(1);
+        asks.push((t.clone(), image.clone(), digest.clone(), registry));
+    }
+    if asks.is_empty() {
+        return Ok(Default::default());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
+    let answers = runtime.block_on(futures::future::join_all(asks.iter().map(
+        |(t, image, digest, registry)| async move {
+            let served = registry.tag_digest(image).await.ok();
+            (served.as_deref() == Some(digest.as_str())).then(|| t.clone())
+        },
+    )));
+    Ok(answers.into_iter().flatten().collect())
+}
+
 /// Whether a target must be solved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fresh {
@@ -830,13 +946,14 @@ enum Fresh {
 
 fn freshness(
     target: &str,
+    profile: Option<&str>,
     loaded: &Loaded,
     lock: &KilnLock,
     inputs: &BTreeMap<String, Inputs>,
     engine: Option<&kiln_docker::Api>,
 ) -> Fresh {
     let (Some(recorded), Some(now), Some(engine)) =
-        (lock.target(target), inputs.get(target), engine)
+        (lock.target(target, profile), inputs.get(target), engine)
     else {
         return Fresh::Stale;
     };

@@ -15,6 +15,7 @@ mod git;
 mod history;
 mod images;
 mod labels;
+mod metadata;
 mod paths;
 mod pin;
 mod plan;
@@ -31,10 +32,11 @@ pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
 pub use error::AppError;
-pub use images::{Inputs, build_images, kiln_lock_path};
+pub use images::{Inputs, build_images, build_images_report, kiln_lock_path};
 pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
 pub use kiln_reference::Reference;
+pub use metadata::{Metadata, Steps};
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};
@@ -296,9 +298,18 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                 )),
             }
         }
-        match loaded.lock.target(name) {
+        let profile = settings.profile.as_deref();
+        // How to build the target as it is checked: with the same profile.
+        let build = match profile {
+            Some(p) => format!("kiln build --profile {p} {name}"),
+            None => format!("kiln build {name}"),
+        };
+        match loaded.lock.target(name, profile) {
             None => problems.push(format!(
-                "target `{name}`: not in {lock_file}; run `kiln build {name}`"
+                "target `{name}`: not in {lock_file}{}; run `{build}`",
+                profile
+                    .map(|p| format!(" for profile `{p}`"))
+                    .unwrap_or_default()
             )),
             Some(recorded) if recorded.inputs != inputs[name].hash => {
                 let which =
@@ -308,19 +319,19 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                             .to_string(),
                     };
                 problems.push(format!(
-                    "target `{name}`: its inputs changed since {lock_file} was written: {which}; run `kiln build {name}`"
+                    "target `{name}`: its inputs changed since {lock_file} was written: {which}; run `{build}`"
                 ))
             }
             Some(_) => {}
         }
         // The name is not part of the inputs (it is not part of the image), but a pipeline
         // that pushes or deploys it needs the image tagged as it now resolves.
-        if let Some(recorded) = loaded.lock.target(name) {
+        if let Some(recorded) = loaded.lock.target(name, profile) {
             let now = target.image.as_ref().map(ToString::to_string);
             if recorded.image != now {
                 let show = |i: &Option<String>| i.clone().unwrap_or_else(|| "no name".to_string());
                 problems.push(format!(
-                    "target `{name}`: its image name changed since {lock_file} was written ({} → {}); run `kiln build {name}`",
+                    "target `{name}`: its image name changed since {lock_file} was written ({} → {}); run `{build}`",
                     show(&recorded.image),
                     show(&now)
                 ));

@@ -97,6 +97,10 @@ enum Command {
         /// Solve even targets that kiln.lock says are up to date.
         #[arg(long)]
         force: bool,
+        /// Solve the selected targets with every step run again, not taken from the build
+        /// cache (implies --force).
+        #[arg(long)]
+        no_cache: bool,
         /// Export the named targets' filesystems to DIR (DIR/TARGET when several are named;
         /// dependencies are built, not exported) instead of loading an image; any builder.
         #[arg(long, value_name = "DIR", conflicts_with = "push")]
@@ -120,6 +124,13 @@ enum Command {
         /// target's cache is exported to REF:TARGET and imported from there on every build.
         #[arg(long, value_name = "REF", value_parser = kiln_app::cache_repository)]
         cache: Option<kiln_app::Reference>,
+        /// Write the result as JSON to FILE (per target: status, image, image id, pushed
+        /// digest, builder, steps solved and cached, duration), also when the build fails.
+        #[arg(long, value_name = "FILE")]
+        metadata_file: Option<PathBuf>,
+        /// What stdout says: a line per target, or the same JSON as --metadata-file.
+        #[arg(long, value_enum, default_value_t = BuildFormat::Text)]
+        format: BuildFormat,
     },
     /// Install from the committed locks and run the smoke tests; no image is produced.
     SmokeTest {
@@ -187,6 +198,12 @@ enum EngineAction {
     Up,
     /// Stop the engine kiln started (never one it did not start).
     Down,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BuildFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -283,6 +300,8 @@ fn main() -> ExitCode {
             eprintln!("warning: {message}");
         }
     }
+    // What stdout says even when the command fails (`build --format json`).
+    let mut stdout_on_error: Option<String> = None;
     let result = match cli.command {
         Command::Check { locked } => {
             kiln_app::check(&settings, locked).map(|s| Output::Text(s + "\n"))
@@ -293,25 +312,38 @@ fn main() -> ExitCode {
         Command::Build {
             targets,
             force,
+            no_cache,
             output,
             push,
             stamp,
             load,
             output_image,
             cache,
+            metadata_file,
+            format,
         } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
                 targets,
                 force,
+                no_cache,
                 push,
                 stamp,
                 load,
                 cache,
                 output: output.map(|dir| settings.cwd.join(dir)),
                 output_image: output_image.map(|file| settings.cwd.join(file)),
+                metadata_file,
                 ..kiln_app::BuildOptions::default()
             };
-            kiln_app::build_images(&settings, &options, show)
+            let (result, metadata) = kiln_app::build_images_report(&settings, &options, show);
+            match format {
+                BuildFormat::Text => result,
+                // The JSON goes to stdout also when the build fails (the error to stderr).
+                BuildFormat::Json => {
+                    stdout_on_error = Some(metadata.to_json());
+                    result.map(|_| metadata.to_json())
+                }
+            }
         }),
         Command::SmokeTest { targets } => with_progress(progress, |show| {
             let options = kiln_app::BuildOptions {
@@ -411,7 +443,12 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(output) => write_output(output, json),
-        Err(err) => fail(&err, json),
+        Err(err) => {
+            if let Some(text) = stdout_on_error {
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            }
+            fail(&err, json)
+        }
     }
 }
 

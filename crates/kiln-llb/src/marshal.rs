@@ -95,6 +95,29 @@ impl Definition {
         Digest::of(self.def.last().map(Vec::as_slice).unwrap_or_default())
     }
 
+    /// Mark every exec and file op `ignore_cache` (`kiln build --no-cache`): BuildKit then
+    /// runs each step again instead of taking it from its cache, whatever the daemon (the
+    /// Control API has no such flag; op metadata is what v0.8 and newer all honour). Sources
+    /// (images, contexts) are left as they are: they are fetched by content, not cached steps.
+    /// Metadata is not part of an op's digest, so the graph itself is unchanged.
+    pub fn ignore_cache(&mut self) -> Result<(), DecodeError> {
+        let Some((_, ops)) = self.def.split_last() else {
+            return Ok(());
+        };
+        for bytes in ops {
+            let op = pb::Op::decode(bytes.as_slice()).map_err(|e| DecodeError(e.to_string()))?;
+            if matches!(op.op, Some(pb::op::Op::Exec(_) | pb::op::Op::File(_))) {
+                let md = self
+                    .metadata
+                    .entry(Digest::of(bytes).to_string())
+                    .or_default();
+                md.ignore_cache = true;
+                md.caps.insert("meta.ignorecache".to_string(), true);
+            }
+        }
+        Ok(())
+    }
+
     /// Every op decoded, with its digest, in definition order.
     pub fn ops(&self) -> Result<Vec<(Digest, pb::Op)>, DecodeError> {
         self.def

@@ -235,3 +235,26 @@ fn state_digest_is_the_definition_terminal_digest() {
     assert_ne!(a.digest(), b.digest());
     assert_eq!(State::scratch().digest(), None);
 }
+
+#[test]
+fn ignore_cache_marks_steps_and_leaves_sources_and_digests() {
+    let mut def = marshal(&sample()).unwrap();
+    let before = def.terminal_digest();
+    def.ignore_cache().unwrap();
+    assert_eq!(def.terminal_digest(), before);
+    let mut steps = 0;
+    for (digest, op) in def.ops().unwrap() {
+        let md = def.metadata.get(digest.as_str());
+        match op.op {
+            Some(Op::Exec(_) | Op::File(_)) => {
+                steps += 1;
+                let md = md.expect("a step has metadata");
+                assert!(md.ignore_cache);
+                assert_eq!(md.caps.get("meta.ignorecache"), Some(&true));
+            }
+            Some(Op::Source(_)) => assert!(md.is_none_or(|m| !m.ignore_cache)),
+            None => {}
+        }
+    }
+    assert!(steps >= 2, "{steps}");
+}

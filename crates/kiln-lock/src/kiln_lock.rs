@@ -1,4 +1,8 @@
 //! kiln.lock: which base images and inputs kiln built each target from, and what it produced.
+//!
+//! A target is recorded once per profile it was built with (`profile`, absent for a build
+//! without `--profile`), so the builds and checks of several tenants stand side by side. Files
+//! written before profiles were recorded read as records of builds without a profile.
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -29,6 +33,9 @@ pub struct Base {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Target {
     pub name: String,
+    /// The `--profile` it was built with; `None` for a build without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// The image name it was tagged/pushed as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -81,6 +88,8 @@ struct BaseIn {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct TargetIn {
     name: String,
+    #[serde(default)]
+    profile: Option<String>,
     #[serde(default)]
     image: Option<Spanned<String>>,
     #[serde(default)]
@@ -175,14 +184,18 @@ impl KilnLock {
             let t = t.into_inner();
             let t = Target {
                 name: t.name,
+                profile: t.profile,
                 image: t.image.map(|i| check.reference("image", i)).transpose()?,
                 image_id: check.optional_digest("image-id", t.image_id)?,
                 digest: check.optional_digest("digest", t.digest)?,
                 inputs: check.digest("inputs", t.inputs)?,
                 parts: t.parts,
             };
-            if lock.target(&t.name).is_some() {
-                let message = format!("target `{}` appears twice", t.name);
+            if lock.target(&t.name, t.profile.as_deref()).is_some() {
+                let message = match &t.profile {
+                    Some(p) => format!("target `{}` appears twice for profile `{p}`", t.name),
+                    None => format!("target `{}` appears twice", t.name),
+                };
                 return Err(LockError::at(path, text, span.start, message));
             }
             lock.targets.push(t);
@@ -190,12 +203,13 @@ impl KilnLock {
         Ok(lock)
     }
 
-    /// Deterministic text: header comment, bases sorted by reference, targets by name.
+    /// Deterministic text: header comment, bases sorted by reference, targets by name, then
+    /// profile (none first).
     pub fn to_toml(&self) -> String {
         let mut bases = self.bases.clone();
         bases.sort_by(|a, b| a.reference.cmp(&b.reference));
         let mut targets = self.targets.clone();
-        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        targets.sort_by(|a, b| (&a.name, &a.profile).cmp(&(&b.name, &b.profile)));
         let out = FileOut {
             version: 1,
             base: &bases,
@@ -209,8 +223,11 @@ impl KilnLock {
         self.bases.iter().find(|b| b.reference == reference)
     }
 
-    pub fn target(&self, name: &str) -> Option<&Target> {
-        self.targets.iter().find(|t| t.name == name)
+    /// The record of target `name` built with `profile` (`None`: without `--profile`).
+    pub fn target(&self, name: &str, profile: Option<&str>) -> Option<&Target> {
+        self.targets
+            .iter()
+            .find(|t| t.name == name && t.profile.as_deref() == profile)
     }
 
     /// Adds `base`, replacing any base with the same reference.
@@ -225,9 +242,13 @@ impl KilnLock {
         }
     }
 
-    /// Adds `target`, replacing any target with the same name.
+    /// Adds `target`, replacing the record of the same name and profile.
     pub fn set_target(&mut self, target: Target) {
-        match self.targets.iter_mut().find(|t| t.name == target.name) {
+        match self
+            .targets
+            .iter_mut()
+            .find(|t| t.name == target.name && t.profile == target.profile)
+        {
             Some(slot) => *slot = target,
             None => self.targets.push(target),
         }
@@ -245,6 +266,7 @@ mod tests {
         let mut l = KilnLock::default();
         l.set_target(Target {
             name: "pipeline".into(),
+            profile: None,
             image: Some("127.0.0.1:5000/data/pipeline:dev".into()),
             image_id: Some(D1.into()),
             digest: Some(D2.into()),
@@ -294,7 +316,7 @@ mod tests {
         assert_eq!(text, expected);
         let back = KilnLock::parse("kiln.lock", &text).unwrap();
         assert_eq!(back.to_toml(), text);
-        assert_eq!(back.target("pipeline"), l.target("pipeline"));
+        assert_eq!(back.target("pipeline", None), l.target("pipeline", None));
         assert_eq!(
             back.base("docker.io/library/debian:bookworm")
                 .unwrap()
@@ -302,7 +324,7 @@ mod tests {
                 .as_deref(),
             Some(D2)
         );
-        assert!(back.target("nope").is_none());
+        assert!(back.target("nope", None).is_none());
     }
 
     #[test]
@@ -314,7 +336,7 @@ mod tests {
             ..Target::default()
         });
         assert_eq!(l.targets.len(), 2);
-        assert_eq!(l.target("base").unwrap().inputs, D1);
+        assert_eq!(l.target("base", None).unwrap().inputs, D1);
         assert_eq!(
             KilnLock::parse("k", "version = 1\n").unwrap(),
             KilnLock::default()
@@ -348,6 +370,53 @@ mod tests {
         );
         let e = KilnLock::parse("kiln.lock", &twice).unwrap_err();
         assert!(e.to_string().contains("target `a` appears twice"), "{e}");
+    }
+
+    #[test]
+    fn each_profile_has_its_own_record_and_old_files_read_as_no_profile() {
+        let mut l = KilnLock::default();
+        for (profile, inputs) in [(None, D1), (Some("eyeson"), D2), (Some("personal"), D1)] {
+            l.set_target(Target {
+                name: "app".into(),
+                profile: profile.map(str::to_string),
+                inputs: inputs.into(),
+                ..Target::default()
+            });
+        }
+        // Replacing one profile's record leaves the others.
+        l.set_target(Target {
+            name: "app".into(),
+            profile: Some("personal".into()),
+            inputs: D2.into(),
+            ..Target::default()
+        });
+        assert_eq!(l.targets.len(), 3);
+        let text = l.to_toml();
+        let back = KilnLock::parse("kiln.lock", &text).unwrap();
+        assert_eq!(back.to_toml(), text);
+        assert_eq!(back.target("app", None).unwrap().inputs, D1);
+        assert_eq!(back.target("app", Some("eyeson")).unwrap().inputs, D2);
+        assert_eq!(back.target("app", Some("personal")).unwrap().inputs, D2);
+        assert!(back.target("app", Some("other")).is_none());
+        assert!(
+            text.find("profile = \"eyeson\"").unwrap()
+                < text.find("profile = \"personal\"").unwrap(),
+            "{text}"
+        );
+        // A file from before profiles were recorded: its records are builds without one.
+        let old = format!("version = 1\n[[target]]\nname = \"app\"\ninputs = \"{D1}\"\n");
+        let old = KilnLock::parse("kiln.lock", &old).unwrap();
+        assert_eq!(old.target("app", None).unwrap().inputs, D1);
+        assert!(old.target("app", Some("eyeson")).is_none());
+        let twice = format!(
+            "version = 1\n[[target]]\nname = \"a\"\nprofile = \"x\"\ninputs = \"{D1}\"\n[[target]]\nname = \"a\"\nprofile = \"x\"\ninputs = \"{D2}\"\n"
+        );
+        let e = KilnLock::parse("kiln.lock", &twice).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("target `a` appears twice for profile `x`"),
+            "{e}"
+        );
     }
 
     #[test]

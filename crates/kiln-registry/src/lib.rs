@@ -127,6 +127,12 @@ impl Registry {
         }
     }
 
+    /// The same client, trying each call at most `attempts` times (at least once).
+    pub fn attempts(mut self, attempts: u32) -> Registry {
+        self.attempts = attempts.max(1);
+        self
+    }
+
     /// The digest `reference` (a tag) points at, and its manifest for `os`/`arch`/`variant`.
     pub async fn resolve(
         &self,
