@@ -249,19 +249,30 @@ impl Api {
 const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Api {
-    /// `GET /images/{name}/get` (`docker save`): the image as a `docker load`-able tarball,
-    /// written to `out` as it streams; returns its size in bytes.
-    pub fn save(&self, image: &str, out: &mut dyn Write) -> Result<u64, ApiError> {
-        let path = format!("/images/{}/get", escape_path(image));
+    /// A connection for a request that streams an image (save, load): the long read timeout.
+    fn long_stream(&self, path: &str) -> Result<UnixStream, ApiError> {
         let stream = UnixStream::connect(&self.socket).map_err(|source| ApiError::Connect {
             socket: self.socket.clone(),
             source,
         })?;
+        stream
+            .set_read_timeout(Some(LOAD_TIMEOUT))
+            .map_err(|source| ApiError::Io {
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(stream)
+    }
+
+    /// `GET /images/{name}/get` (`docker save`): the image as a `docker load`-able tarball,
+    /// written to `out` as it streams; returns its size in bytes.
+    pub fn save(&self, image: &str, out: &mut dyn Write) -> Result<u64, ApiError> {
+        let path = format!("/images/{}/get", escape_path(image));
+        let stream = self.long_stream(&path)?;
         let io = |source| ApiError::Io {
             path: path.clone(),
             source,
         };
-        stream.set_read_timeout(Some(LOAD_TIMEOUT)).map_err(io)?;
         (&stream)
             .write_all(
                 format!("GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
@@ -294,15 +305,11 @@ impl Api {
         I: IntoIterator<Item = Result<Vec<u8>, String>>,
     {
         let path = "/images/load?quiet=1";
-        let stream = UnixStream::connect(&self.socket).map_err(|source| ApiError::Connect {
-            socket: self.socket.clone(),
-            source,
-        })?;
+        let stream = self.long_stream(path)?;
         let io = |source| ApiError::Io {
             path: path.to_string(),
             source,
         };
-        stream.set_read_timeout(Some(LOAD_TIMEOUT)).map_err(io)?;
         let mut writer = std::io::BufWriter::with_capacity(256 * 1024, &stream);
         let sent = (|| -> Result<Result<(), String>, std::io::Error> {
             writer.write_all(
