@@ -2,6 +2,9 @@
 //! `cargo xtask test` (`kiln engine up`), with the base image it imports from Debian packages.
 //! Nothing here is faked: images are built, loaded into the engine and run.
 
+#[path = "support/project.rs"]
+mod project;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -76,6 +79,9 @@ fn project(manifest: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
 
 #[test]
 fn builds_runs_and_copies_from_another_target() {
+    if !project::require_engine() {
+        return;
+    }
     let image = Image::new("hello");
     let manifest = format!(
         r#"version = 1
@@ -177,6 +183,9 @@ env = {{ GREETING = "hi" }}
 
 #[test]
 fn a_failing_smoke_test_fails_the_build_and_shows_its_output() {
+    if !project::require_engine() {
+        return;
+    }
     let image = Image::new("failing");
     let manifest = format!(
         r#"version = 1
@@ -211,6 +220,9 @@ run = ["echo checking-something && exit 3"]
 
 #[test]
 fn the_ca_bundle_secret_is_used_but_never_stored_or_shown() {
+    if !project::require_engine() {
+        return;
+    }
     // Only the prefix appears in the manifest (the step checks it); the whole value must not
     // appear anywhere but in the bundle file.
     let secret = format!(
@@ -287,6 +299,9 @@ fn base_path() -> String {
 
 #[test]
 fn env_values_expand_the_inherited_environment_as_dockerfile_env_does() {
+    if !project::require_engine() {
+        return;
+    }
     let image = Image::new("env-expansion");
     let child = Image::new("env-expansion-child");
     // `$PATH` and `$${LANG}` (kiln's `$$` keeps `${LANG}` for the expansion) refer to the
@@ -356,6 +371,9 @@ config = {{ env = {{ PATH = "/z/bin:$${{PATH}}" }} }}
 
 #[test]
 fn the_workdir_is_made_after_the_run_steps_and_keeps_the_owner_they_gave_it() {
+    if !project::require_engine() {
+        return;
+    }
     // The user's home is the workdir: `useradd -m` must find it missing and make it app's.
     let image = Image::new("workdir-owner");
     let manifest = format!(
@@ -402,6 +420,9 @@ user = "app"
 
 #[test]
 fn without_a_workdir_the_smoke_test_runs_where_the_packages_were_installed() {
+    if !project::require_engine() {
+        return;
+    }
     let image = Image::new("no-workdir");
     // A custom manager that "installs" by copying its lock into the packages dir (/app).
     let manifest = format!(
@@ -447,6 +468,9 @@ run = ["python3 tests/smoke.py"]
 
 #[test]
 fn zip_and_tar_artifacts_are_unpacked_and_chown_applies_to_what_they_hold() {
+    if !project::require_engine() {
+        return;
+    }
     use std::io::Write;
     let image = Image::new("artifacts");
     let manifest = format!(
@@ -563,6 +587,9 @@ artifacts = [
 /// key, the path and the flag; `--allow fs.read=DIR` lets a context outside through.
 #[test]
 fn a_manifest_cannot_read_host_files_outside_its_repository_unless_allowed() {
+    if !project::require_engine() {
+        return;
+    }
     for (name, extra) in [
         (
             "context",
@@ -637,6 +664,9 @@ fn a_manifest_cannot_read_host_files_outside_its_repository_unless_allowed() {
 /// to date.
 #[test]
 fn concurrent_builds_of_different_targets_both_record_in_kiln_lock() {
+    if !project::require_engine() {
+        return;
+    }
     let (a, b) = (Image::new("concurrent-a"), Image::new("concurrent-b"));
     let manifest = format!(
         "version = 1\n[defaults]\nnetwork = \"none\"\n\n[target.a]\nfrom = \"{BASE}\"\nimage = \"{}\"\nrun = [\"echo a {} > /a\"]\n\n[target.b]\nfrom = \"{BASE}\"\nimage = \"{}\"\nrun = [\"echo b {} > /b\"]\n",

@@ -61,6 +61,9 @@ priority = "primary"
 
 #[test]
 fn poetry_refresh_moves_the_lock_and_a_pinned_build_keeps_it() {
+    if !project::require_engine() {
+        return;
+    }
     const LIB: &str = "kiln-demo-lib";
     let index = PyIndex::start();
     index.publish(LIB, "1.0.0", &[]);
@@ -240,11 +243,17 @@ fn the_environment_is_active(manager: &str, lock: &str, venv: &str) {
 
 #[test]
 fn uv_environment_is_active_in_the_smoke_test_and_the_image() {
+    if !project::require_engine() {
+        return;
+    }
     the_environment_is_active("uv", "uv.lock", "/app/.venv");
 }
 
 #[test]
 fn pip_environment_is_active_in_the_smoke_test_and_the_image() {
+    if !project::require_engine() {
+        return;
+    }
     the_environment_is_active("pip", "requirements.txt", "/opt/venv");
 }
 
@@ -260,6 +269,9 @@ fn package_json(range: &str) -> String {
 
 #[test]
 fn npm_refresh_locks_ci_installs_it_and_a_mismatch_fails() {
+    if !project::require_engine() {
+        return;
+    }
     let image = Image::new("managers-npm");
     let kiln_toml = manifest(
         &image,

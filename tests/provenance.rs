@@ -99,6 +99,9 @@ fn ok(run: &project::Run) {
 
 #[test]
 fn images_carry_content_derived_labels_that_stay_put_until_the_target_changes() {
+    if !project::require_engine() {
+        return;
+    }
     let app = Image::new("prov-labels-app");
     let tool = Image::new("prov-labels-tool");
     let dir = repo(&[
@@ -229,6 +232,9 @@ fn remote(name: &str) -> Image {
 
 #[test]
 fn trace_names_the_commit_and_package_versions_of_an_image_built_two_commits_ago() {
+    if !project::require_engine() {
+        return;
+    }
     let app = remote("prov-trace-app");
     let tool = Image::new("prov-trace-tool");
     let dir = repo(&[
@@ -322,6 +328,9 @@ fn digests(history: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn affected_finds_the_targets_and_every_pushed_image_whose_locks_pinned_the_bad_version() {
+    if !project::require_engine() {
+        return;
+    }
     let app = remote("prov-affected-app");
     let tool = remote("prov-affected-tool");
     let dir = repo(&[
@@ -496,6 +505,9 @@ mod pyindex;
 
 #[test]
 fn the_sbom_lists_exactly_what_a_real_refresh_locked_with_its_hashes() {
+    if !project::require_engine() {
+        return;
+    }
     let index = pyindex::PyIndex::start();
     index.publish("kiln-demo-lib", "1.0.0", &["kiln-demo-dep>=2"]);
     let dep_wheel = index.publish("kiln-demo-dep", "2.1.0", &[]);
@@ -626,6 +638,9 @@ fn registry_get(path: &str, accept: &str) -> Vec<u8> {
 
 #[test]
 fn push_attaches_the_sbom_and_slsa_provenance_as_referrers_that_read_back() {
+    if !project::require_engine() {
+        return;
+    }
     let app = remote("prov-attest-app");
     let tool = Image::new("prov-attest-tool");
     // An image of this run only (the registry keeps earlier runs' referrers of their digests).
@@ -733,6 +748,9 @@ fn push_attaches_the_sbom_and_slsa_provenance_as_referrers_that_read_back() {
 /// archive loads and runs.
 #[test]
 fn output_image_writes_an_archive_that_docker_load_takes_and_runs() {
+    if !project::require_engine() {
+        return;
+    }
     let app = Image::new("archive");
     let manifest = format!(
         "version = 1\n[target.app]\nfrom = \"{BASE}\"\nimage = \"{}\"\nnetwork = \"none\"\nrun = [\"echo archived-{} > /marker\"]\n[target.app.config]\ncmd = [\"cat\", \"/marker\"]\n",

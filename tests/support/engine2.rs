@@ -6,6 +6,12 @@
 //! pid file names, and only when that process is a dockerd started with this socket.
 #![allow(dead_code)]
 
+// Also a module of project.rs in the tests that use both: a second copy of a few pure
+// functions, so that xtask, which has no project.rs, gets the same ping.
+#[allow(clippy::duplicate_mod)]
+#[path = "engine.rs"]
+mod engine;
+
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -41,17 +47,7 @@ pub fn log_file() -> PathBuf {
 
 /// Whether a Docker Engine answers `GET /_ping` on the socket.
 pub fn answers() -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket()) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    // "HTTP/1.x 200"
-    let mut answer = [0u8; 12];
-    s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_ok()
-        && s.read_exact(&mut answer).is_ok()
-        && answer.starts_with(b"HTTP/1.")
-        && answer.ends_with(b" 200")
+    engine::answers(&socket())
 }
 
 /// The pid of the second engine's dockerd, when it runs (by its pid file, checked against

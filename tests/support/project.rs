@@ -12,6 +12,10 @@
 //! ```
 #![allow(dead_code)]
 
+#[path = "engine.rs"]
+mod engine;
+pub use engine::require_engine;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 

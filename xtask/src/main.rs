@@ -4,7 +4,8 @@
 //!   make the base image from Debian packages, then `kiln refresh` (only for a missing lock)
 //!   and `kiln build` of `manifests/examples.toml` with the `debian` profile, and run the
 //!   images.
-//! - `test`: what CI runs: formatting, clippy, and the whole test suite.
+//! - `test`: what CI runs: formatting, clippy, and the whole test suite, with
+//!   `KILN_REQUIRE_ENGINE=1` so that the engine tests fail rather than skip without an engine.
 //! - `bench [plan|engine|rebuild|context|seed|incremental|fresh-runner|cache|buildkitd|all]`: the benchmarks and their goals
 //!   (default all): planning a 1,000-target manifest; a cached rebuild against `docker build` on
 //!   the same engine; a 20,000-file context rebuilt after one change; kiln against `buildctl` on
@@ -143,7 +144,13 @@ fn test(extra: &[String]) -> Result<(), String> {
     let mut args = vec!["test", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     let url = engine2::url();
-    let result = run_env(&cargo, &args, &[(engine2::VAR, &url)]);
+    // KILN_REQUIRE_ENGINE=1: an engine test fails, rather than skips, without the engine, so
+    // CI never counts a skipped test as passing.
+    let result = run_env(
+        &cargo,
+        &args,
+        &[(engine2::VAR, &url), ("KILN_REQUIRE_ENGINE", "1")],
+    );
     if let Err(e) = engine2::stop("TERM") {
         eprintln!("test: {e}");
     }
