@@ -8,27 +8,9 @@ mod project;
 use std::path::Path;
 use std::process::Command;
 
+use project::{Image, kiln_raw};
+
 const BASE: &str = "kiln-base/debian-python:bookworm";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn kiln(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("DOCKER_HOST")
-        .output()
-        .expect("run kiln");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn docker(args: &[&str]) -> (bool, Vec<u8>) {
     let out = Command::new("docker")
@@ -43,27 +25,6 @@ fn run_image(image: &Image, cmd: &[&str]) -> (bool, Vec<u8>) {
     let mut args = vec!["run", "--rm", "--network", "none", image.0.as_str()];
     args.extend(cmd);
     docker(&args)
-}
-
-/// A unique image tag per test run, removed at the end.
-struct Image(String);
-
-impl Image {
-    fn new(name: &str) -> Image {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        Image(format!("kiln-test/{name}:{}-{nanos}", std::process::id()))
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["image", "rm", "-f", &self.0])
-            .output();
-    }
 }
 
 fn project(manifest: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -124,7 +85,7 @@ env = {{ GREETING = "hi" }}
             (".dockerignore", "*.log\n"),
         ],
     );
-    let run = kiln(dir.path(), &["build", "hello"]);
+    let run = kiln_raw(dir.path(), &["build", "hello"]);
     assert_eq!(
         run.code, 0,
         "stdout: {}\nstderr: {}",
@@ -172,7 +133,7 @@ env = {{ GREETING = "hi" }}
     assert!(!ok);
 
     // A second build is all cache.
-    let again = kiln(dir.path(), &["build", "hello"]);
+    let again = kiln_raw(dir.path(), &["build", "hello"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(
         !again.stderr.contains("DONE [hello/") && !again.stderr.contains("DONE [assets/"),
@@ -199,7 +160,7 @@ run = ["echo checking-something && exit 3"]
         image = image.0
     );
     let dir = project(&manifest, &[]);
-    let run = kiln(dir.path(), &["build"]);
+    let run = kiln_raw(dir.path(), &["build"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("checking-something"), "{}", run.stderr);
     assert!(
@@ -247,7 +208,7 @@ run = ["grep -q '^KILN-SECRET-' $SSL_CERT_FILE && wc -c < $SSL_CERT_FILE > /size
         image = image.0
     );
     let dir = project(&manifest, &[("bundle.pem", &secret)]);
-    let run = kiln(dir.path(), &["build", "--progress", "json"]);
+    let run = kiln_raw(dir.path(), &["build", "--progress", "json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         !run.stderr.contains(&secret) && !run.stdout.contains(&secret),
@@ -329,7 +290,7 @@ config = {{ env = {{ PATH = "/z/bin:$${{PATH}}" }} }}
         child = child.0
     );
     let dir = project(&manifest, &[]);
-    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    let run = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
 
     let base = base_path();
@@ -392,7 +353,7 @@ user = "app"
         image = image.0
     );
     let dir = project(&manifest, &[]);
-    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    let run = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let (ok, out) = run_image(&image, &["stat", "-c", "%U", "/app"]);
     assert!(ok);
@@ -411,7 +372,7 @@ user = "app"
         image.0
     );
     let dir = project(&manifest, &[]);
-    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    let run = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let (ok, out) = run_image(&image, &["stat", "-c", "%U %a", "/srv/data"]);
     assert!(ok);
@@ -455,7 +416,7 @@ run = ["python3 tests/smoke.py"]
             ("tests/smoke.py", &smoke),
         ],
     );
-    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    let run = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stderr
@@ -518,7 +479,7 @@ artifacts = [
         .unwrap();
     assert!(tar.success());
 
-    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    let run = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let sh = |script: &str| {
         let (ok, out) = run_image(&image, &["sh", "-c", script]);
@@ -549,7 +510,7 @@ artifacts = [
     );
 
     // The zip's bytes are an input: unchanged, the build is up to date; changed, it rebuilds.
-    let again = kiln(dir.path(), &["build", "--progress", "plain"]);
+    let again = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
     assert!(again.stdout.contains("up to date"), "{}", again.stdout);
     zip(
         &dist.join("data.zip"),
@@ -558,7 +519,7 @@ artifacts = [
             ("nested/deeper/file.txt", "changed\n"),
         ],
     );
-    let rebuilt = kiln(dir.path(), &["build", "--progress", "plain"]);
+    let rebuilt = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
     assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
     assert!(!rebuilt.stdout.contains("up to date"), "{}", rebuilt.stdout);
     assert_eq!(sh("cat /opt/zip/nested/deeper/file.txt"), "changed\n");
@@ -567,7 +528,7 @@ artifacts = [
     // manifest entry, before anything is solved.
     zip(&dist.join("plain.zip"), &[("../../etc/evil", "x")]);
     for command in ["check", "build"] {
-        let bad = kiln(dir.path(), &[command, "--progress", "plain"]);
+        let bad = kiln_raw(dir.path(), &[command, "--progress", "plain"]);
         assert_eq!(bad.code, 1, "{command}: {}", bad.stderr);
         assert!(
             bad.stderr.contains("kiln.toml:10:11: `target.a.artifacts[2].src`: dist/plain.zip: entry `../../etc/evil` has `..` in its path"),
@@ -610,7 +571,7 @@ fn a_manifest_cannot_read_host_files_outside_its_repository_unless_allowed() {
             image.0
         );
         let dir = project(&manifest, &[]);
-        let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+        let run = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
         assert_eq!(run.code, 1, "{name}: {}\n{}", run.stdout, run.stderr);
         let key = if name == "ca" {
             "`target.x.ca-certificates`"
@@ -646,10 +607,10 @@ fn a_manifest_cannot_read_host_files_outside_its_repository_unless_allowed() {
         outside.path().display()
     );
     let dir = project(&manifest, &[]);
-    let run = kiln(dir.path(), &["build", "--progress", "plain"]);
+    let run = kiln_raw(dir.path(), &["build", "--progress", "plain"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let allow = format!("fs.read={}", outside.path().display());
-    let run = kiln(
+    let run = kiln_raw(
         dir.path(),
         &["build", "--progress", "plain", "--allow", &allow],
     );
@@ -699,7 +660,7 @@ fn concurrent_builds_of_different_targets_both_record_in_kiln_lock() {
             "{lock}"
         );
     }
-    let run = kiln(dir.path(), &["build", "a", "b", "--progress", "plain"]);
+    let run = kiln_raw(dir.path(), &["build", "a", "b", "--progress", "plain"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         run.stdout.matches("up to date").count(),

@@ -19,6 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use project::{Run, kiln_raw};
+
 const BASE: &str = "kiln-base/debian-python:bookworm";
 const DOCKER: &str = "/var/run/docker.sock";
 
@@ -100,22 +102,6 @@ fn tcp_bridge() -> u16 {
     port
 }
 
-fn kiln(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("DOCKER_HOST")
-        .env_remove("BUILDKIT_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A project with one target that copies a file from the context; the file and tag are
 /// unique, so the context really travels.
 fn project(name: &str) -> (tempfile::TempDir, String) {
@@ -170,7 +156,11 @@ fn builds_through_a_buildkitd_unix_socket_with_the_session_tunnelled() {
     let sockets = tempfile::tempdir().unwrap();
     let url = unix_bridge(sockets.path());
     let (dir, image) = project("unix");
-    let (code, stdout, stderr) = kiln(dir.path(), &["--builder", &url, "build"]);
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = kiln_raw(dir.path(), &["--builder", &url, "build"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains("app: docker.io/kiln-test/unix:"),
@@ -183,7 +173,11 @@ fn builds_through_a_buildkitd_unix_socket_with_the_session_tunnelled() {
         "the context came through the tunnel"
     );
 
-    let (code, stdout, stderr) = kiln(dir.path(), &["--builder", &url, "engine", "status"]);
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = kiln_raw(dir.path(), &["--builder", &url, "engine", "status"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains(&format!("builder: {url} (from --builder)")),
@@ -268,7 +262,11 @@ fn builds_over_tcp_with_mutual_tls_and_refuses_without_a_client_certificate() {
     }
     let url = format!("tcp://localhost:{port}");
     let (dir, image) = project("mtls");
-    let (code, stdout, stderr) = kiln(
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = kiln_raw(
         dir.path(),
         &[
             "--builder",
@@ -291,7 +289,7 @@ fn builds_over_tcp_with_mutual_tls_and_refuses_without_a_client_certificate() {
     assert_eq!(image_says(&image), want);
 
     // The server demands a client certificate: without one the handshake fails, clearly.
-    let (code, _, stderr) = kiln(
+    let Run { code, stderr, .. } = kiln_raw(
         dir.path(),
         &[
             "--builder",
@@ -321,12 +319,16 @@ fn a_cached_forced_build_through_the_tunnel_loses_no_time_closing_sessions() {
     let sockets = tempfile::tempdir().unwrap();
     let url = unix_bridge(sockets.path());
     let (dir, image) = project("close");
-    let (code, _, stderr) = kiln(dir.path(), &["--builder", &url, "build"]);
+    let Run { code, stderr, .. } = kiln_raw(dir.path(), &["--builder", &url, "build"]);
     assert_eq!(code, 0, "{stderr}");
     let mut fastest = Duration::MAX;
     for _ in 0..3 {
         let started = Instant::now();
-        let (code, stdout, stderr) = kiln(dir.path(), &["--builder", &url, "build", "--force"]);
+        let Run {
+            code,
+            stdout,
+            stderr,
+        } = kiln_raw(dir.path(), &["--builder", &url, "build", "--force"]);
         fastest = fastest.min(started.elapsed());
         assert_eq!(code, 0, "{stderr}");
         assert!(
@@ -354,7 +356,11 @@ fn engine_status_shows_version_workers_and_entitlements() {
     let sockets = tempfile::tempdir().unwrap();
     let url = unix_bridge(sockets.path());
     let dir = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = kiln(dir.path(), &["--builder", &url, "engine", "status"]);
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = kiln_raw(dir.path(), &["--builder", &url, "engine", "status"]);
     assert_eq!(code, 0, "{stderr}");
     for line in [
         "buildkit: version unknown (no Info RPC)",
@@ -364,7 +370,11 @@ fn engine_status_shows_version_workers_and_entitlements() {
     ] {
         assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
     }
-    let (code, stdout, stderr) = kiln(dir.path(), &["--builder", "docker://", "engine", "status"]);
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = kiln_raw(dir.path(), &["--builder", "docker://", "engine", "status"]);
     assert_eq!(code, 0, "{stderr}");
     for line in [
         "engine: Docker Engine ",
@@ -386,7 +396,11 @@ fn load_through_dockers_buildkit_leaves_the_image_in_the_engine() {
     let sockets = tempfile::tempdir().unwrap();
     let url = unix_bridge(sockets.path());
     let (dir, image) = project("load");
-    let (code, stdout, stderr) = kiln(dir.path(), &["--builder", &url, "build", "--load"]);
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = kiln_raw(dir.path(), &["--builder", &url, "build", "--load"]);
     assert_eq!(code, 0, "{stderr}");
     let id = Command::new("docker")
         .args(["image", "inspect", "--format", "{{.Id}}", &image])

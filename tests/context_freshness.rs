@@ -12,18 +12,11 @@
 mod project;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const BASE: &str = "kiln-base/debian-python:bookworm";
+use project::Image;
 
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
+const BASE: &str = "kiln-base/debian-python:bookworm";
 
 /// A project whose target `rootfs` copies `stamp.txt` into `image`.
 fn project(image: &str) -> tempfile::TempDir {
@@ -53,47 +46,8 @@ fn stamp(dir: &Path, content: &str, when: SystemTime) {
 }
 
 fn build(dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["build", "--progress", "plain"])
-        .current_dir(dir)
-        .env("DOCKER_HOST", "unix:///var/run/docker.sock")
-        .output()
-        .expect("run kiln");
-    assert!(
-        out.status.success(),
-        "kiln build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn stamp_in(image: &str) -> String {
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            image,
-            "cat",
-            "/stamp.txt",
-        ])
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker run {image}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Removes the test's image however the test ends.
-struct Image(String);
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
-    }
+    let run = project::kiln(dir, &["build"]);
+    assert_eq!(run.code, 0, "kiln build failed:\n{run}");
 }
 
 #[test]
@@ -101,25 +55,25 @@ fn a_rewritten_file_with_the_same_size_and_mtime_reaches_the_image() {
     if !project::require_engine() {
         return;
     }
-    let image = Image(format!("kiln-test/{}:latest", unique("fresh-context")));
+    let image = Image::new("fresh-context");
     let dir = project(&image.0);
     let when = UNIX_EPOCH + Duration::new(1_600_000_000, 0);
 
     stamp(dir.path(), "run-1\n", when);
     build(dir.path());
-    assert_eq!(stamp_in(&image.0), "run-1\n");
+    assert_eq!(image.run(&["cat", "/stamp.txt"]), "run-1");
 
     // Same size, same mtime, new content: the daemon's copy of `rootfs` must not win.
     stamp(dir.path(), "run-2\n", when);
     build(dir.path());
     assert_eq!(
-        stamp_in(&image.0),
-        "run-2\n",
+        image.run(&["cat", "/stamp.txt"]),
+        "run-2",
         "the image got the daemon's stale copy of stamp.txt"
     );
 
     // And back: unchanged metadata with the first content again.
     stamp(dir.path(), "run-1\n", when);
     build(dir.path());
-    assert_eq!(stamp_in(&image.0), "run-1\n");
+    assert_eq!(image.run(&["cat", "/stamp.txt"]), "run-1");
 }

@@ -54,13 +54,10 @@ run = ["true"]
     ])
 }
 
+/// `kiln ARGS --progress plain` in `dir`, not yet run.
 fn kiln_command(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.args(args)
-        .args(["--progress", "plain"])
-        .current_dir(dir)
-        .env_remove("DOCKER_HOST")
-        .env_remove("BUILDKIT_HOST");
+    let mut cmd = project::kiln_command(dir, args);
+    cmd.args(["--progress", "plain"]);
     cmd
 }
 

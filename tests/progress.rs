@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use project::{Run, kiln_raw};
+
 const BASE: &str = "kiln-base/debian-python:bookworm";
 
 fn unique(name: &str) -> String {
@@ -174,23 +176,6 @@ fn step_runs(marker: &str) -> bool {
         .success()
 }
 
-/// `kiln ARGS` in `dir` with pipes (no terminal).
-fn kiln(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("DOCKER_HOST")
-        .env_remove("BUILDKIT_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kiln");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Every line of `stderr` as a JSON object; fails naming the first line that is not one.
 fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
     stderr
@@ -219,7 +204,11 @@ fn json_progress_is_json_lines_only_and_ends_each_target_with_where_its_image_is
         ),
     )
     .unwrap();
-    let (code, stdout, stderr) = kiln(dir.path(), &["build", "--progress", "json"]);
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = kiln_raw(dir.path(), &["build", "--progress", "json"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let events = json_lines(&stderr);
     let last = events
@@ -243,7 +232,7 @@ fn json_progress_is_json_lines_only_and_ends_each_target_with_where_its_image_is
     assert!(last["pushed"].is_null(), "{last}");
 
     // Up to date: still JSON, still a last event with the image.
-    let (code, _, stderr) = kiln(dir.path(), &["build", "--progress", "json"]);
+    let Run { code, stderr, .. } = kiln_raw(dir.path(), &["build", "--progress", "json"]);
     assert_eq!(code, 0, "{stderr}");
     let events = json_lines(&stderr);
     let last = events.last().expect("an event");
@@ -259,7 +248,7 @@ fn json_progress_is_json_lines_only_and_ends_each_target_with_where_its_image_is
         ),
     )
     .unwrap();
-    let (code, _, stderr) = kiln(dir.path(), &["build", "--progress", "json"]);
+    let Run { code, stderr, .. } = kiln_raw(dir.path(), &["build", "--progress", "json"]);
     assert_eq!(code, 1, "{stderr}");
     let events = json_lines(&stderr);
     let last = events.last().expect("an event");
@@ -278,7 +267,7 @@ fn json_progress_is_json_lines_only_and_ends_each_target_with_where_its_image_is
         "version = 1\n[target.app]\nfrom = 3\n",
     )
     .unwrap();
-    let (code, _, stderr) = kiln(dir.path(), &["build", "--progress", "json"]);
+    let Run { code, stderr, .. } = kiln_raw(dir.path(), &["build", "--progress", "json"]);
     assert_eq!(code, 1, "{stderr}");
     let events = json_lines(&stderr);
     assert_eq!(events.len(), 1, "{stderr}");

@@ -6,38 +6,16 @@
 mod project;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use project::{Image, Run};
+use project::{Image, kiln_raw_env};
 use sha2::{Digest, Sha256};
 
 const BASE: &str = "kiln-base/debian-python:bookworm";
 
-/// `kiln ARGS` in `dir` with `env` added to the environment (and no `--progress` forced).
-fn kiln(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("DOCKER_HOST")
-        .env_remove("BUILDKIT_HOST")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kiln");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Raw stdout of `kiln ARGS` (for `plan --llb`, which prints a binary Definition).
 fn kiln_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run kiln");
+    let out = project::kiln_command(dir, args).output().expect("run kiln");
     assert!(
         out.status.success(),
         "kiln {args:?}: {}",
@@ -126,19 +104,19 @@ user = "nobody"
     ]);
     let env = [("KILN_TEST_TOKEN", token.as_str())];
 
-    let plain = kiln(dir.path(), &["build", "--progress", "plain"], &env);
+    let plain = kiln_raw_env(dir.path(), &["build", "--progress", "plain"], &env);
     assert_eq!(plain.code, 0, "{plain}");
     assert!(
         plain.stderr.contains("smoke-read-the-secrets-as-nobody"),
         "the smoke test (as the image's user) read them: {plain}"
     );
-    let json = kiln(
+    let json = kiln_raw_env(
         dir.path(),
         &["build", "--force", "--progress", "json"],
         &env,
     );
     assert_eq!(json.code, 0, "{json}");
-    let refresh = kiln(
+    let refresh = kiln_raw_env(
         dir.path(),
         &["refresh", "--dry-run", "--progress", "plain"],
         &env,
@@ -265,7 +243,7 @@ run = ["{} && {} && echo {image} > /ok"]
         ("certs/custom.pem", &custom),
         ("token-two", &token_two),
     ]);
-    let run = kiln(
+    let run = kiln_raw_env(
         dir.path(),
         &["build", "--progress", "plain"],
         &[("KILN_TEST_TOKEN_ONE", token_one.as_str())],
@@ -301,13 +279,10 @@ present = {{ env = "KILN_TEST_SET" }}
     );
     let dir = project::repo(&[("kiln.toml", &manifest)]);
     for args in [&["build"][..], &["smoke-test"]] {
-        let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
+        let run = project::kiln_command(dir.path(), args)
             .args(["--progress", "plain"])
-            .current_dir(dir.path())
             .env_remove("KILN_TEST_UNSET_TOKEN")
             .env("KILN_TEST_SET", "x")
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);
@@ -330,7 +305,7 @@ present = {{ env = "KILN_TEST_SET" }}
         .unwrap();
     assert!(!inspect.status.success(), "nothing was built");
     // `kiln check` finds the missing file (an env var is only needed by a build).
-    let check = kiln(dir.path(), &["check"], &[]);
+    let check = kiln_raw_env(dir.path(), &["check"], &[]);
     assert_eq!(check.code, 1, "{check}");
     assert_eq!(
         check.stderr.trim_end(),

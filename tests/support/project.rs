@@ -17,7 +17,7 @@ mod engine;
 pub use engine::require_engine;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// What one `kiln` invocation did.
 pub struct Run {
@@ -36,41 +36,53 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// Run `kiln ARGS --progress plain` in `dir` against the local Docker Engine.
-pub fn kiln(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .args(["--progress", "plain"])
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// `kiln ARGS` in `dir` against the local Docker Engine (no `DOCKER_HOST` or `BUILDKIT_HOST`
+/// inherited), stdin closed, not yet run: for a test that spawns it or adds to it.
+pub fn kiln_command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
         .current_dir(dir)
         .env_remove("DOCKER_HOST")
         .env_remove("BUILDKIT_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kiln");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Run `kiln ARGS --progress plain` in `dir` against the local Docker Engine.
+pub fn kiln(dir: &Path, args: &[&str]) -> Run {
+    kiln_env(dir, args, &[])
 }
 
 /// [`kiln`] with extra environment variables (e.g. `DOCKER_HOST` of another engine).
 pub fn kiln_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .args(["--progress", "plain"])
-        .current_dir(dir)
-        .env_remove("DOCKER_HOST")
-        .env_remove("BUILDKIT_HOST")
+    let mut args = args.to_vec();
+    args.extend(["--progress", "plain"]);
+    kiln_raw_env(dir, &args, env)
+}
+
+/// [`kiln`] without `--progress plain` added: kiln picks the progress mode itself (plain
+/// without a terminal) unless `ARGS` name one.
+pub fn kiln_raw(dir: &Path, args: &[&str]) -> Run {
+    kiln_raw_env(dir, args, &[])
+}
+
+/// [`kiln_raw`] with extra environment variables.
+pub fn kiln_raw_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    kiln_command(dir, args)
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
         .output()
-        .expect("run kiln");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .expect("run kiln")
+        .into()
 }
 
 /// `git ARGS` in `dir`; panics with git's stderr when it fails. Returns stdout.
