@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use project::{Run, kiln_raw};
+use project::{Collected, Run, kiln_raw};
 
 const BASE: &str = "kiln-base/debian-python:bookworm";
 const DOCKER: &str = "/var/run/docker.sock";
@@ -448,25 +448,14 @@ fn a_builder_going_away_mid_build_is_a_clear_error_within_seconds() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let said: Arc<Mutex<String>> = Arc::default();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = said.clone();
-    let wanted = marker.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let hit = line.contains(&wanted) && !line.contains("echo");
-            log.lock().unwrap().push_str(&format!("{line}\n"));
-            if hit {
-                let _ = tx.send(());
-            }
-        }
+    let said = Collected::start(child.stderr.take().unwrap());
+    let started = said.wait_for_line(Duration::from_secs(60), |line| {
+        line.contains(&marker) && !line.contains("echo")
     });
-    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+    if !started {
         let _ = child.kill();
-        panic!("the step never started:\n{}", said.lock().unwrap());
+        let _ = child.wait();
+        panic!("the step never started:\n{}", said.join());
     }
     let _ = std::fs::remove_file(sockets.path().join("buildkitd.sock"));
     for client in clients.lock().unwrap().iter() {
@@ -484,8 +473,7 @@ fn a_builder_going_away_mid_build_is_a_clear_error_within_seconds() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let took = cut.elapsed();
-    std::thread::sleep(Duration::from_millis(100));
-    let said = said.lock().unwrap().clone();
+    let said = said.join();
     assert_eq!(code, Some(1), "{said}");
     assert!(took < Duration::from_secs(5), "took {took:?}: {said}");
     assert!(said.contains("lost the connection to BuildKit"), "{said}");

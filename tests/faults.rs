@@ -5,13 +5,15 @@
 #[path = "support/project.rs"]
 mod project;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use project::Collected;
 
 const BASE: &str = "kiln-base/debian-python:bookworm";
 
@@ -40,8 +42,8 @@ fn marker(name: &str) -> String {
 }
 
 /// Start `kiln build --progress plain` in `dir` with `docker_host`, and wait until the step
-/// has printed `marker`. Returns the child and everything it printed so far.
-fn start_build(dir: &Path, docker_host: &str, marker: &str) -> (Child, Arc<Mutex<String>>) {
+/// has printed `marker`. Returns the child and its stderr, being collected.
+fn start_build(dir: &Path, docker_host: &str, marker: &str) -> (Child, Collected) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["build", "--progress", "plain"])
         .current_dir(dir)
@@ -51,29 +53,16 @@ fn start_build(dir: &Path, docker_host: &str, marker: &str) -> (Child, Arc<Mutex
         .stderr(Stdio::piped())
         .spawn()
         .expect("run kiln");
-    let stderr = child.stderr.take().unwrap();
-    let seen = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = seen.clone();
-    let marker_owned = marker.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let hit = line.contains(&marker_owned) && !line.contains("echo");
-            log.lock().unwrap().push_str(&format!("{line}\n"));
-            if hit {
-                let _ = tx.send(());
-            }
-        }
+    let said = Collected::start(child.stderr.take().unwrap());
+    let started = said.wait_for_line(Duration::from_secs(60), |line| {
+        line.contains(marker) && !line.contains("echo")
     });
-    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+    if !started {
         let _ = child.kill();
-        panic!(
-            "the step never started; kiln said:\n{}",
-            seen.lock().unwrap()
-        );
+        let _ = child.wait();
+        panic!("the step never started; kiln said:\n{}", said.join());
     }
-    (child, seen)
+    (child, said)
 }
 
 /// Wait up to `limit` for `child` to exit; its exit code and how long it took.
@@ -125,8 +114,7 @@ fn ctrl_c_cancels_the_build_and_exits_130_within_2_seconds() {
         .unwrap();
     assert!(sent.success());
     let (code, took) = wait_exit(&mut child, Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(100));
-    let said = seen.lock().unwrap().clone();
+    let said = seen.join();
     assert_eq!(code, Some(130), "{said}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(said.contains("interrupted"), "{said}");
@@ -219,8 +207,7 @@ fn the_engine_going_away_mid_build_is_a_clear_error_not_a_hang() {
     assert!(step_runs(&marker), "the step runs before the cut");
     proxy.cut();
     let (code, took) = wait_exit(&mut child, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(100));
-    let said = seen.lock().unwrap().clone();
+    let said = seen.join();
     assert_eq!(code, Some(1), "{said}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(
@@ -243,8 +230,7 @@ fn a_frozen_engine_fails_the_build_within_a_minute_not_never() {
     let (mut child, seen) = start_build(dir.path(), &host, &marker);
     proxy.freeze();
     let (code, took) = wait_exit(&mut child, Duration::from_secs(70));
-    std::thread::sleep(Duration::from_millis(100));
-    let said = seen.lock().unwrap().clone();
+    let said = seen.join();
     assert_eq!(code, Some(1), "{said}");
     assert!(took < Duration::from_secs(60), "took {took:?}: {said}");
     assert!(
@@ -267,17 +253,6 @@ fn a_long_silent_step_on_a_healthy_engine_outlives_many_keepalive_pings() {
         marker("quiet")
     );
     std::fs::write(dir.path().join("kiln.toml"), manifest).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["build", "--progress", "plain"])
-        .current_dir(dir.path())
-        .env_remove("DOCKER_HOST")
-        .env("KILN_BUILDER_KEEPALIVE", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = project::kiln_env(dir.path(), &["build"], &[("KILN_BUILDER_KEEPALIVE", "1")]);
+    assert_eq!(run.code, 0, "{run}");
 }

@@ -8,13 +8,12 @@
 #[path = "support/project.rs"]
 mod project;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use project::{Run, kiln_raw};
+use project::{Collected, Run, kiln_raw};
 
 const BASE: &str = "kiln-base/debian-python:bookworm";
 
@@ -28,7 +27,7 @@ fn unique(name: &str) -> String {
 
 /// `kiln ARGS` in `dir` inside a new pseudo-terminal: `script` gives kiln a tty on stdin,
 /// stdout and stderr, copies what kiln draws to our pipe, and what we write to the pty.
-fn in_pty(dir: &Path, args: &str) -> (Child, Arc<Mutex<Vec<u8>>>) {
+fn in_pty(dir: &Path, args: &str) -> (Child, Collected) {
     let command = format!("{} {args}", env!("CARGO_BIN_EXE_kiln"));
     let mut child = Command::new("script")
         .args(["-qefc", &command, "/dev/null"])
@@ -42,18 +41,7 @@ fn in_pty(dir: &Path, args: &str) -> (Child, Arc<Mutex<Vec<u8>>>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run script (util-linux)");
-    let screen: Arc<Mutex<Vec<u8>>> = Arc::default();
-    let mut out = child.stdout.take().unwrap();
-    let copy = screen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            copy.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    let screen = Collected::start(child.stdout.take().unwrap());
     (child, screen)
 }
 
@@ -75,10 +63,6 @@ fn wait(child: &mut Child, limit: Duration) -> Option<(Option<i32>, Duration)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn screen_text(screen: &Arc<Mutex<Vec<u8>>>) -> String {
-    String::from_utf8_lossy(&screen.lock().unwrap()).into_owned()
 }
 
 /// Four independent targets (so they solve concurrently and draw four live lines at once),
@@ -106,11 +90,10 @@ fn twenty_tty_builds_of_four_targets_never_hang() {
         let Some((code, _)) = wait(&mut child, Duration::from_secs(90)) else {
             panic!(
                 "round {round}: kiln build under a tty still ran after 90 s (a hang); the screen:\n{}",
-                screen_text(&screen)
+                screen.so_far()
             );
         };
-        std::thread::sleep(Duration::from_millis(50));
-        let text = screen_text(&screen);
+        let text = screen.join();
         assert_eq!(code, Some(0), "round {round}:\n{text}");
         for name in ["alpha", "beta", "gamma", "delta"] {
             assert!(
@@ -146,7 +129,7 @@ fn ctrl_c_at_the_terminal_ends_a_tty_build_with_130_within_2_seconds() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the steps never started:\n{}",
-            screen_text(&screen)
+            screen.so_far()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -157,11 +140,11 @@ fn ctrl_c_at_the_terminal_ends_a_tty_build_with_130_within_2_seconds() {
     let Some((code, _)) = wait(&mut child, Duration::from_secs(15)) else {
         panic!(
             "Ctrl-C did not end the build within 15 s:\n{}",
-            screen_text(&screen)
+            screen.so_far()
         );
     };
     let took = typed.elapsed();
-    let text = screen_text(&screen);
+    let text = screen.join();
     assert_eq!(code, Some(130), "{text}");
     assert!(took < Duration::from_secs(2), "took {took:?}:\n{text}");
     assert!(text.contains("interrupted"), "{text}");

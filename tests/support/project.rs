@@ -16,8 +16,12 @@
 mod engine;
 pub use engine::require_engine;
 
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// What one `kiln` invocation did.
 pub struct Run {
@@ -158,5 +162,60 @@ impl Drop for Image {
         let _ = Command::new("docker")
             .args(["image", "rm", "-f", &self.0])
             .output();
+    }
+}
+
+/// What a child writes to one of its pipes, read by a thread of its own as it comes.
+/// [`Collected::join`] waits for that thread to read to the end of the pipe (the child has
+/// exited and closed it), so a test reads everything the child wrote without sleeping first.
+pub struct Collected {
+    text: Arc<Mutex<Vec<u8>>>,
+    reader: JoinHandle<()>,
+}
+
+impl Collected {
+    /// Start reading `pipe` (e.g. `child.stderr.take().unwrap()`).
+    pub fn start(mut pipe: impl Read + Send + 'static) -> Collected {
+        let text: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Collected { text, reader }
+    }
+
+    /// What has come so far.
+    pub fn so_far(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
+    }
+
+    /// Wait up to `limit` until a whole line that has come satisfies `wanted`; whether one did.
+    pub fn wait_for_line(&self, limit: Duration, wanted: impl Fn(&str) -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            let text = self.so_far();
+            let whole = text.rsplit_once('\n').map_or("", |(lines, _)| lines);
+            if whole.lines().any(&wanted) {
+                return true;
+            }
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the child wrote to the pipe: waits until the reader reaches its end.
+    pub fn join(self) -> String {
+        let Collected { text, reader } = self;
+        reader.join().expect("the pipe's reader thread");
+        let text = text.lock().unwrap();
+        String::from_utf8_lossy(&text).into_owned()
     }
 }
