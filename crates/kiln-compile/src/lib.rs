@@ -61,13 +61,6 @@ pub fn artifact_source(target: &str, index: usize) -> String {
 /// Why a target could not be lowered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
-    #[error("{location}: target `{target}`: invalid platform `{platform}`: {reason}")]
-    Platform {
-        target: String,
-        platform: String,
-        reason: String,
-        location: kiln_manifest::Location,
-    },
     #[error("target `{target}` needs `{dependency}`, which was not compiled before it")]
     Order { target: String, dependency: String },
 }
@@ -147,16 +140,7 @@ fn compile_target(
     bases: &BaseConfigs,
     local_unique: Option<&str>,
 ) -> Result<CompiledTarget, CompileError> {
-    let platform: kiln_llb::Platform =
-        target
-            .platform
-            .parse()
-            .map_err(|e: kiln_llb::PlatformError| CompileError::Platform {
-                target: target.name.clone(),
-                platform: target.platform.clone(),
-                reason: e.to_string(),
-                location: target.location.clone(),
-            })?;
+    let platform = &target.platform;
     let dependency = |name: &str| {
         done.get(name).ok_or_else(|| CompileError::Order {
             target: target.name.clone(),
@@ -166,7 +150,7 @@ fn compile_target(
 
     let (base_state, inherited) = match &target.from {
         Base::Image(reference) => (
-            State::image(&reference.to_string(), &platform),
+            State::image(&reference.to_string(), platform),
             bases.get(reference).cloned().unwrap_or_default(),
         ),
         Base::Target(name) => {
@@ -265,7 +249,7 @@ fn compile_target(
                 .stage(StageKind::Image)
                 .expect("every target has an image stage")
                 .clone(),
-            CopySource::Image(reference) => State::image(&reference.to_string(), &platform),
+            CopySource::Image(reference) => State::image(&reference.to_string(), platform),
         };
         let src = match copy.from {
             CopySource::Context => format!("/{}", copy_src(copy.src.trim_start_matches("./"))),

@@ -237,7 +237,7 @@ fn base_image_config_round_trips_through_oci_json() {
     assert_eq!(base.user.as_deref(), Some("app"));
     assert_eq!(base.exposed_ports, vec!["8080/tcp".to_string()]);
 
-    let out = base.image_config(&kiln_llb::Platform::linux_amd64());
+    let out = base.image_config(&kiln_reference::Platform::linux_amd64());
     let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(value["architecture"], "amd64");
     assert_eq!(value["os"], "linux");
