@@ -497,13 +497,13 @@ impl Lowering<'_> {
             .root()
             .file(actions.name(&format!("[{t}/{}] copy package files", kind.as_str())))
             .with_cwd(&packages.dir);
-        let command = match (refresh, &packages.refresh, &packages.install) {
-            (true, Some(custom), _) | (false, _, Some(custom)) => custom.as_str(),
-            (true, None, _) => spec.refresh,
-            (false, _, None) => spec.install,
+        let command = if refresh {
+            spec.refresh_command(packages)
+        } else {
+            spec.install_command(packages)
         };
         let mut exec = self
-            .exec(command, &format!("[{t}/{}] {command}", kind.as_str()))
+            .exec(&command, &format!("[{t}/{}] {command}", kind.as_str()))
             // A refresh must really resolve again, never replay a cached layer.
             .ignore_cache(refresh);
         if let Some(dir) = spec.cache_dir {

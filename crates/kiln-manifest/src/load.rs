@@ -1317,6 +1317,19 @@ impl TargetReader<'_, '_> {
         };
         let refresh = command("refresh");
         let install = command("install");
+        // pip-compile writes one output file, and pip's commands name it.
+        if manager == Manager::Pip && lock.len() > 1 && (refresh.is_none() || install.is_none()) {
+            if let Some(v) = table.get("lock") {
+                cx.error(
+                    v.span(),
+                    &join(&path, "lock"),
+                    format!("pip locks into one file, not {}", lock.len()),
+                    Some("one path, or your own `refresh` and `install` commands".into()),
+                    None,
+                );
+            }
+            ok = false;
+        }
         let dir = match table.get("dir") {
             Some(d) => {
                 let s = cx.text(d, &join(&path, "dir"))?;

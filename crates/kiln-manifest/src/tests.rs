@@ -308,6 +308,27 @@ fn defaults_values_are_checked() {
 }
 
 #[test]
+fn pip_takes_one_lock_unless_its_commands_are_the_targets_own() {
+    let e = errors(&format!(
+        "{V}[target.a]\nfrom = \"debian\"\npackages = {{ manager = \"pip\", lock = [\"a.txt\", \"b.txt\"] }}\n"
+    ));
+    assert_eq!(
+        e,
+        ["4:38 target.a.packages.lock: pip locks into one file, not 2"]
+    );
+    let own = "refresh = \"r\", install = \"i\"";
+    let m = load_with(
+        &format!("{V}[target.a]\nfrom = \"debian\"\npackages = {{ manager = \"pip\", lock = [\"a.txt\", \"b.txt\"], {own} }}\n"),
+        LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        m.targets["a"].packages.as_ref().unwrap().lock,
+        ["a.txt", "b.txt"]
+    );
+}
+
+#[test]
 fn a_target_platform_is_parsed_once_with_its_place() {
     let e = errors(&format!(
         "{V}[target.a]\nfrom = \"debian\"\nplatform = \"Linux/amd64\"\n"
