@@ -1009,22 +1009,7 @@ fn tag_image(api: &kiln_docker::Api, id: &str, image: &str) -> Result<(), AppErr
 
 /// `path` relative to the working directory, for messages.
 pub(crate) fn relative(settings: &Settings, path: &Path) -> PathBuf {
-    let path = path
-        .strip_prefix(&settings.cwd)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| path.to_path_buf());
-    // `manifests/../examples/x` → `examples/x`.
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir if out.file_name().is_some() => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    crate::trust::lexical(path.strip_prefix(&settings.cwd).unwrap_or(path))
 }
 
 #[cfg(test)]
