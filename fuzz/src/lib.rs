@@ -99,12 +99,9 @@ fn lower(manifest: &Manifest, graph: &Graph, names: &[String]) {
             }
         }
         let _ = target.config.to_json();
-        if let Ok(platform) = manifest.targets[&target.name]
-            .platform
-            .parse::<kiln_llb::Platform>()
-        {
-            let _ = target.config.image_config(&platform);
-        }
+        let _ = target
+            .config
+            .image_config(&manifest.targets[&target.name].platform);
     }
 }
 

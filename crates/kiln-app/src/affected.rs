@@ -348,7 +348,7 @@ fn reading(
     let all: Vec<String> = loaded.manifest.targets.keys().cloned().collect();
     let (_, compiled) = loaded.compile(&all)?;
     let canonical = |p: &Path| {
-        crate::labels::normalise(&settings.cwd.join(p))
+        crate::trust::resolve(&settings.cwd.join(p))
             .to_string_lossy()
             .into_owned()
     };

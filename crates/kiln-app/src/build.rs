@@ -7,7 +7,7 @@
 //! (`BuildOptions::load`), pushed by it (`BuildOptions::push`), or else only in its cache; or
 //! exported to a directory with the local exporter (`BuildOptions::output`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use std::future::Future;
@@ -484,12 +484,11 @@ impl Job<'_> {
         client: &Client,
         tx: &Events,
     ) -> Result<(BaseConfigs, BTreeMap<Reference, String>), AppError> {
-        let mut wanted: BTreeMap<(Reference, String), kiln_llb::Platform> = BTreeMap::new();
+        let mut wanted: BTreeSet<(Reference, kiln_llb::Platform)> = BTreeSet::new();
         for name in self.selected {
             let target = &self.loaded.manifest.targets[name];
-            if let (Base::Image(reference), Ok(platform)) = (&target.from, target.platform.parse())
-            {
-                wanted.insert((reference.clone(), target.platform.clone()), platform);
+            if let Base::Image(reference) = &target.from {
+                wanted.insert((reference.clone(), target.platform.clone()));
             }
         }
         if wanted.is_empty() {
@@ -511,7 +510,7 @@ impl Job<'_> {
                 let mut bases = BaseConfigs::new();
                 let mut digests = BTreeMap::new();
                 let mut platforms = BTreeMap::new();
-                for ((reference, asked), platform) in wanted {
+                for (reference, platform) in wanted {
                     let name = reference.to_string();
                     let image = match gateway
                         .resolve_image_config(&name, &platform, ResolveMode::Default)
@@ -533,7 +532,7 @@ impl Job<'_> {
                                 .and_then(|i| kiln_compile::platform::base_platform(&i.config))
                             {
                                 Some(has) if !kiln_compile::platform::serves(&has, &platform) => {
-                                    platforms.insert((reference, asked), has);
+                                    platforms.insert((reference, platform), has);
                                     continue;
                                 }
                                 _ => return Err(e),
@@ -551,7 +550,7 @@ impl Job<'_> {
                         digests.insert(reference.clone(), digest);
                     }
                     if let Some(has) = kiln_compile::platform::base_platform(&image.config) {
-                        platforms.insert((reference.clone(), asked), has);
+                        platforms.insert((reference.clone(), platform), has);
                     }
                     bases.insert(reference, config);
                 }
@@ -569,7 +568,7 @@ impl Job<'_> {
     /// config; a config that does not say is taken as it is).
     fn check_platforms(
         &self,
-        platforms: &BTreeMap<(Reference, String), kiln_llb::Platform>,
+        platforms: &BTreeMap<(Reference, kiln_llb::Platform), kiln_llb::Platform>,
     ) -> Result<(), AppError> {
         let mut wrong = Vec::new();
         for name in self.selected {
@@ -577,13 +576,11 @@ impl Job<'_> {
             let Base::Image(reference) = &target.from else {
                 continue;
             };
-            let (Some(has), Ok(asked)) = (
-                platforms.get(&(reference.clone(), target.platform.clone())),
-                target.platform.parse::<kiln_llb::Platform>(),
-            ) else {
+            let asked = &target.platform;
+            let Some(has) = platforms.get(&(reference.clone(), asked.clone())) else {
                 continue;
             };
-            if !kiln_compile::platform::serves(has, &asked) {
+            if !kiln_compile::platform::serves(has, asked) {
                 wrong.push(kiln_manifest::Diagnostic {
                     location: target.location.clone(),
                     key: format!("target.{name}.platform"),
@@ -843,11 +840,8 @@ impl Job<'_> {
                     // so the image is one plain solve: once it is running nothing more is asked
                     // of the daemon (one that is draining to stop refuses new calls, such as a
                     // gateway's Return, but finishes the solves it has).
-                    let platform: kiln_llb::Platform = manifest_target
-                        .platform
-                        .parse()
-                        .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
-                    let config = String::from_utf8(target.config.image_config(&platform))
+                    let platform = &manifest_target.platform;
+                    let config = String::from_utf8(target.config.image_config(platform))
                         .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
                     let mut attrs = BTreeMap::from([
                         ("name".to_string(), image.clone()),
@@ -878,16 +872,13 @@ impl Job<'_> {
                     };
                     let attrs = BTreeMap::from([("name".to_string(), name)]);
                     request.exporter = Some(("moby".to_string(), attrs));
-                    let platform: kiln_llb::Platform = manifest_target
-                        .platform
-                        .parse()
-                        .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
+                    let platform = &manifest_target.platform;
                     let image_config = crate::labels::with_labels(
                         &target.config,
                         &manifest_target.config.labels,
                         self.options.labels.get(&target.name),
                     )
-                    .image_config(&platform);
+                    .image_config(platform);
                     staged(&tx, &target.name, stage, |events| async {
                         let definition = request.definition.clone();
                         let imports = request.cache_imports.clone();
@@ -1015,10 +1006,7 @@ impl Job<'_> {
                 target.name
             )));
         };
-        let platform: kiln_llb::Platform = self.loaded.manifest.targets[&target.name]
-            .platform
-            .parse()
-            .map_err(|e| AppError::Build(format!("{}: {e}", target.name)))?;
+        let platform = &self.loaded.manifest.targets[&target.name].platform;
         let session = self.session(client, output.clone()).await?;
         let imports = self.cache_imports(&target.name);
         let mut request = SolveRequest {
@@ -1037,7 +1025,7 @@ impl Job<'_> {
                 );
                 metadata.insert(
                     "containerimage.config".to_string(),
-                    config.image_config(&platform),
+                    config.image_config(platform),
                 );
                 Some((
                     "moby".to_string(),

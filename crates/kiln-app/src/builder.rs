@@ -114,9 +114,7 @@ fn config_builders(settings: &Settings) -> Result<Vec<String>, AppError> {
     let config: ConfigFile = toml::from_str(&text).map_err(|e| {
         let place = match e.span() {
             Some(span) => {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                let (line, column) = kiln_manifest::line_column(&text, span.start);
                 format!(":{line}:{column}")
             }
             None => String::new(),

@@ -843,7 +843,7 @@ fn push_all(
 /// `docker push` through the engine, retried (1 s, 2 s) on errors that may pass: the engine
 /// or registry unreachable, 5xx. A refusal (401/403, denied) is not retried.
 fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<String, AppError> {
-    let mut delay = std::time::Duration::from_secs(1);
+    let backoff = kiln_registry::Backoff::new(3);
     let mut attempt = 1;
     loop {
         let error = match api.push(image, auth) {
@@ -854,18 +854,20 @@ fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<St
         let refused = ["denied", "unauthorized", "401", "403", "does not exist"]
             .iter()
             .any(|s| lower.contains(s));
-        if refused || attempt == 3 {
-            let hint = if refused {
-                "\n  hint: log in with `docker login` (kiln reads ~/.docker/config.json)"
-            } else {
-                ""
-            };
-            return Err(AppError::Build(format!(
-                "push of {image} failed (attempt {attempt} of 3): {error}{hint}"
-            )));
+        match backoff.after(attempt) {
+            Some(delay) if !refused => std::thread::sleep(delay),
+            _ => {
+                let hint = if refused {
+                    "\n  hint: log in with `docker login` (kiln reads ~/.docker/config.json)"
+                } else {
+                    ""
+                };
+                return Err(AppError::Build(format!(
+                    "push of {image} failed (attempt {attempt} of {}): {error}{hint}",
+                    backoff.attempts()
+                )));
+            }
         }
-        std::thread::sleep(delay);
-        delay *= 2;
         attempt += 1;
     }
 }
@@ -1009,22 +1011,7 @@ fn tag_image(api: &kiln_docker::Api, id: &str, image: &str) -> Result<(), AppErr
 
 /// `path` relative to the working directory, for messages.
 pub(crate) fn relative(settings: &Settings, path: &Path) -> PathBuf {
-    let path = path
-        .strip_prefix(&settings.cwd)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| path.to_path_buf());
-    // `manifests/../examples/x` → `examples/x`.
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir if out.file_name().is_some() => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    crate::trust::lexical(path.strip_prefix(&settings.cwd).unwrap_or(path))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use kiln_manifest::Base;
 use sha2::{Digest, Sha256};
 
 use crate::images::Inputs;
+use crate::trust::resolve;
 use crate::{AppError, Loaded, Settings};
 
 /// Label keys kiln writes (and `kiln trace` reads).
@@ -59,38 +60,14 @@ pub(crate) fn work_tree(settings: &Settings) -> Option<(git2::Repository, PathBu
 /// is outside `root`.
 pub(crate) fn repo_path(cwd: &Path, root: Option<&Path>, path: &Path) -> String {
     let full = cwd.join(path);
-    let full = normalise(&full);
+    let full = resolve(&full);
     let rel = root
         .and_then(|r| full.strip_prefix(r).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| normalise(path));
+        .unwrap_or_else(|| resolve(path));
     rel.components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// `path` canonical when it exists, else with `.` and `..` folded lexically (its parent made
-/// canonical when that exists).
-pub(crate) fn normalise(path: &Path) -> PathBuf {
-    if let Ok(p) = path.canonicalize() {
-        return p;
-    }
-    if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
-        && let Ok(p) = parent.canonicalize()
-    {
-        return p.join(name);
-    }
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir if out.file_name().is_some() => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The URL of the repository's `origin` remote (else its first remote), without credentials.

@@ -174,8 +174,7 @@ fn not_utf8(
     let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
     // Valid by construction: the error says so up to here.
     let before = String::from_utf8_lossy(valid);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    let (line, column) = kiln_manifest::line_column(&before, before.len());
     let bad = bytes
         .get(e.valid_up_to()..e.valid_up_to() + e.error_len().unwrap_or(1))
         .unwrap_or_default()

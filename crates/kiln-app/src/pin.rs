@@ -91,10 +91,7 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
     let mut wanted: BTreeMap<Reference, kiln_llb::Platform> = BTreeMap::new();
     for name in &selected {
         let target = &loaded.manifest.targets[name];
-        let platform: kiln_llb::Platform = target
-            .platform
-            .parse()
-            .map_err(|e| AppError::Build(format!("{name}: {e}")))?;
+        let platform = &target.platform;
         let images = std::iter::once(match &target.from {
             Base::Image(r) => Some(r),
             Base::Target(_) => None,

@@ -133,15 +133,32 @@ pub(crate) fn check_reads(settings: &Settings, manifest: &Manifest) -> Vec<Diagn
 /// `path` (absolute) with every symlink resolved: the longest part that exists is
 /// canonicalized, the rest (which cannot hold a symlink) applied lexically.
 pub(crate) fn resolve(path: &Path) -> PathBuf {
+    normalise(path, true)
+}
+
+/// `path` with `.` and `..` folded by its text alone (`manifests/../examples/x` is
+/// `examples/x`), for messages and labels.
+pub(crate) fn lexical(path: &Path) -> PathBuf {
+    normalise(path, false)
+}
+
+/// kiln's one path normaliser: `.` dropped, `..` taking off the component before it (kept
+/// when there is none, dropped at the root), and with `follow` each existing prefix
+/// canonicalized as it is reached, so a `..` after a symlink leaves the symlink's target.
+fn normalise(path: &Path, follow: bool) -> PathBuf {
     let mut out = PathBuf::new();
-    let mut exists = true;
+    let mut exists = follow;
     for part in path.components() {
         match part {
             Component::Prefix(_) | Component::RootDir => out.push(part.as_os_str()),
             Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                Some(Component::ParentDir | Component::CurDir) | None => out.push(".."),
+            },
             Component::Normal(name) => {
                 out.push(name);
                 if exists {
@@ -192,6 +209,28 @@ mod tests {
             root.join("repo/sub")
         );
         assert_eq!(resolve(Path::new("/")), PathBuf::from("/"));
+        assert_eq!(
+            resolve(Path::new("/../etc/./passwd")),
+            PathBuf::from("/etc/passwd")
+        );
+    }
+
+    #[test]
+    fn lexical_folding_reads_no_file() {
+        let fold = |p: &str| lexical(Path::new(p));
+        assert_eq!(
+            fold("manifests/../examples/./x"),
+            PathBuf::from("examples/x")
+        );
+        assert_eq!(fold("../a/../../b"), PathBuf::from("../../b"));
+        assert_eq!(fold("/a/../../b"), PathBuf::from("/b"));
+        assert_eq!(fold("a/.."), PathBuf::new());
+        // No symlink is followed, even one that exists.
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
+        assert_eq!(lexical(&root.join("etc-link/../x")), root.join("x"));
+        assert_eq!(resolve(&root.join("etc-link/../x")), PathBuf::from("/x"));
     }
 
     #[test]

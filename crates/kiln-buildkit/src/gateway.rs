@@ -113,7 +113,7 @@ impl Gateway {
             .clone()
             .resolve_image_config(self.request(gateway::ResolveImageConfigRequest {
                 r#ref: reference.to_string(),
-                platform: Some(platform.to_pb()),
+                platform: Some(kiln_llb::pb::Platform::from(platform)),
                 resolve_mode: mode.as_str().to_string(),
                 log_name: format!("resolve image config for {reference}"),
             }))

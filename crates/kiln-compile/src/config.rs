@@ -148,7 +148,7 @@ impl EffectiveConfig {
 
     /// The OCI image config JSON for an image of `platform` with this config, as an image
     /// exporter takes it (it fills in the layers and history itself).
-    pub fn image_config(&self, platform: &kiln_llb::Platform) -> Vec<u8> {
+    pub fn image_config(&self, platform: &kiln_reference::Platform) -> Vec<u8> {
         #[derive(Serialize)]
         struct Image<'a> {
             architecture: &'a str,

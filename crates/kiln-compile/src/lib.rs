@@ -61,13 +61,6 @@ pub fn artifact_source(target: &str, index: usize) -> String {
 /// Why a target could not be lowered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
-    #[error("{location}: target `{target}`: invalid platform `{platform}`: {reason}")]
-    Platform {
-        target: String,
-        platform: String,
-        reason: String,
-        location: kiln_manifest::Location,
-    },
     #[error("target `{target}` needs `{dependency}`, which was not compiled before it")]
     Order { target: String, dependency: String },
 }
@@ -147,16 +140,7 @@ fn compile_target(
     bases: &BaseConfigs,
     local_unique: Option<&str>,
 ) -> Result<CompiledTarget, CompileError> {
-    let platform: kiln_llb::Platform =
-        target
-            .platform
-            .parse()
-            .map_err(|e: kiln_llb::PlatformError| CompileError::Platform {
-                target: target.name.clone(),
-                platform: target.platform.clone(),
-                reason: e.to_string(),
-                location: target.location.clone(),
-            })?;
+    let platform = &target.platform;
     let dependency = |name: &str| {
         done.get(name).ok_or_else(|| CompileError::Order {
             target: target.name.clone(),
@@ -166,7 +150,7 @@ fn compile_target(
 
     let (base_state, inherited) = match &target.from {
         Base::Image(reference) => (
-            State::image(&reference.to_string(), &platform),
+            State::image(&reference.to_string(), platform),
             bases.get(reference).cloned().unwrap_or_default(),
         ),
         Base::Target(name) => {
@@ -265,7 +249,7 @@ fn compile_target(
                 .stage(StageKind::Image)
                 .expect("every target has an image stage")
                 .clone(),
-            CopySource::Image(reference) => State::image(&reference.to_string(), &platform),
+            CopySource::Image(reference) => State::image(&reference.to_string(), platform),
         };
         let src = match copy.from {
             CopySource::Context => format!("/{}", copy_src(copy.src.trim_start_matches("./"))),
@@ -513,13 +497,13 @@ impl Lowering<'_> {
             .root()
             .file(actions.name(&format!("[{t}/{}] copy package files", kind.as_str())))
             .with_cwd(&packages.dir);
-        let command = match (refresh, &packages.refresh, &packages.install) {
-            (true, Some(custom), _) | (false, _, Some(custom)) => custom.as_str(),
-            (true, None, _) => spec.refresh,
-            (false, _, None) => spec.install,
+        let command = if refresh {
+            spec.refresh_command(packages)
+        } else {
+            spec.install_command(packages)
         };
         let mut exec = self
-            .exec(command, &format!("[{t}/{}] {command}", kind.as_str()))
+            .exec(&command, &format!("[{t}/{}] {command}", kind.as_str()))
             // A refresh must really resolve again, never replay a cached layer.
             .ignore_cache(refresh);
         if let Some(dir) = spec.cache_dir {

@@ -2,7 +2,9 @@
 //! how it refreshes a lock and how it installs strictly from one. The compiler reads this table;
 //! nothing else in kiln special-cases a manager.
 
-use kiln_manifest::Manager;
+use std::borrow::Cow;
+
+use kiln_manifest::{Manager, Packages};
 
 /// How one package manager is driven inside the build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,9 +13,12 @@ pub struct ManagerSpec {
     /// Shell command that makes the tool available when the image lacks it. It installs into
     /// its own venv under `/opt/kiln`, so PEP 668 ("externally managed") images are respected.
     pub setup: &'static str,
-    /// Resolve, upgrade and write the lock file(s), then install from them.
+    /// Resolve, upgrade and write the lock file(s), then install from them. A template:
+    /// `{files}` and `{lock}` stand for the target's `files` and `lock` (see
+    /// [`ManagerSpec::refresh_command`]).
     pub refresh: &'static str,
     /// Install exactly what the lock says; fail when the lock does not match the declared files.
+    /// A template, as `refresh` is.
     pub install: &'static str,
     /// Cache mount target for the tool's download cache (`None`: no cache mount).
     pub cache_dir: Option<&'static str>,
@@ -45,8 +50,8 @@ const UV: ManagerSpec = ManagerSpec {
 const PIP: ManagerSpec = ManagerSpec {
     manager: Manager::Pip,
     setup: "test -x /opt/kiln/pip-tools/bin/pip-compile || { python3 -m venv /opt/kiln/pip-tools && /opt/kiln/pip-tools/bin/pip install --quiet --disable-pip-version-check pip-tools; }; test -x /opt/venv/bin/python || python3 -m venv /opt/venv",
-    refresh: "/opt/kiln/pip-tools/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --output-file requirements.txt requirements.in && /opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r requirements.txt",
-    install: "/opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r requirements.txt",
+    refresh: "/opt/kiln/pip-tools/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --output-file {lock} {files} && /opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r {lock}",
+    install: "/opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r {lock}",
     cache_dir: Some("/root/.cache/pip"),
     venv: Some("/opt/venv"),
     env: &[("PIP_DISABLE_PIP_VERSION_CHECK", "1")],
@@ -98,5 +103,77 @@ pub fn spec(manager: Manager) -> &'static ManagerSpec {
         Manager::Poetry => &POETRY,
         Manager::Npm => &NPM,
         Manager::Custom => &CUSTOM,
+    }
+}
+
+impl ManagerSpec {
+    /// The refresh command for `packages` (its own `refresh`, else this manager's), with the
+    /// package files and lock it configures.
+    pub fn refresh_command<'a>(&self, packages: &'a Packages) -> Cow<'a, str> {
+        match &packages.refresh {
+            Some(custom) => Cow::Borrowed(custom),
+            None => Cow::Owned(fill(self.refresh, packages)),
+        }
+    }
+
+    /// The strict install command for `packages` (its own `install`, else this manager's).
+    pub fn install_command<'a>(&self, packages: &'a Packages) -> Cow<'a, str> {
+        match &packages.install {
+            Some(custom) => Cow::Borrowed(custom),
+            None => Cow::Owned(fill(self.install, packages)),
+        }
+    }
+}
+
+/// `template` with `{files}` replaced by the package files and `{lock}` by the lock files, each
+/// one shell word (a name starting with `-` as `./NAME`, so no tool takes it for an option),
+/// joined by spaces; in one pass, so a file name is never itself expanded. (The loader gives a
+/// manager whose template names `{lock}` exactly one lock file.)
+fn fill(template: &str, packages: &Packages) -> String {
+    let words = |paths: &[String]| {
+        paths
+            .iter()
+            .map(|p| match p.starts_with('-') {
+                true => shell_word(&format!("./{p}")).into_owned(),
+                false => shell_word(p).into_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("{files}") {
+            out.push_str(&words(&packages.files));
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("{lock}") {
+            out.push_str(&words(&packages.lock));
+            rest = after;
+        } else {
+            out.push('{');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `s` as one `/bin/sh` word: as it is when it has no character the shell treats specially,
+/// else in single quotes.
+fn shell_word(s: &str) -> Cow<'_, str> {
+    let plain = !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'/' | b'.' | b'_' | b'-' | b'+' | b'@' | b'%' | b',' | b':' | b'='
+                )
+        });
+    if plain {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("'{}'", s.replace('\'', "'\\''")))
     }
 }

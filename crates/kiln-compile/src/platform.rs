@@ -4,7 +4,7 @@
 //! check an `arm64` target on an `amd64`-only base yields an image labelled arm64 that holds
 //! x86-64 binaries.
 
-use kiln_llb::Platform;
+use kiln_reference::Platform;
 
 /// The `os`/`architecture`/`variant` of an OCI image config JSON (as the engine's
 /// ResolveImageConfig returns it), normalised; `None` when the config does not say (then there

@@ -218,6 +218,52 @@ fn managers_are_data() {
 
 use kiln_manifest::Manager;
 
+/// The commands a pip target runs, pinned and refreshing.
+fn pip_commands(packages: &str) -> (String, String) {
+    let text = format!("[target.p]\nfrom = \"debian\"\npackages = {packages}\n");
+    let pinned = &compile_text(&text, PackagesMode::Pinned)[0];
+    let refresh = &compile_text(&text, PackagesMode::Refresh)[0];
+    let last = |state: &State| {
+        let all = execs(state);
+        let (e, _) = all.last().unwrap();
+        last_arg(e).to_string()
+    };
+    (
+        last(pinned.stage(StageKind::PackagesPinned).unwrap()),
+        last(refresh.stage(StageKind::PackagesRefresh).unwrap()),
+    )
+}
+
+#[test]
+fn pip_commands_name_the_configured_files_and_lock() {
+    const PIP: &str =
+        "/opt/venv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r";
+    const COMPILE: &str = "/opt/kiln/pip-tools/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --output-file";
+    // The defaults are the commands kiln always ran (their digests are in snapshots).
+    let (install, refresh) = pip_commands("{ manager = \"pip\" }");
+    assert_eq!(install, format!("{PIP} requirements.txt"));
+    assert_eq!(
+        refresh,
+        format!("{COMPILE} requirements.txt requirements.in && {PIP} requirements.txt")
+    );
+
+    let (install, refresh) = pip_commands(
+        "{ manager = \"pip\", files = [\"reqs/base.in\", \"dev extras.in\", \"-x.in\"], lock = \"locks/py{lock}'s.txt\" }",
+    );
+    let lock = "'locks/py{lock}'\\''s.txt'";
+    assert_eq!(install, format!("{PIP} {lock}"));
+    assert_eq!(
+        refresh,
+        format!("{COMPILE} {lock} reqs/base.in 'dev extras.in' ./-x.in && {PIP} {lock}")
+    );
+
+    // A target's own commands win over the templates.
+    let (install, refresh) = pip_commands(
+        "{ manager = \"pip\", lock = [\"a.txt\"], install = \"i {lock}\", refresh = \"r\" }",
+    );
+    assert_eq!((install.as_str(), refresh.as_str()), ("i {lock}", "r"));
+}
+
 #[test]
 fn base_image_config_round_trips_through_oci_json() {
     let json = br#"{"architecture":"amd64","os":"linux","config":{
@@ -237,7 +283,7 @@ fn base_image_config_round_trips_through_oci_json() {
     assert_eq!(base.user.as_deref(), Some("app"));
     assert_eq!(base.exposed_ports, vec!["8080/tcp".to_string()]);
 
-    let out = base.image_config(&kiln_llb::Platform::linux_amd64());
+    let out = base.image_config(&kiln_reference::Platform::linux_amd64());
     let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(value["architecture"], "amd64");
     assert_eq!(value["os"], "linux");

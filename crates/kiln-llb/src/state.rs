@@ -71,7 +71,7 @@ impl Node {
                 })
                 .collect(),
             op: Some(op),
-            platform: platform.map(Platform::to_pb),
+            platform: platform.map(pb::Platform::from),
             constraints: None,
         }
         .encode_to_vec();

@@ -176,22 +176,8 @@ fn images_carry_their_platform() {
 }
 
 #[test]
-fn scratch_cannot_be_marshalled_and_bad_platforms_are_named() {
+fn scratch_cannot_be_marshalled() {
     assert_eq!(marshal(&State::scratch()), Err(MarshalError::Scratch));
-    assert!(
-        "linux"
-            .parse::<Platform>()
-            .unwrap_err()
-            .to_string()
-            .contains("os/arch")
-    );
-    assert!(
-        "Linux/amd64"
-            .parse::<Platform>()
-            .unwrap_err()
-            .to_string()
-            .contains("`Linux`")
-    );
 }
 
 #[test]

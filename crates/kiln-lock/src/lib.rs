@@ -35,9 +35,7 @@ pub enum LockError {
 impl LockError {
     /// A syntax error at byte offset `at` of `text`.
     pub(crate) fn at(file: &str, text: &str, at: usize, message: impl Into<String>) -> Self {
-        let before = &text[..at.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        let (line, column) = kiln_manifest::line_column(text, at);
         LockError::Syntax {
             file: file.to_string(),
             line,

@@ -9,7 +9,7 @@ use std::path::Path;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::{Diagnostic, Location};
+use crate::{Diagnostic, LineIndex, Location};
 
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -48,8 +48,7 @@ pub(crate) struct Vars {
 /// One file being read.
 pub(crate) struct Cx<'a> {
     pub(crate) file: &'a Path,
-    line_starts: Vec<usize>,
-    text: &'a str,
+    lines: LineIndex<'a>,
     pub(crate) sink: &'a Sink,
     pub(crate) vars: &'a Vars,
 }
@@ -85,22 +84,16 @@ fn article(type_name: &str) -> &'static str {
 
 impl<'a> Cx<'a> {
     pub(crate) fn new(file: &'a Path, text: &'a str, sink: &'a Sink, vars: &'a Vars) -> Self {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Cx {
             file,
-            line_starts,
-            text,
+            lines: LineIndex::new(text),
             sink,
             vars,
         }
     }
 
     pub(crate) fn loc(&self, span: Range<usize>) -> Location {
-        let offset = span.start.min(self.text.len());
-        let line = self.line_starts.partition_point(|&s| s <= offset);
-        let start = self.line_starts[line - 1];
-        let column = self.text[start..offset].chars().count() + 1;
+        let (line, column) = self.lines.line_column(span.start);
         Location {
             file: self.file.to_path_buf(),
             line,

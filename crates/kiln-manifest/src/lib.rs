@@ -10,7 +10,7 @@ mod model;
 mod tests;
 
 pub use cx::suggest;
-pub use diagnostic::{Diagnostic, Diagnostics};
+pub use diagnostic::{Diagnostic, Diagnostics, LineIndex, line_column};
 pub use model::*;
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use kiln_reference::Reference;
+use kiln_reference::{Platform, Reference};
 use regex::Regex;
 use toml::de::{DeTable, DeValue};
 
@@ -53,7 +53,6 @@ const CONFIG_KEYS: &[&str] = &[
 ];
 const GROUP_KEYS: &[&str] = &["targets"];
 const NETWORKS: &[&str] = &["default", "host", "none"];
-const DEFAULT_PLATFORM: &str = "linux/amd64";
 
 struct Doc<'s> {
     source: &'s Source,
@@ -66,7 +65,7 @@ struct Defaults {
     network: NetworkMode,
     ca: CaCertificates,
     ca_origin: Option<Origin>,
-    platform: String,
+    platform: Platform,
     /// `[defaults] cache`: the registry repository for the remote build cache.
     cache: Option<Reference>,
 }
@@ -594,7 +593,7 @@ fn read_defaults(cx: &Cx<'_>, doc: &DeTable<'_>) -> Defaults {
         network: NetworkMode::Default,
         ca: CaCertificates::None,
         ca_origin: None,
-        platform: DEFAULT_PLATFORM.to_string(),
+        platform: Platform::linux_amd64(),
         cache: None,
     };
     let Some(table) = cx.section(doc, "defaults") else {
@@ -678,15 +677,8 @@ fn apply_common(cx: &Cx<'_>, table: &DeTable<'_>, path: &str, d: &mut Defaults) 
     if let Some(v) = table.get("platform") {
         let key = join(path, "platform");
         if let Some(s) = cx.text(v, &key) {
-            let parts: Vec<&str> = s.split('/').collect();
-            let valid = (2..=3).contains(&parts.len())
-                && parts.iter().all(|p| {
-                    !p.is_empty()
-                        && p.chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                });
-            if valid {
-                d.platform = s;
+            if let Ok(platform) = s.parse::<Platform>() {
+                d.platform = platform;
             } else {
                 cx.error(
                     v.span(),
@@ -1325,6 +1317,19 @@ impl TargetReader<'_, '_> {
         };
         let refresh = command("refresh");
         let install = command("install");
+        // pip-compile writes one output file, and pip's commands name it.
+        if manager == Manager::Pip && lock.len() > 1 && (refresh.is_none() || install.is_none()) {
+            if let Some(v) = table.get("lock") {
+                cx.error(
+                    v.span(),
+                    &join(&path, "lock"),
+                    format!("pip locks into one file, not {}", lock.len()),
+                    Some("one path, or your own `refresh` and `install` commands".into()),
+                    None,
+                );
+            }
+            ok = false;
+        }
         let dir = match table.get("dir") {
             Some(d) => {
                 let s = cx.text(d, &join(&path, "dir"))?;

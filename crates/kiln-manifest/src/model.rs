@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln_reference::Reference;
+use kiln_reference::{Platform, Reference};
 use serde::Serialize;
 
 /// A place in a manifest file, 1-based line and column; line 0 is no place in a file but the
@@ -120,8 +120,9 @@ pub struct Target {
     pub image: Option<Reference>,
     pub network: NetworkMode,
     pub ca_certificates: CaCertificates,
-    /// Platform as `os/arch[/variant]` (default `linux/amd64`).
-    pub platform: String,
+    /// Platform, `os/arch[/variant]` in the manifest (default `linux/amd64`), validated by the
+    /// loader.
+    pub platform: Platform,
     /// Secrets by name, mounted at `/run/secrets/NAME` in every RUN step of this target.
     pub secrets: BTreeMap<String, Secret>,
     /// Where `context` was set, when it was (for errors about the path it names).

@@ -117,8 +117,11 @@ targets = ["app", "base"]
         app.ca_certificates,
         CaCertificates::Path(PathBuf::from("dir/certs/ca.pem"))
     );
-    assert_eq!(app.platform, "linux/arm64/v8");
-    assert_eq!(m.targets["base"].platform, "linux/amd64");
+    assert_eq!(app.platform.to_string(), "linux/arm64/v8");
+    assert_eq!(
+        m.targets["base"].platform,
+        kiln_reference::Platform::linux_amd64()
+    );
     assert_eq!(m.targets["base"].context, PathBuf::from("dir"));
     assert_eq!(app.artifacts[0].extract_to, "/opt/model");
     assert_eq!(app.smoke_test.as_ref().unwrap().run, ["python -m pytest"]);
@@ -301,6 +304,48 @@ fn defaults_values_are_checked() {
             "3:11 defaults.network: unknown network mode `hots` (did you mean `host`?)",
             "4:12 defaults.platform: invalid platform `linux`",
         ]
+    );
+}
+
+#[test]
+fn pip_takes_one_lock_unless_its_commands_are_the_targets_own() {
+    let e = errors(&format!(
+        "{V}[target.a]\nfrom = \"debian\"\npackages = {{ manager = \"pip\", lock = [\"a.txt\", \"b.txt\"] }}\n"
+    ));
+    assert_eq!(
+        e,
+        ["4:38 target.a.packages.lock: pip locks into one file, not 2"]
+    );
+    let own = "refresh = \"r\", install = \"i\"";
+    let m = load_with(
+        &format!("{V}[target.a]\nfrom = \"debian\"\npackages = {{ manager = \"pip\", lock = [\"a.txt\", \"b.txt\"], {own} }}\n"),
+        LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        m.targets["a"].packages.as_ref().unwrap().lock,
+        ["a.txt", "b.txt"]
+    );
+}
+
+#[test]
+fn a_target_platform_is_parsed_once_with_its_place() {
+    let e = errors(&format!(
+        "{V}[target.a]\nfrom = \"debian\"\nplatform = \"Linux/amd64\"\n"
+    ));
+    assert_eq!(
+        e,
+        ["4:12 target.a.platform: invalid platform `Linux/amd64`"]
+    );
+    let m = load_with(
+        &format!("{V}[target.a]\nfrom = \"debian\"\nplatform = \"linux/arm/v7\"\n"),
+        LoadOptions::default(),
+    )
+    .unwrap();
+    let p = &m.targets["a"].platform;
+    assert_eq!(
+        (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()),
+        ("linux", "arm", Some("v7"))
     );
 }
 

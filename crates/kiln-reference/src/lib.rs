@@ -1,6 +1,11 @@
 //! Parses and normalises container image references by the distribution reference grammar
 //! (`[domain[:port]/]path[:tag][@digest]`), with Docker Hub's normalisation: no domain means
-//! `docker.io`, and a single path component on Docker Hub gets `library/`.
+//! `docker.io`, and a single path component on Docker Hub gets `library/`. Also the other
+//! name an image is chosen by: its platform (`os/arch[/variant]`, [`Platform`]).
+
+mod platform;
+
+pub use platform::{Platform, PlatformError};
 
 use std::fmt;
 use std::str::FromStr;

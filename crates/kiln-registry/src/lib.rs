@@ -81,7 +81,34 @@ pub struct Credentials {
 pub struct Registry {
     client: oci_client::Client,
     auth: RegistryAuth,
+    backoff: Backoff,
+}
+
+/// kiln's one retry schedule for registry traffic (the OCI API here, and pushes through the
+/// Docker Engine): at most `attempts` tries, 1 s before the second, doubling after each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
     attempts: u32,
+}
+
+impl Backoff {
+    /// At most `attempts` tries (at least one).
+    pub fn new(attempts: u32) -> Backoff {
+        Backoff {
+            attempts: attempts.max(1),
+        }
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// How long to wait after attempt `attempt` (counted from 1) failed, or `None` when it was
+    /// the last.
+    pub fn after(&self, attempt: u32) -> Option<Duration> {
+        (attempt < self.attempts)
+            .then(|| Duration::from_secs(1 << attempt.saturating_sub(1).min(6)))
+    }
 }
 
 /// Whether `host` (with an optional port) is served over plain HTTP.
@@ -123,13 +150,13 @@ impl Registry {
         Registry {
             client,
             auth,
-            attempts: 4,
+            backoff: Backoff::new(4),
         }
     }
 
     /// The same client, trying each call at most `attempts` times (at least once).
     pub fn attempts(mut self, attempts: u32) -> Registry {
-        self.attempts = attempts.max(1);
+        self.backoff = Backoff::new(attempts);
         self
     }
 
@@ -402,14 +429,13 @@ impl Registry {
         .await
     }
 
-    /// Run `call` until it succeeds, fails for good, or the attempts are used up (1 s, 2 s,
-    /// 4 s between them).
+    /// Run `call` until it succeeds, fails for good, or the attempts are used up (`Backoff`:
+    /// 1 s, 2 s, 4 s between them).
     async fn retry<T, F, Fut>(&self, reference: &Reference, call: F) -> Result<T, RegistryError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
     {
-        let mut delay = Duration::from_secs(1);
         let mut attempt = 1;
         loop {
             match call().await {
@@ -419,15 +445,16 @@ impl Registry {
                     // DNS, refused, TLS; the sources say it.
                     let text = chain(&e);
                     let permanent = classify(reference, &e, &text)?;
-                    if permanent || attempt >= self.attempts {
-                        return Err(RegistryError::Failed {
-                            reference: reference.to_string(),
-                            message: text,
-                            attempts: attempt,
-                        });
+                    match self.backoff.after(attempt) {
+                        Some(delay) if !permanent => tokio::time::sleep(delay).await,
+                        _ => {
+                            return Err(RegistryError::Failed {
+                                reference: reference.to_string(),
+                                message: text,
+                                attempts: attempt,
+                            });
+                        }
                     }
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
                     attempt += 1;
                 }
             }
@@ -531,6 +558,16 @@ fn oci_reference(reference: &Reference) -> oci_client::Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backoff_waits_one_second_then_doubles_until_the_last_attempt() {
+        let waits: Vec<_> = (1..=5).map(|a| Backoff::new(4).after(a)).collect();
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(waits, [s(1), s(2), s(4), None, None]);
+        assert_eq!(Backoff::new(0).attempts(), 1, "at least one try");
+        assert_eq!(Backoff::new(1).after(1), None);
+        assert_eq!(Backoff::new(100).after(50), s(64), "capped");
+    }
 
     #[test]
     fn failures_are_classified_by_status_never_by_digits_in_the_reference() {
