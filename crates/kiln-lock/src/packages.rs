@@ -92,20 +92,7 @@ fn hashes(format: LockFormat, text: &str) -> Hashes {
             }
         }
         LockFormat::Requirements => {
-            let mut logical = String::new();
-            for raw in text.lines() {
-                let line = match raw.find('#') {
-                    Some(0) => "",
-                    Some(p) if raw[..p].ends_with(char::is_whitespace) => &raw[..p],
-                    _ => raw,
-                };
-                if let Some(cont) = line.trim_end().strip_suffix('\\') {
-                    logical.push_str(cont);
-                    logical.push(' ');
-                    continue;
-                }
-                logical.push_str(line);
-                let req = std::mem::take(&mut logical);
+            for (_, req) in crate::pins::requirement_lines(text) {
                 let spec = req.split([';', ' ']).find(|w| !w.is_empty()).unwrap_or("");
                 let Some((name, version)) = spec.split_once("==") else {
                     continue;

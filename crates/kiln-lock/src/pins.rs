@@ -142,9 +142,11 @@ fn insert(out: &mut BTreeMap<String, String>, name: String, version: String) {
     }
 }
 
-/// pip-compile output: `name[extras]==version ; marker \` plus `--hash=` continuation lines.
-fn requirements(text: &str, out: &mut BTreeMap<String, String>) -> Result<(), LockError> {
-    let file = LockFormat::Requirements.file_name();
+/// The requirements of a pip-compile file, one per logical line (comments dropped, `\`
+/// continuations joined, trimmed), each with the byte offset its first line starts at. Option
+/// lines (`-r`, `--index-url`, …) and blank lines are left out: they pin nothing.
+pub(crate) fn requirement_lines(text: &str) -> Vec<(usize, String)> {
+    let mut lines = Vec::new();
     let mut logical = String::new();
     let mut start = 0; // byte offset where the logical line began
     let mut offset = 0;
@@ -168,10 +170,17 @@ fn requirements(text: &str, out: &mut BTreeMap<String, String>) -> Result<(), Lo
         logical.push_str(line);
         let req = std::mem::take(&mut logical);
         let req = req.trim();
-        // Options (-r, -c, --index-url, -e, --hash on its own) and blank lines pin nothing.
-        if req.is_empty() || req.starts_with('-') {
-            continue;
+        if !req.is_empty() && !req.starts_with('-') {
+            lines.push((start, req.to_string()));
         }
+    }
+    lines
+}
+
+/// pip-compile output: `name[extras]==version ; marker \` plus `--hash=` continuation lines.
+fn requirements(text: &str, out: &mut BTreeMap<String, String>) -> Result<(), LockError> {
+    let file = LockFormat::Requirements.file_name();
+    for (start, req) in requirement_lines(text) {
         let spec = req.split(';').next().unwrap_or("");
         let spec = spec.split(" --").next().unwrap_or("").trim();
         if let Some((name, version)) = spec.split_once("==") {
