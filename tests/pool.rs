@@ -142,6 +142,20 @@ fn targets_spread_across_two_engines_and_a_chain_stays_on_one() {
     );
     assert_eq!(again.code, 0, "{again}");
     assert_eq!(builders(&again.stdout), on, "{again}");
+    // Nothing changed: every target is up to date in the engine that holds its image, the
+    // second engine's too (not rebuilt because the first engine lacks it), and no solve runs.
+    let noop = kiln_env(dir.path(), &["build"], &[("KILN_CONFIG", file_s)]);
+    assert_eq!(noop.code, 0, "{noop}");
+    assert_eq!(builders(&noop.stdout), on, "{noop}");
+    for target in on.keys() {
+        assert!(
+            noop.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{target}: ")) && l.contains(" up to date (on ")),
+            "{target} not up to date: {noop}"
+        );
+    }
+    assert!(!noop.stderr.contains("DONE"), "a step was solved: {noop}");
     for (target, builder) in &on {
         if *builder == e2 {
             let _ = Command::new("docker")

@@ -530,6 +530,8 @@ fn build_selected(
     let mut fresh = std::collections::BTreeSet::new();
     // Targets whose recorded image only needed its new name: tagged, not solved.
     let mut renamed = Vec::new();
+    // With several builders: which one's engine holds each up-to-date target's image.
+    let mut fresh_on = BTreeMap::new();
     if options.goal == Goal::Image
         && !options.force
         && !options.no_cache
@@ -538,26 +540,48 @@ fn build_selected(
     {
         if options.push {
             fresh = in_registry(settings, &selected, profile, &loaded, &lock, &inputs)?;
-        } else if let Some(api) = store.as_ref() {
+        } else {
+            let stores = image_stores(settings, store.as_ref())?;
+            let base_id = |reference: &str| {
+                stores
+                    .iter()
+                    .find_map(|s| s.api.image(reference).ok().flatten())
+                    .map(|i| i.id)
+            };
             for t in &selected {
-                match freshness(t, profile, &loaded, &lock, &inputs, Some(api)) {
-                    Fresh::UpToDate => {}
-                    Fresh::Rename { image, id } => {
-                        tag_image(api, &id, &image)?;
-                        renamed.push(crate::Built {
-                            target: t.clone(),
-                            image: Some(image),
-                            image_id: Some(id),
-                            stored: match &engine {
-                                Some(_) => Stored::Engine,
-                                None => Stored::Loaded {
-                                    socket: api.socket().to_path_buf(),
-                                },
+                // The first store that has the image under its name, else the first that has
+                // the recorded image under another name (tagged there), else stale.
+                let found = stores
+                    .iter()
+                    .map(|s| {
+                        let f =
+                            freshness(t, profile, &loaded, &lock, &inputs, Some(&s.api), &base_id);
+                        (s, f)
+                    })
+                    .filter(|(_, f)| *f != Fresh::Stale)
+                    .min_by_key(|(_, f)| *f != Fresh::UpToDate);
+                let Some((at, found)) = found else {
+                    continue;
+                };
+                if stores.len() > 1 {
+                    fresh_on.insert(t.clone(), at.builder.clone());
+                }
+                if let Fresh::Rename { image, id } = found {
+                    tag_image(&at.api, &id, &image)?;
+                    renamed.push(crate::Built {
+                        target: t.clone(),
+                        image: Some(image),
+                        image_id: Some(id),
+                        stored: match at.loaded {
+                            false => Stored::Engine,
+                            true => Stored::Loaded {
+                                socket: at.api.socket().to_path_buf(),
                             },
-                            ..crate::Built::default()
-                        });
-                    }
-                    Fresh::Stale => continue,
+                        },
+                        builder: (stores.len() > 1).then(|| at.builder.clone()),
+                        engine: Some(at.api.socket().to_path_buf()),
+                        ..crate::Built::default()
+                    });
                 }
                 fresh.insert(t.clone());
             }
@@ -572,10 +596,15 @@ fn build_selected(
                 continue;
             };
             let image = recorded.image.as_deref().unwrap_or("-");
-            out.push_str(&match (&recorded.digest, options.push) {
-                (Some(digest), true) => {
+            let builder = fresh_on.get(t);
+            out.push_str(&match (&recorded.digest, options.push, builder) {
+                (Some(digest), true, _) => {
                     format!("{t}: {image}@{digest} up to date in its registry\n")
                 }
+                (_, _, Some(builder)) => format!(
+                    "{t}: {image} ({}) up to date (on {builder})\n",
+                    recorded.image_id.as_deref().unwrap_or("-")
+                ),
                 _ => format!(
                     "{t}: {image} ({}) up to date\n",
                     recorded.image_id.as_deref().unwrap_or("-")
@@ -594,6 +623,7 @@ fn build_selected(
                 image_id: recorded.image_id.clone(),
                 pushed: recorded.digest.clone(),
                 archive,
+                builder: builder.cloned(),
                 ..crate::Outcome::default()
             }));
         }
@@ -881,6 +911,43 @@ pub(crate) fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>
     })
 }
 
+/// An image store that can vouch for an up-to-date target.
+struct ImageStore {
+    /// The builder whose engine it is (as `Built::builder` names it).
+    builder: String,
+    api: kiln_docker::Api,
+    /// The engine `--load` loads into, not a builder's own.
+    loaded: bool,
+}
+
+/// Where an up-to-date target's image may be: the engine of every Docker Engine builder of
+/// the pool (each keeps the images built on it), and `store` (the engine `--load` loads into).
+fn image_stores(
+    settings: &Settings,
+    store: Option<&kiln_docker::Api>,
+) -> Result<Vec<ImageStore>, AppError> {
+    let mut stores: Vec<ImageStore> = crate::builder::choose_all(settings)?
+        .into_iter()
+        .filter_map(|endpoint| match &endpoint {
+            kiln_buildkit::Endpoint::Docker { socket } => Some(ImageStore {
+                builder: endpoint.to_string(),
+                api: kiln_docker::Api::new(socket.clone()),
+                loaded: false,
+            }),
+            _ => None,
+        })
+        .collect();
+    let listed = |api: &kiln_docker::Api| stores.iter().any(|s| s.api.socket() == api.socket());
+    if let Some(api) = store.filter(|api| !listed(api)) {
+        stores.push(ImageStore {
+            builder: api.socket().display().to_string(),
+            api: api.clone(),
+            loaded: true,
+        });
+    }
+    Ok(stores)
+}
+
 /// With `--push`: the selected targets whose inputs are what `kiln.lock` recorded (for this
 /// profile), under the same image name, and whose recorded pushed digest the registry still
 /// serves for that tag — one manifest HEAD request per target, all at once, nothing asked of
@@ -953,6 +1020,7 @@ fn freshness(
     lock: &KilnLock,
     inputs: &BTreeMap<String, Inputs>,
     engine: Option<&kiln_docker::Api>,
+    base_id: &dyn Fn(&str) -> Option<String>,
 ) -> Fresh {
     let (Some(recorded), Some(now), Some(engine)) =
         (lock.target(target, profile), inputs.get(target), engine)
@@ -963,15 +1031,12 @@ fn freshness(
         return Fresh::Stale;
     }
     let manifest_target = &loaded.manifest.targets[target];
-    // Every local base still the image that was pinned.
+    // Every local base still the image that was pinned (as the first engine of the pool that
+    // has it says: another may have built on it from its registry, into no image store).
     if let Base::Image(reference) = &manifest_target.from {
         let name = reference.without_digest().to_string();
         if let Some(pinned) = lock.base(&name).and_then(|b| b.image_id.clone()) {
-            let current = engine
-                .image(&reference.to_string())
-                .ok()
-                .flatten()
-                .map(|i| i.id);
+            let current = base_id(&reference.to_string());
             if current.as_deref() != Some(pinned.as_str()) {
                 return Fresh::Stale;
             }
