@@ -30,8 +30,10 @@
 //!   - `fresh-runner`: 8 targets pushed to the local registry, their images removed from the
 //!     engine, `kiln build --push` (up to date from the registry's digests). Goal: under 1 s.
 //! - `cache`: a cold build on an emptied second Docker Engine, then the same commit on the
-//!   emptied engine again, importing the remote cache the first pushed. See [`cache`]. Goal
-//!   (issue 12): the packages and smoke test steps cached, at most 0.3x the cold build.
+//!   emptied engine again, importing the remote cache the first pushed; the same on a
+//!   buildkitd emptied by `buildctl prune --all` when `KILN_BENCH_BUILDKITD` names one. See
+//!   [`cache`]. Goal (issue 12): the packages and smoke test steps cached, at most 0.3x the
+//!   cold build (checked on the buildkitd; Docker's ratio is shown beside its base pull).
 //! - `buildkitd`: only with `KILN_BENCH_BUILDKITD=unix:///…/buildkitd.sock` (skipped, saying
 //!   so, without): a cached `kiln build --force` of one target against `buildctl build` of the
 //!   equivalent Dockerfile on that standalone buildkitd. See [`buildkitd`]. Goal (issue 11):
