@@ -1019,6 +1019,95 @@ mod tests {
     use super::*;
     use crate::Built;
 
+    /// The inputs hash of a fixed small project, pinned: kiln.lock files written by earlier
+    /// kilns must stay up to date, so this value may only change with a deliberate format
+    /// change (`kiln-inputs/N`).
+    #[test]
+    fn inputs_hash_is_pinned() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |rel: &str, text: &str| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        };
+        write(
+            "kiln.toml",
+            r#"version = 1
+
+[target.lib]
+from = "python:3.11-slim-bookworm"
+run  = ["echo lib"]
+
+[target.lib.packages]
+manager = "uv"
+
+[[target.lib.copy]]
+src  = "src/app.py"
+dest = "/app/app.py"
+
+[[target.lib.copy]]
+from = "busybox:1.36"
+src  = "/bin/busybox"
+dest = "/bin/busybox"
+
+[target.app]
+from  = "target:lib"
+image = "127.0.0.1:5000/pin/app:1"
+
+[target.app.smoke-test]
+copy = ["tests/"]
+run  = ["python tests/smoke.py"]
+"#,
+        );
+        write(
+            "pyproject.toml",
+            "[project]\nname = \"lib\"\nversion = \"1\"\n",
+        );
+        write("uv.lock", "version = 1\n");
+        write("src/app.py", "print('app')\n");
+        write("src/other.py", "print('not copied')\n");
+        write("tests/smoke.py", "print('ok')\n");
+        write("tests/skip.py", "print('ignored')\n");
+        write(".dockerignore", "tests/skip.py\n");
+        for d in ["src", "tests"] {
+            std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut lock = KilnLock::default();
+        lock.set_base(kiln_lock::Base {
+            reference: "docker.io/library/python:3.11-slim-bookworm".into(),
+            digest: Some(format!("sha256:{}", "1".repeat(64))),
+            platform_digest: None,
+            image_id: None,
+        });
+        write("kiln.lock", &lock.to_toml());
+        let settings = Settings {
+            cwd: root.to_path_buf(),
+            ..Settings::default()
+        };
+        let loaded = load(&settings, PackagesMode::Pinned).unwrap();
+        let all: Vec<String> = loaded.manifest.targets.keys().cloned().collect();
+        let (_, compiled) = loaded.compile(&all).unwrap();
+        let own = own_inputs(&settings, &loaded, &compiled).unwrap();
+        let inputs = inputs(&loaded, &compiled, &own, &loaded.lock);
+        let show = |t: &str| {
+            format!(
+                "{} {} {:?}",
+                inputs[t].hash, inputs[t].pinned, inputs[t].parts
+            )
+        };
+        assert_eq!(
+            show("lib"),
+            "sha256:d99df823792ef86d29b05bce0485ee73596f6d8068ee3802aafa578756974451 true {\"base:docker.io/library/python:3.11-slim-bookworm\": \"d18f973fbdd5c4e0\", \"dirs\": \"312c9f10407ff5e8\", \"file:pyproject.toml\": \"c0665fd4d38c25d9\", \"file:src/app.py\": \"e2364dd960dc1be2\", \"file:uv.lock\": \"3da03ddf57bda573\", \"image:docker.io/library/busybox:1.36\": \"unpinned\", \"llb\": \"4ccaa80c9717da56\", \"manifest\": \"ad6eec1b730bdcdb\"}"
+        );
+        assert_eq!(
+            show("app"),
+            "sha256:4cdd965eeaa18c3ca91fbc91954a2de1dcf056c8d2ebd764dc7c2f6878a3cc3c true {\"dep:lib\": \"ce8a80c9bfff7b4f\", \"file:tests\": \"6e20fe0a7a2567eb\", \"llb\": \"81914acff16a2143\", \"manifest\": \"9117669c8ec7f99e\"}"
+        );
+    }
+
     #[test]
     fn each_image_is_reported_where_it_is() {
         let built = |stored: Stored, id: Option<&str>| Built {
