@@ -86,7 +86,7 @@ impl Files for Memory {
         let exclude = kiln_fsutil::Patterns::new(&filter.exclude)?;
         let passes = |rel: &str| {
             (filter.include.is_empty() || include.matches(rel))
-                && !(!filter.exclude.is_empty() && exclude.matches(rel))
+                && (filter.exclude.is_empty() || !exclude.matches(rel))
         };
         // Every path below the context, directories as the files' ancestors.
         let mut paths: BTreeMap<Vec<String>, Option<u32>> = BTreeMap::new();
