@@ -651,6 +651,53 @@ run  = ["python tests/smoke.py"]
         );
     }
 
+    /// kiln-record's errors read as kiln's did before the crate existed.
+    #[test]
+    fn record_errors_keep_their_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(
+            root.join("kiln.toml"),
+            "version = 1\n[target.a]\nfrom = \"busybox:1.36\"\n[target.a.smoke-test]\ncopy = [\"t/\"]\nrun = [\"true\"]\n",
+        )
+        .unwrap();
+        let lock_text = "version = 1\n[[target]]\nname = 3\n";
+        std::fs::write(root.join("kiln.lock"), lock_text).unwrap();
+        let settings = Settings {
+            cwd: root.clone(),
+            ..Settings::default()
+        };
+        let err = load(&settings, PackagesMode::Pinned).err().unwrap();
+        let parse =
+            KilnLock::parse(&root.join("kiln.lock").display().to_string(), lock_text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "error: {parse}\n  hint: kiln.lock is generated; restore it from git or delete it"
+            )
+        );
+        assert_eq!(err.exit_code(), 1);
+
+        std::fs::remove_file(root.join("kiln.lock")).unwrap();
+        let loaded = load(&settings, PackagesMode::Pinned).unwrap();
+        let (_, compiled) = loaded.compile(&["a".to_string()]).unwrap();
+        // The context is gone by the time it is hashed.
+        let moved = dir.path().join("q");
+        std::fs::rename(&root, &moved).unwrap();
+        let err = own_inputs(&settings, &loaded, &compiled).err().unwrap();
+        let context = root.join(&loaded.manifest.targets["a"].context);
+        let walk = kiln_fsutil::walk(&context, &kiln_fsutil::Filter::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "error: cannot read the context {}: {walk}",
+                context.display()
+            )
+        );
+        assert_eq!(err.exit_code(), 1);
+    }
+
     #[test]
     fn each_image_is_reported_where_it_is() {
         let built = |stored: Stored, id: Option<&str>| Built {
