@@ -106,7 +106,7 @@ fn statement(
     labels: &BTreeMap<String, String>,
     commit: Option<&(String, bool)>,
 ) -> Value {
-    let entry: Value = serde_json::from_str(&crate::images::manifest_entry(target, &loaded.lock))
+    let entry: Value = serde_json::from_str(&kiln_record::manifest_entry(target, &loaded.lock))
         .unwrap_or(Value::Null);
     let mut materials = Vec::new();
     if let Some((id, dirty)) = commit {

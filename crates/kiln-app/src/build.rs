@@ -1649,7 +1649,7 @@ fn session_config(
     for name in selected {
         let target = &manifest.targets[name];
         let path = cwd.join(&target.context);
-        let exclude = ignored(&path, kiln_lock);
+        let exclude = kiln_record::ignored(&kiln_record::Disk, &path, kiln_lock);
         config
             .contexts
             .insert(name.clone(), LocalDir { path, exclude });
@@ -1740,26 +1740,6 @@ fn secret_value(
             })
         }
     }
-}
-
-/// The exclude patterns of a context's `.dockerignore` and `.kilnignore`, plus `kiln.lock`
-/// when it lies inside the context: kiln rewrites it after every build, and it is never an
-/// input (copying it would make each build invalidate the next).
-pub(crate) fn ignored(context: &std::path::Path, kiln_lock: &std::path::Path) -> Vec<String> {
-    let mut exclude = Vec::new();
-    for ignore in [".dockerignore", ".kilnignore"] {
-        if let Ok(text) = std::fs::read_to_string(context.join(ignore)) {
-            exclude.extend(kiln_fsutil::Filter::from_ignore_file(&text));
-        }
-    }
-    let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    let lock_dir = kiln_lock.parent().map(canonical);
-    if let (Some(dir), Some(file)) = (lock_dir, kiln_lock.file_name()) {
-        if let Ok(rel) = dir.join(file).strip_prefix(canonical(context)) {
-            exclude.push(rel.to_string_lossy().into_owned());
-        }
-    }
-    exclude
 }
 
 /// Each selected target's remote cache reference (`--cache`, else its file's

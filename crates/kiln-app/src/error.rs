@@ -29,6 +29,9 @@ pub enum AppError {
     /// The engine could not be reached, started or stopped.
     #[error("error: {0}")]
     Engine(String),
+    /// A target's inputs or kiln.lock could not be read, or kiln.lock not written.
+    #[error("error: {0}")]
+    Record(#[from] kiln_record::RecordError),
     /// A build failed: the daemon reported an error, or the connection to it broke.
     #[error("error: {0}")]
     Build(String),

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use kiln_manifest::Base;
 use sha2::{Digest, Sha256};
 
-use crate::images::Inputs;
 use crate::trust::resolve;
 use crate::{AppError, Loaded, Settings};
+use kiln_record::Inputs;
 
 /// Label keys kiln writes (and `kiln trace` reads).
 pub mod key {

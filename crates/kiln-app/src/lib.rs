@@ -32,9 +32,10 @@ pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
 pub use error::AppError;
-pub use images::{Inputs, build_images, build_images_report, kiln_lock_path};
+pub use images::{build_images, build_images_report};
 pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
+pub use kiln_record::{Inputs, kiln_lock_path};
 pub use kiln_reference::Reference;
 pub use metadata::{Metadata, Steps};
 pub use pin::{PinOptions, pin};
@@ -153,8 +154,8 @@ pub fn load(settings: &Settings, mode: PackagesMode) -> Result<Loaded, AppError>
         return Err(AppError::Manifest(kiln_manifest::Diagnostics(outside)));
     }
     let graph = Graph::build(&manifest, mode).map_err(AppError::Graph)?;
-    let lock_path = images::kiln_lock_path(&settings.cwd, &files);
-    let lock = images::read_kiln_lock(&lock_path)?;
+    let lock_path = kiln_record::kiln_lock_path(&settings.cwd, &files);
+    let lock = kiln_record::read_kiln_lock(&kiln_record::Disk, &lock_path)?;
     apply_pins(&mut manifest, &lock);
     Ok(Loaded {
         files,
@@ -264,7 +265,7 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
     let all: Vec<String> = loaded.manifest.targets.keys().cloned().collect();
     let (_, compiled) = loaded.compile(&all)?;
     let own = images::own_inputs(settings, loaded, &compiled)?;
-    let inputs = images::inputs(loaded, &compiled, &own, &loaded.lock);
+    let inputs = kiln_record::inputs(&own, &loaded.lock);
     let engine = images::docker_api(settings)?;
     for (name, target) in &loaded.manifest.targets {
         if let kiln_manifest::Base::Image(reference) = &target.from {
@@ -311,12 +312,15 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                     .unwrap_or_default()
             )),
             Some(recorded) if recorded.inputs != inputs[name].hash => {
-                let which =
-                    match images::changed_parts(target, &recorded.parts, &inputs[name].parts) {
-                        Some(parts) if !parts.is_empty() => parts.join(", "),
-                        _ => "manifest entry, package or lock files, copied files, or base pin"
-                            .to_string(),
-                    };
+                let which = match kiln_record::changed_parts(
+                    target,
+                    &recorded.parts,
+                    &inputs[name].parts,
+                ) {
+                    Some(parts) if !parts.is_empty() => parts.join(", "),
+                    _ => "manifest entry, package or lock files, copied files, or base pin"
+                        .to_string(),
+                };
                 problems.push(format!(
                     "target `{name}`: its inputs changed since {lock_file} was written: {which}; run `{build}`"
                 ))

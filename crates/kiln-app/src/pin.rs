@@ -195,8 +195,8 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
     if lock != loaded.lock {
         // Merged into kiln.lock as it is now (a concurrent build may have written it), under
         // the same lock builds take.
-        let _held = crate::images::lock_kiln_lock(&loaded.lock_path)?;
-        let mut current = crate::images::read_kiln_lock(&loaded.lock_path)?;
+        let _held = kiln_record::lock_kiln_lock(&kiln_record::Disk, &loaded.lock_path)?;
+        let mut current = kiln_record::read_kiln_lock(&kiln_record::Disk, &loaded.lock_path)?;
         for reference in wanted.keys() {
             if let Some(base) = lock.base(&reference.to_string()) {
                 current.set_base(base.clone());

@@ -33,7 +33,7 @@ pub(crate) fn document(
     };
     let (_, compiled) = loaded.compile(&[target.to_string()])?;
     let own = crate::images::own_inputs(settings, loaded, &compiled)?;
-    let inputs = crate::images::inputs(loaded, &compiled, &own, &loaded.lock);
+    let inputs = kiln_record::inputs(&own, &loaded.lock);
     let root = crate::labels::work_tree(settings).map(|(_, r)| r);
 
     // The target and every target it builds on: their packages are all in the image.

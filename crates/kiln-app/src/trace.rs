@@ -277,14 +277,13 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
         (Ok(loaded), Some(name)) if loaded.manifest.targets.contains_key(name) => {
             let (_, compiled) = loaded.compile(std::slice::from_ref(name))?;
             let own = crate::images::own_inputs(settings, loaded, &compiled)?;
-            let now = crate::images::inputs(loaded, &compiled, &own, &loaded.lock);
+            let now = kiln_record::inputs(&own, &loaded.lock);
             let now = &now[name];
             let same = t.inputs.as_deref() == Some(now.hash.as_str());
             t.same_as_working_tree = Some(same);
             if !same {
                 let target = &loaded.manifest.targets[name];
-                if let Some(parts) = crate::images::changed_parts(target, &entry.parts, &now.parts)
-                {
+                if let Some(parts) = kiln_record::changed_parts(target, &entry.parts, &now.parts) {
                     t.changed = parts;
                 }
             }
