@@ -15,7 +15,6 @@ const PACKAGE_KEYS: &[&str] = &[
 ];
 const ACTIVATE_EXPECTED: &str =
     "a boolean, or the environment's directory (absolute, or relative to `dir`)";
-const MANAGERS: &[&str] = &["uv", "pip", "poetry", "npm", "custom"];
 
 impl TargetReader<'_, '_> {
     pub(super) fn packages(
@@ -29,33 +28,30 @@ impl TargetReader<'_, '_> {
         let table = cx.table(v, &path)?;
         cx.keys(table, &path, PACKAGE_KEYS);
         let manager_key = join(&path, "manager");
+        let names: Vec<&str> = MANAGERS.iter().map(|m| m.name).collect();
         let manager = match table.get("manager") {
             None => {
                 cx.error(
                     key_span.clone(),
                     &manager_key,
                     "missing required key `manager`",
-                    Some(one_of(MANAGERS)),
+                    Some(one_of(&names)),
                     None,
                 );
                 return None;
             }
             Some(m) => {
                 let s = cx.text(m, &manager_key)?;
-                match s.as_str() {
-                    "uv" => Manager::Uv,
-                    "pip" => Manager::Pip,
-                    "poetry" => Manager::Poetry,
-                    "npm" => Manager::Npm,
-                    "custom" => Manager::Custom,
-                    other => {
-                        let hint = suggest(other, MANAGERS.iter().copied())
+                match Manager::from_name(&s) {
+                    Some(manager) => manager,
+                    None => {
+                        let hint = suggest(&s, names.iter().copied())
                             .map(|s| format!("did you mean `{s}`?"));
                         cx.error(
                             m.span(),
                             &manager_key,
-                            format!("unknown package manager `{other}`"),
-                            Some(one_of(MANAGERS)),
+                            format!("unknown package manager `{s}`"),
+                            Some(one_of(&names)),
                             hint,
                         );
                         return None;
@@ -63,23 +59,18 @@ impl TargetReader<'_, '_> {
                 }
             }
         };
-        let (default_files, default_lock): (&[&str], &[&str]) = match manager {
-            Manager::Uv => (&["pyproject.toml"], &["uv.lock"]),
-            Manager::Poetry => (&["pyproject.toml"], &["poetry.lock"]),
-            Manager::Pip => (&["requirements.in"], &["requirements.txt"]),
-            Manager::Npm => (&["package.json"], &["package-lock.json"]),
-            Manager::Custom => (&[], &[]),
-        };
+        let spec = manager.spec();
         let mut ok = true;
         let mut list = |field: &str, default: &[&str]| -> Vec<String> {
             let key = join(&path, field);
             match table.get(field) {
-                None if manager == Manager::Custom => {
+                None if default.is_empty() => {
                     cx.error(
                         key_span.clone(),
                         &key,
                         format!(
-                            "missing required key `{field}` (the `custom` manager has no default)"
+                            "missing required key `{field}` (the `{}` manager has no default)",
+                            spec.name
                         ),
                         Some("an array of paths relative to the context".into()),
                         None,
@@ -110,17 +101,18 @@ impl TargetReader<'_, '_> {
                 }
             }
         };
-        let files = list("files", default_files);
-        let lock = list("lock", default_lock);
-        let command = |field: &str| -> Option<String> {
+        let files = list("files", spec.files);
+        let lock = list("lock", spec.lock);
+        let command = |field: &str, template: Option<&str>| -> Option<String> {
             let key = join(&path, field);
             match table.get(field) {
-                None if manager == Manager::Custom => {
+                None if template.is_none() => {
                     cx.error(
                         key_span.clone(),
                         &key,
                         format!(
-                            "missing required key `{field}` (the `custom` manager has no default)"
+                            "missing required key `{field}` (the `{}` manager has no default)",
+                            spec.name
                         ),
                         Some("a shell command".into()),
                         None,
@@ -131,15 +123,15 @@ impl TargetReader<'_, '_> {
                 Some(v) => cx.text(v, &key),
             }
         };
-        let refresh = command("refresh");
-        let install = command("install");
+        let refresh = command("refresh", spec.refresh);
+        let install = command("install", spec.install);
         // pip-compile writes one output file, and pip's commands name it.
-        if manager == Manager::Pip && lock.len() > 1 && (refresh.is_none() || install.is_none()) {
+        if spec.one_lock() && lock.len() > 1 && (refresh.is_none() || install.is_none()) {
             if let Some(v) = table.get("lock") {
                 cx.error(
                     v.span(),
                     &join(&path, "lock"),
-                    format!("pip locks into one file, not {}", lock.len()),
+                    format!("{} locks into one file, not {}", spec.name, lock.len()),
                     Some("one path, or your own `refresh` and `install` commands".into()),
                     None,
                 );
@@ -191,7 +183,10 @@ impl TargetReader<'_, '_> {
                 }
             }
         };
-        if manager == Manager::Custom && (refresh.is_none() || install.is_none()) {
+        // A manager without a default command needs the manifest's (said above).
+        if (spec.refresh.is_none() && refresh.is_none())
+            || (spec.install.is_none() && install.is_none())
+        {
             return None;
         }
         if !ok {
