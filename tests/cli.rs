@@ -676,3 +676,44 @@ from = "python"
     let check = kiln_in(dir.path(), &["check"], &[]);
     assert_eq!((check.code, check.stderr.as_str()), (0, ""));
 }
+
+/// A pip target's lock is a pip-compile lock whatever it is named: `plan`, `sbom` and
+/// `affected` read `locked.txt` as one (kiln once judged the format by the name
+/// `requirements*.txt` and silently read nothing).
+#[test]
+fn a_pip_lock_with_any_name_is_read_as_a_pip_compile_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("kiln.toml"),
+        "version = 1\n[target.p]\nfrom = \"debian:bookworm\"\npackages = { manager = \"pip\", files = \"deps.in\", lock = \"locked.txt\" }\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("deps.in"), "six\n").unwrap();
+    std::fs::write(
+        d.join("locked.txt"),
+        "six==1.17.0 \\\n    --hash=sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274\n",
+    )
+    .unwrap();
+
+    let doc = json(&kiln_in(d, &["plan", "--format", "json"], &[]));
+    assert_eq!(
+        doc["targets"][0]["packages"],
+        serde_json::json!({ "locked.txt": { "six": "1.17.0" } })
+    );
+
+    let run = kiln_in(d, &["sbom", "p"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sbom: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let purls: Vec<&str> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["purl"].as_str())
+        .collect();
+    assert_eq!(purls, ["pkg:pypi/six@1.17.0"], "{sbom}");
+
+    let run = kiln_in(d, &["affected", "--package", "six==1.17.0"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout().starts_with("p"), "{}", run.stdout());
+}

@@ -179,7 +179,7 @@ fn read_pins(
         return Ok(out);
     };
     for file in &packages.lock {
-        let Some(format) = kiln_lock::LockFormat::for_file(file) else {
+        let Some(format) = packages.lock_format(file) else {
             continue;
         };
         let path = cwd.join(&target.context).join(file);
@@ -453,7 +453,7 @@ fn locks_at(
     root: &Path,
     loaded: &Loaded,
     commit: git2::Oid,
-) -> Option<BTreeMap<String, Vec<String>>> {
+) -> Option<BTreeMap<String, Vec<LockFile>>> {
     let mut sources = Vec::new();
     for file in &loaded.files {
         let rel = crate::labels::repo_path(&settings.cwd, Some(root), file);
@@ -472,18 +472,21 @@ fn locks_at(
     Some(lock_files(settings, root, &manifest.targets))
 }
 
+/// A lock file's repository path and how its target's manager says to read it.
+type LockFile = (String, Option<kiln_lock::LockFormat>);
+
 /// Each target's lock files (repository paths) and those of every target it builds on
 /// (`target:` bases and copies), whose packages are in its image too.
 fn lock_files(
     settings: &Settings,
     root: &Path,
     targets: &BTreeMap<String, kiln_manifest::Target>,
-) -> BTreeMap<String, Vec<String>> {
-    let own = |t: &kiln_manifest::Target| -> Vec<String> {
+) -> BTreeMap<String, Vec<LockFile>> {
+    let own = |t: &kiln_manifest::Target| -> Vec<LockFile> {
+        let repo_path = |f| crate::labels::repo_path(&settings.cwd, Some(root), &t.context.join(f));
         t.packages
             .iter()
-            .flat_map(|p| &p.lock)
-            .map(|f| crate::labels::repo_path(&settings.cwd, Some(root), &t.context.join(f)))
+            .flat_map(|p| p.lock.iter().map(|f| (repo_path(f), p.lock_format(f))))
             .collect()
     };
     let deps = |t: &kiln_manifest::Target| -> Vec<String> {
@@ -553,8 +556,8 @@ fn recorded_with(
                 .cloned()
                 .unwrap_or_default();
             let mut pins = Vec::new();
-            for file in &files {
-                match history::pins_at(&repo, r.oid, file) {
+            for (file, format) in &files {
+                match format.and_then(|f| history::pins_at(&repo, r.oid, file, f)) {
                     Some(Ok(p)) => pins.extend(
                         p.iter()
                             .filter(|(n, v)| spec.matches(n, v))

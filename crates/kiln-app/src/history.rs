@@ -107,15 +107,14 @@ pub(crate) fn kiln_locks(
     Ok(out)
 }
 
-/// What the lock file at `path` (repository-relative) in `commit` pins, name → version;
-/// `None` when the commit has no such file or kiln cannot read its format.
+/// What the lock file at `path` (repository-relative) in `commit` pins, name → version, read
+/// as `format`; `None` when the commit has no such file.
 pub(crate) fn pins_at(
     repo: &git2::Repository,
     commit: git2::Oid,
     path: &str,
+    format: kiln_lock::LockFormat,
 ) -> Option<Result<BTreeMap<String, String>, AppError>> {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let format = kiln_lock::LockFormat::for_file(name)?;
     let data = blob_at(repo, commit, path)?;
     let text = String::from_utf8_lossy(&data);
     Some(

@@ -343,7 +343,7 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
         if let Some(packages) = &target.packages {
             let context = settings.cwd.join(&target.context);
             for lock in &packages.lock {
-                let Some(format) = kiln_lock::LockFormat::for_file(lock) else {
+                let Some(format) = packages.lock_format(lock) else {
                     continue;
                 };
                 let path = context.join(lock);

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use kiln_graph::PackagesMode;
-use kiln_lock::{Changes, LockFormat};
+use kiln_lock::Changes;
 
 use crate::images::relative;
 use crate::{AppError, BuildOptions, Goal, Progress, Settings, git, load};
@@ -175,7 +175,11 @@ fn compare(
         let path = settings.cwd.join(&manifest_target.context).join(lock);
         let old = std::fs::read(&path).ok();
         let changed = old.as_deref() != Some(data.as_slice());
-        let changes = LockFormat::for_file(lock).and_then(|format| {
+        let format = manifest_target
+            .packages
+            .as_ref()
+            .and_then(|p| p.lock_format(lock));
+        let changes = format.and_then(|format| {
             let new = kiln_lock::pins(format, &String::from_utf8_lossy(data)).ok()?;
             let old = match &old {
                 Some(old) => kiln_lock::pins(format, &String::from_utf8_lossy(old)).ok()?,

@@ -65,7 +65,7 @@ pub(crate) fn document(
             continue;
         };
         for file in &packages.lock {
-            let Some(format) = kiln_lock::LockFormat::for_file(file) else {
+            let Some(format) = packages.lock_format(file) else {
                 continue;
             };
             let path = settings.cwd.join(&t.context).join(file);

@@ -251,6 +251,20 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
             ));
         }
     }
+    // Each read as the target's manager in this tree's manifest says, else (a file it no
+    // longer names) as the file's name suggests.
+    let formats: BTreeMap<String, Option<kiln_lock::LockFormat>> = match (&current, &t.target) {
+        (Ok(loaded), Some(name)) => loaded.manifest.targets.get(name).map(|target| {
+            let path = |f: &String| settings.cwd.join(&target.context).join(f);
+            let repo_path = |f| crate::labels::repo_path(&settings.cwd, Some(&root), &path(f));
+            let packages = target.packages.iter();
+            packages
+                .flat_map(|p| p.lock.iter().map(|f| (repo_path(f), p.lock_format(f))))
+                .collect()
+        }),
+        _ => None,
+    }
+    .unwrap_or_default();
     for (path, sha) in locks {
         if let Some(sha) = sha {
             use sha2::Digest;
@@ -260,7 +274,11 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
                 t.unverified_locks.push(path.clone());
             }
         }
-        match history::pins_at(&repo, at.oid, &path) {
+        let format = match formats.get(&path) {
+            Some(format) => *format,
+            None => kiln_lock::LockFormat::for_file(&path),
+        };
+        match format.and_then(|f| history::pins_at(&repo, at.oid, &path, f)) {
             Some(Ok(pins)) => {
                 t.packages.insert(path, pins);
             }

@@ -8,7 +8,6 @@ mod managers;
 pub mod platform;
 
 pub use config::{BaseConfigs, EffectiveConfig, expand};
-pub use managers::{ManagerSpec, spec};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -363,7 +362,7 @@ impl Lowering<'_> {
             .target
             .packages
             .as_ref()
-            .map_or(&[][..], |p| managers::spec(p.manager).env);
+            .map_or(&[][..], |p| p.manager.spec().env);
         for (k, v) in defaults {
             if !self.target.build_env.contains_key(*k) && !env.iter().any(|(e, _)| e == k) {
                 exec = exec.env(k, v);
@@ -440,7 +439,7 @@ impl Lowering<'_> {
 
     fn packages(&self, state: &State, packages: &Packages, kind: StageKind) -> State {
         let t = &self.target.name;
-        let spec = managers::spec(packages.manager);
+        let spec = packages.manager.spec();
         let refresh = kind == StageKind::PackagesRefresh;
         let includes = packages
             .files
@@ -498,9 +497,9 @@ impl Lowering<'_> {
             .file(actions.name(&format!("[{t}/{}] copy package files", kind.as_str())))
             .with_cwd(&packages.dir);
         let command = if refresh {
-            spec.refresh_command(packages)
+            managers::refresh_command(packages)
         } else {
-            spec.install_command(packages)
+            managers::install_command(packages)
         };
         let mut exec = self
             .exec(&command, &format!("[{t}/{}] {command}", kind.as_str()))
@@ -568,7 +567,7 @@ impl Lowering<'_> {
 fn environment(packages: &Packages) -> Option<String> {
     let dir = match &packages.activate {
         Activate::Off => return None,
-        Activate::Manager => managers::spec(packages.manager).venv?,
+        Activate::Manager => packages.manager.spec().venv?,
         Activate::Dir(dir) => dir.as_str(),
     };
     if dir.starts_with('/') {

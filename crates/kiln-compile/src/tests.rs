@@ -206,14 +206,16 @@ config = { entrypoint = ["/bin/child"], env = { Y = "2" } }
 
 #[test]
 fn managers_are_data() {
+    let install = |m: Manager| m.spec().install.unwrap_or_default();
     for m in [Manager::Uv, Manager::Pip, Manager::Poetry, Manager::Npm] {
-        let s = spec(m);
+        let s = m.spec();
         assert_eq!(s.manager, m);
-        assert!(!s.refresh.is_empty() && !s.install.is_empty() && !s.setup.is_empty());
+        assert!(s.refresh.is_some_and(|c| !c.is_empty()) && !install(m).is_empty());
+        assert!(!s.setup.is_empty());
     }
-    assert!(spec(Manager::Pip).install.contains("--require-hashes"));
-    assert!(spec(Manager::Npm).install.starts_with("npm ci"));
-    assert!(spec(Manager::Uv).install.contains("--locked"));
+    assert!(install(Manager::Pip).contains("--require-hashes"));
+    assert!(install(Manager::Npm).starts_with("npm ci"));
+    assert!(install(Manager::Uv).contains("--locked"));
 }
 
 use kiln_manifest::Manager;
@@ -603,7 +605,7 @@ fn manager_defaults_sit_below_build_env_and_stay_out_of_the_image() {
     let t = &compile_text(&text, PackagesMode::Refresh)[0];
     let e = env_of(&exec_of(
         t.stage(StageKind::PackagesRefresh).unwrap(),
-        spec(Manager::Uv).refresh,
+        Manager::Uv.spec().refresh.unwrap_or_default(),
     ));
     assert_eq!(var(&e, "UV_LINK_MODE"), Some("hardlink"));
     assert_eq!(var(&e, "UV_PYTHON_DOWNLOADS"), Some("never"));

@@ -13,8 +13,9 @@ pub use atomic::{DirLock, lock_dir, remove_stale_temps, write_atomic, write_atom
 pub use declared::{declared, unlocked};
 pub use diff::{Changes, diff};
 pub use kiln_lock::{Base, KilnLock, Target};
+pub use kiln_manifest::LockFormat;
 pub use packages::{Package, packages};
-pub use pins::{LockFormat, normalize_python_name, pins};
+pub use pins::{normalize_python_name, pins};
 
 /// Why a lock file could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,46 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::LockError;
-
-/// The lock file formats kiln reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LockFormat {
-    /// `uv.lock`
-    UvLock,
-    /// pip-compile style `requirements*.txt` (`name==version`, optionally with hashes)
-    Requirements,
-    /// `poetry.lock`
-    PoetryLock,
-    /// npm `package-lock.json`, lockfile version 2 or 3
-    PackageLockJson,
-}
-
-impl LockFormat {
-    /// The format of a lock file, judged by its file name (any directories are ignored).
-    pub fn for_file(name: &str) -> Option<LockFormat> {
-        let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-        match base {
-            "uv.lock" => Some(LockFormat::UvLock),
-            "poetry.lock" => Some(LockFormat::PoetryLock),
-            "package-lock.json" => Some(LockFormat::PackageLockJson),
-            _ if base.starts_with("requirements") && base.ends_with(".txt") => {
-                Some(LockFormat::Requirements)
-            }
-            _ => None,
-        }
-    }
-
-    /// The usual file name, used in error messages.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            LockFormat::UvLock => "uv.lock",
-            LockFormat::Requirements => "requirements.txt",
-            LockFormat::PoetryLock => "poetry.lock",
-            LockFormat::PackageLockJson => "package-lock.json",
-        }
-    }
-}
+use crate::{LockError, LockFormat};
 
 /// Package name → pinned version. Python names are normalised (PEP 503). A name pinned at
 /// several versions (uv forks, nested npm packages) maps to the distinct versions joined by ", ".
@@ -395,24 +356,7 @@ content-hash = "0d1f8f2d"
     }
 
     #[test]
-    fn format_from_file_name() {
-        assert_eq!(
-            LockFormat::for_file("app/uv.lock"),
-            Some(LockFormat::UvLock)
-        );
-        assert_eq!(
-            LockFormat::for_file("requirements-dev.txt"),
-            Some(LockFormat::Requirements)
-        );
-        assert_eq!(
-            LockFormat::for_file("poetry.lock"),
-            Some(LockFormat::PoetryLock)
-        );
-        assert_eq!(
-            LockFormat::for_file("package-lock.json"),
-            Some(LockFormat::PackageLockJson)
-        );
-        assert_eq!(LockFormat::for_file("requirements.in"), None);
+    fn normalizes_python_names() {
         assert_eq!(normalize_python_name("Zope__.Interface"), "zope-interface");
     }
 }

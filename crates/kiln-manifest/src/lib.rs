@@ -1,16 +1,19 @@
 //! Parses kiln manifests (TOML, version 1), validates them strictly and resolves variables,
-//! profiles and image overrides into the [`Manifest`] model. Pure: no file or network IO; the
-//! caller hands in each file's path and text, and the environment to read variables from.
+//! profiles and image overrides into the [`Manifest`] model, and holds kiln's table of package
+//! managers ([`ManagerSpec`]). Pure: no file or network IO; the caller hands in each file's
+//! path and text, and the environment to read variables from.
 
 mod cx;
 mod diagnostic;
 mod load;
+mod managers;
 mod model;
 #[cfg(test)]
 mod tests;
 
 pub use cx::suggest;
 pub use diagnostic::{Diagnostic, Diagnostics, LineIndex, line_column};
+pub use managers::{LockFormat, MANAGERS, ManagerSpec};
 pub use model::*;
 
 use std::collections::BTreeMap;

@@ -199,6 +199,7 @@ pub enum CopySource {
     Image(Reference),
 }
 
+/// A package manager; what each is and does is its row of the table, [`Manager::spec`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Manager {
@@ -207,18 +208,6 @@ pub enum Manager {
     Poetry,
     Npm,
     Custom,
-}
-
-impl Manager {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Manager::Uv => "uv",
-            Manager::Pip => "pip",
-            Manager::Poetry => "poetry",
-            Manager::Npm => "npm",
-            Manager::Custom => "custom",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -245,7 +234,7 @@ pub struct Packages {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "dir")]
 pub enum Activate {
-    /// The environment the manager installs into (kiln-compile's manager table says where;
+    /// The environment the manager installs into (the manager table, [`crate::ManagerSpec`], says where;
     /// a manager that makes none activates nothing). `activate = true` or no key.
     #[default]
     Manager,

@@ -307,6 +307,66 @@ fn defaults_values_are_checked() {
     );
 }
 
+/// A target's lock files are read as its manager's format, whatever they are named; only a
+/// `custom` target's are judged by name.
+#[test]
+fn lock_files_are_read_as_the_managers_format_whatever_their_name() {
+    let m = ok(&format!(
+        "{V}[target.p]\nfrom = \"debian\"\npackages = {{ manager = \"pip\", lock = \"locked.txt\" }}\n\
+         [target.u]\nfrom = \"debian\"\npackages = {{ manager = \"uv\", lock = \"deps/uv.lock\" }}\n\
+         [target.c]\nfrom = \"debian\"\npackages = {{ manager = \"custom\", files = [\"x.in\"], lock = [\"requirements-dev.txt\", \"x.lock\"], refresh = \"r\", install = \"i\" }}\n"
+    ));
+    let packages = |t: &str| m.targets[t].packages.clone().unwrap();
+    assert_eq!(
+        packages("p").lock_format("locked.txt"),
+        Some(LockFormat::Requirements)
+    );
+    assert_eq!(
+        packages("u").lock_format("deps/uv.lock"),
+        Some(LockFormat::UvLock)
+    );
+    let c = packages("c");
+    assert_eq!(
+        c.lock_format("requirements-dev.txt"),
+        Some(LockFormat::Requirements)
+    );
+    assert_eq!(c.lock_format("x.lock"), None);
+}
+
+#[test]
+fn the_manager_table_names_each_manager_once_and_guesses_formats_from_default_names() {
+    for m in MANAGERS {
+        assert_eq!(Manager::from_name(m.name), Some(m.manager));
+        assert_eq!(m.manager.spec(), m);
+        assert_eq!(m.manager.as_str(), m.name);
+        // Defaults and commands come together: a manager without defaults is all manifest.
+        assert_eq!(m.files.is_empty(), m.refresh.is_none(), "{}", m.name);
+        assert_eq!(m.lock.is_empty(), m.install.is_none(), "{}", m.name);
+        if let Some(format) = m.lock_format {
+            assert_eq!(LockFormat::for_file(format.file_name()), Some(format));
+        }
+    }
+    assert_eq!(Manager::from_name("pipx"), None);
+    assert!(Manager::Pip.spec().one_lock() && !Manager::Uv.spec().one_lock());
+    assert_eq!(
+        LockFormat::for_file("app/uv.lock"),
+        Some(LockFormat::UvLock)
+    );
+    assert_eq!(
+        LockFormat::for_file("requirements-dev.txt"),
+        Some(LockFormat::Requirements)
+    );
+    assert_eq!(
+        LockFormat::for_file("poetry.lock"),
+        Some(LockFormat::PoetryLock)
+    );
+    assert_eq!(
+        LockFormat::for_file("package-lock.json"),
+        Some(LockFormat::PackageLockJson)
+    );
+    assert_eq!(LockFormat::for_file("requirements.in"), None);
+}
+
 #[test]
 fn pip_takes_one_lock_unless_its_commands_are_the_targets_own() {
     let e = errors(&format!(
