@@ -431,6 +431,7 @@ fn a_builder_going_away_mid_build_is_a_clear_error_within_seconds() {
         .unwrap()
         .as_nanos();
     let marker = format!("gone-{}-{nanos}", std::process::id());
+    // The step sleeps: the build is mid-step when the builder goes away.
     std::fs::write(
         dir.path().join("kiln.toml"),
         format!(

@@ -34,8 +34,9 @@ fn nonce() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-/// Independent targets `names` (each RUN step sleeps `sleep` s; unique per test run), plus
-/// `chained` built on the first of them.
+/// Independent targets `names` (each RUN step sleeps `sleep` s, so that the build is still
+/// running when an engine is killed; unique per test run), plus `chained` built on the first
+/// of them.
 fn manifest(names: &[&str], images: &BTreeMap<String, Image>, sleep: u32) -> String {
     let n = nonce();
     let mut m = String::from("version = 1\n");
@@ -75,6 +76,46 @@ fn builders(stdout: &str) -> BTreeMap<String, String> {
             Some((target.to_string(), builder.to_string()))
         })
         .collect()
+}
+
+/// Whether a RUN step of [`manifest`] (`echo … > /id && sleep N`) runs on the second engine:
+/// a process with that command line that descends from the second dockerd (its BuildKit runs
+/// steps through runc, a child of the daemon).
+fn step_runs_on_engine2() -> bool {
+    let Some(dockerd) = engine2::pid() else {
+        return false;
+    };
+    let found = Command::new("pgrep")
+        .args(["-f", "> /id && sleep "])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .any(|pid| descends_from(pid, dockerd))
+}
+
+/// Whether `ancestor` is among `pid`'s parents (`/proc/PID/stat`: `pid (comm) state ppid …`).
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    while let Some(ppid) = parent(pid) {
+        if ppid == ancestor {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
 }
 
 fn has_image(docker_host: &str, image: &str) -> bool {
@@ -184,8 +225,15 @@ fn a_builder_killed_mid_build_hands_its_targets_to_the_other() {
     let images = images(NAMES);
     let dir = repo(&[("kiln.toml", &manifest(NAMES, &images, 8))]);
     let e2 = engine2_builder();
+    // Killed once a step runs there (mid-build), not after a guessed delay.
     let killer = std::thread::spawn(|| {
-        std::thread::sleep(std::time::Duration::from_secs(4));
+        let start = std::time::Instant::now();
+        while !step_runs_on_engine2() {
+            if start.elapsed() > std::time::Duration::from_secs(120) {
+                return Err("no step ran on the second engine within 120 s".to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         engine2::stop("KILL")
     });
     let run = kiln(

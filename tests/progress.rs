@@ -66,7 +66,8 @@ fn wait(child: &mut Child, limit: Duration) -> Option<(Option<i32>, Duration)> {
 }
 
 /// Four independent targets (so they solve concurrently and draw four live lines at once),
-/// each with a step that is new on every round.
+/// each with a step that is new on every round (its `sleep 0.3` keeps the four lines live
+/// together for a while: that drawing is what is tested).
 fn four_targets(dir: &Path, round: &str) {
     let mut manifest = String::from("version = 1\n");
     for name in ["alpha", "beta", "gamma", "delta"] {
@@ -112,7 +113,8 @@ fn ctrl_c_at_the_terminal_ends_a_tty_build_with_130_within_2_seconds() {
     let marker = unique("tty-interrupt");
     let dir = tempfile::tempdir().unwrap();
     let mut manifest = String::from("version = 1\n");
-    // Two targets, so the live view has several lines when Ctrl-C comes.
+    // Two targets, so the live view has several lines when Ctrl-C comes; their steps sleep so
+    // that the build is still running then (what is interrupted).
     for name in ["left", "right"] {
         manifest.push_str(&format!(
             "[target.{name}]\nfrom = \"{BASE}\"\nnetwork = \"host\"\nrun = [\"echo {marker}-{name} && sleep 60\"]\n"
@@ -133,7 +135,21 @@ fn ctrl_c_at_the_terminal_ends_a_tty_build_with_130_within_2_seconds() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // And the live view has drawn both running steps (a target's line names its running step,
+    // `[left/pre 1] echo MARKER…`, cut at the terminal's width), so Ctrl-C comes while several
+    // lines are live.
+    while !["left", "right"].iter().all(|n| {
+        screen
+            .so_far()
+            .contains(&format!("[{n}/pre 1] echo {marker}"))
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the live view never showed both steps:\n{}",
+            screen.so_far()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let typed = Instant::now();
     child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
     child.stdin.as_mut().unwrap().flush().unwrap();

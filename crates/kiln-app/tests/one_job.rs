@@ -1,12 +1,19 @@
 //! A target's smoke test and image are one BuildKit job on Docker's BuildKit: one session, so
 //! the context is sent once. Against the real engine (`cargo xtask test` starts it).
 
+// The workspace tests' gate: skipped without an engine, a failure with KILN_REQUIRE_ENGINE=1.
+#[path = "../../../tests/support/engine.rs"]
+mod engine;
+
 use kiln_app::{BuildOptions, Progress, Settings};
 
 const BASE: &str = "kiln-base/debian-python:bookworm";
 
 #[test]
 fn the_smoke_test_gates_the_image_inside_one_job_and_the_context_travels_once() {
+    if !engine::require_engine() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let nanos = std::time::SystemTime::now()

@@ -9,16 +9,21 @@
 
 pub mod pb;
 
+mod exec;
+mod fileop;
 mod marshal;
+mod meta;
 mod platform;
+mod source;
 mod state;
 
+pub use exec::{CacheSharing, Exec, ExecState, Mount, NetMode};
+pub use fileop::{Chown, CopyOptions, FileActions, UserSpec};
 pub use marshal::{DecodeError, Definition, Digest, MarshalError, marshal};
+pub use meta::DEFAULT_PATH;
 pub use platform::{Platform, PlatformError};
-pub use state::{
-    CacheSharing, Chown, CopyOptions, DEFAULT_PATH, Exec, ExecState, FileActions, LocalOptions,
-    Mount, NetMode, State, UserSpec,
-};
+pub use source::LocalOptions;
+pub use state::State;
 
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::engine::{Scratch, ms, output, succeeded};
+use super::engine::{Scratch, copy_tree, ms, output, succeeded};
 
 const GOAL_RATIO: f64 = 0.3;
 
@@ -265,22 +265,4 @@ fn steps(log: &str) -> (usize, usize) {
             .count()
     };
     (count("DONE"), count("CACHED"))
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
-    let entries = std::fs::read_dir(from).map_err(|e| format!("read {}: {e}", from.display()))?;
-    std::fs::create_dir_all(to).map_err(|e| format!("create {}: {e}", to.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let path = entry.path();
-        let target = to.join(entry.file_name());
-        if path.is_dir() {
-            if entry.file_name() != "__pycache__" {
-                copy_tree(&path, &target)?;
-            }
-        } else {
-            std::fs::copy(&path, &target).map_err(|e| format!("copy {}: {e}", path.display()))?;
-        }
-    }
-    Ok(())
 }

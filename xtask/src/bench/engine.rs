@@ -91,6 +91,29 @@ impl Drop for Scratch {
     }
 }
 
+/// Copy the directory tree `from` into `to` (regular files and directories; `__pycache__`
+/// and `.venv` left out).
+pub(super) fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("create {}: {e}", to.display()))?;
+    let entries = std::fs::read_dir(from).map_err(|e| format!("read {}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("read {}: {e}", from.display()))?;
+        let name = entry.file_name();
+        if name == "__pycache__" || name == ".venv" {
+            continue;
+        }
+        let kind = entry.file_type().map_err(|e| e.to_string())?;
+        let (src, dest) = (entry.path(), to.join(&name));
+        if kind.is_dir() {
+            copy_tree(&src, &dest)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dest)
+                .map_err(|e| format!("copy {} to {}: {e}", src.display(), dest.display()))?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn output(command: &mut Command, what: &str) -> Result<Output, String> {
     command
         .output()
