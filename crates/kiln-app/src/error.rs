@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use kiln_graph::GraphError;
 use kiln_manifest::Diagnostics;
+use kiln_solve::SolveError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -29,20 +30,13 @@ pub enum AppError {
     /// The engine could not be reached, started or stopped.
     #[error("error: {0}")]
     Engine(String),
-    /// A build failed: the daemon reported an error, or the connection to it broke.
+    /// A command failed: a git, registry or engine step around the build said why.
     #[error("error: {0}")]
     Build(String),
-    /// A refresh resolved new lock files (`locks`, as read out of the build), but the smoke
-    /// test (or what follows the packages) failed on them; `message` says how.
-    #[error("error: {message}")]
-    RefreshTestFailed {
-        target: String,
-        locks: std::collections::BTreeMap<String, Vec<u8>>,
-        message: String,
-    },
-    /// Interrupted (Ctrl-C): in-flight solves were cancelled.
-    #[error("error: interrupted; the in-flight build was cancelled")]
-    Interrupted,
+    /// The solve failed (see `kiln_solve::SolveError`): rendered with the `error: ` prefix and
+    /// the hint below the message.
+    #[error("{}", render(.0))]
+    Solve(#[from] kiln_solve::SolveError),
     /// `kiln check --locked` found drift; every problem is listed.
     #[error("{0}")]
     Locked(String),
@@ -56,8 +50,43 @@ impl AppError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Usage(_) | AppError::Select(_) => 2,
-            AppError::Interrupted => 130,
+            AppError::Solve(e) if e.is_usage() => 2,
+            AppError::Solve(SolveError::Interrupted) => 130,
             _ => 1,
         }
+    }
+}
+
+/// A solve's error as kiln shows it: `error: ` and the message, then the hint.
+fn render(e: &SolveError) -> String {
+    match e {
+        // Located problems render themselves, one `error:` each.
+        SolveError::Manifest(diagnostics) => diagnostics.to_string(),
+        _ => format!("error: {}", shown(e)),
+    }
+}
+
+/// A solve's error without its `error: ` prefix: the message, each builder's error of a pool
+/// that failed as a whole on a line of its own, and the hint last.
+pub(crate) fn shown(e: &SolveError) -> String {
+    let hint = |message: String, e: &SolveError| match e.hint() {
+        Some(hint) => format!("{message}\n  hint: {hint}"),
+        None => message,
+    };
+    match e {
+        SolveError::PoolDown { errors } => {
+            let mut text = "no builder of the pool answers:".to_string();
+            for e in errors {
+                text.push('\n');
+                text.push_str(&render(e));
+            }
+            text
+        }
+        SolveError::PoolExhausted { last } => format!(
+            "{}\n  every builder of the pool has stopped answering",
+            render(last)
+        ),
+        SolveError::RefreshTestFailed { source, .. } => shown(source),
+        _ => hint(e.to_string(), e),
     }
 }
