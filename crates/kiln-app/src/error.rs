@@ -90,3 +90,89 @@ pub(crate) fn shown(e: &SolveError) -> String {
         _ => hint(e.to_string(), e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable_engine() -> SolveError {
+        SolveError::Connect {
+            source: kiln_buildkit::Error::Connect {
+                endpoint: "docker:///nonexistent/d.sock".to_string(),
+                reason: "No such file or directory".to_string(),
+            },
+            hint: "is the engine running? `kiln engine status`, `kiln engine up`",
+        }
+    }
+
+    #[test]
+    fn solve_errors_read_as_the_messages_kiln_always_printed() {
+        let step = SolveError::Step(Box::new(kiln_solve::StepFailed {
+            target: "app".to_string(),
+            stage: "smoke-test",
+            source: kiln_buildkit::Error::Failed {
+                action: "solve",
+                message: "network bridge not found".to_string(),
+            },
+            step: Some("[2/2] RUN x".to_string()),
+            output: Some(vec!["one".to_string(), "two".to_string()]),
+            hint: Some("set `network`"),
+        }));
+        let error = AppError::from(step);
+        assert_eq!(
+            error.to_string(),
+            "error: app/smoke-test: solve failed: network bridge not found\n  step: [2/2] RUN x\n  \
+             last output:\n    one\n    two\n  hint: set `network`"
+        );
+        assert_eq!(error.exit_code(), 1);
+
+        let down = AppError::from(SolveError::PoolDown {
+            errors: vec![unreachable_engine(), unreachable_engine()],
+        });
+        let one = "error: cannot reach BuildKit at docker:///nonexistent/d.sock: No such file or \
+                   directory\n  hint: is the engine running? `kiln engine status`, `kiln engine up`";
+        assert_eq!(
+            down.to_string(),
+            format!("error: no builder of the pool answers:\n{one}\n{one}")
+        );
+
+        let exhausted = AppError::from(SolveError::PoolExhausted {
+            last: Box::new(unreachable_engine()),
+        });
+        assert_eq!(
+            exhausted.to_string(),
+            format!("error: {one}\n  every builder of the pool has stopped answering")
+        );
+
+        let load = AppError::from(SolveError::LoadEngine(kiln_docker::ApiError::Connect {
+            socket: "/nonexistent/d.sock".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }));
+        assert!(
+            load.to_string().starts_with("error: --load: ")
+                && load.to_string().ends_with(
+                    "\n  hint: the image is loaded into this Docker Engine (DOCKER_HOST, else \
+                     /var/run/docker.sock); `kiln engine up` starts one"
+                ),
+            "{load}"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_or_pointless_solve_keeps_its_exit_code() {
+        let interrupted = AppError::from(SolveError::Interrupted);
+        assert_eq!(interrupted.exit_code(), 130);
+        assert_eq!(
+            interrupted.to_string(),
+            "error: interrupted; the in-flight build was cancelled"
+        );
+        let nothing = AppError::from(SolveError::NothingToRefresh {
+            target: Some("app".to_string()),
+        });
+        assert_eq!(nothing.exit_code(), 2);
+        assert_eq!(
+            nothing.to_string(),
+            "error: target `app` has no [target.app.packages]: there is nothing to refresh"
+        );
+    }
+}
