@@ -61,7 +61,9 @@ impl AppError {
 fn render(e: &SolveError) -> String {
     match e {
         // Located problems render themselves, one `error:` each.
-        SolveError::Manifest(diagnostics) => diagnostics.to_string(),
+        SolveError::Secrets(diagnostics) | SolveError::Platform(diagnostics) => {
+            diagnostics.to_string()
+        }
         _ => format!("error: {}", shown(e)),
     }
 }

@@ -63,10 +63,14 @@ pub enum SolveError {
     /// The Docker CLI config (registry credentials) cannot be read.
     #[error("registry credentials: {0}")]
     Credentials(#[from] kiln_buildkit::AuthError),
-    /// A secret's variable is unset or its file unreadable, or a base image is another platform
-    /// than its target asks for: located problems in the manifest, every one listed.
+    /// Secrets whose environment variable is unset or whose file cannot be read: each located
+    /// at its `[secrets]` entry (the variable or path named), every one listed.
     #[error("{0}")]
-    Manifest(Diagnostics),
+    Secrets(Diagnostics),
+    /// Base images that are another platform than their target asks for: each located at its
+    /// target, every one listed.
+    #[error("{0}")]
+    Platform(Diagnostics),
     /// A local file the build sends (a CA bundle) cannot be read.
     #[error("cannot {action} `{}`: {source}", path.display())]
     Io {

@@ -425,7 +425,7 @@ impl Job<'_> {
         if wrong.is_empty() {
             Ok(())
         } else {
-            Err(SolveError::Manifest(kiln_manifest::Diagnostics(wrong)))
+            Err(SolveError::Platform(kiln_manifest::Diagnostics(wrong)))
         }
     }
 

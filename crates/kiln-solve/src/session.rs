@@ -84,7 +84,7 @@ pub fn session_config(
     }
     if !missing.is_empty() {
         missing.sort_by(|a, b| a.location.cmp(&b.location));
-        return Err(SolveError::Manifest(kiln_manifest::Diagnostics(missing)));
+        return Err(SolveError::Secrets(kiln_manifest::Diagnostics(missing)));
     }
     Ok(config)
 }
