@@ -10,13 +10,7 @@ use sha2::Digest;
 
 use crate::{AppError, BuildOptions, Loaded, Settings};
 
-/// Where an image was saved and the sha256 of the archive.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Archive {
-    pub path: PathBuf,
-    pub digest: String,
-    pub bytes: u64,
-}
+pub use kiln_solve::Archive;
 
 /// The file target `target` goes to: `dest` itself when one target is saved, else
 /// `dest/TARGET.tar`.

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use kiln_buildkit::{LocalDir, SessionConfig};
 use kiln_manifest::{Artifact, Diagnostic, Manifest, Target};
 
 use crate::{AppError, Settings};
@@ -24,18 +23,9 @@ pub(crate) struct Unpacked {
 }
 
 impl Unpacked {
-    /// `config` with every unpacked artifact served as a local source.
-    pub(crate) fn serve(&self, mut config: SessionConfig) -> SessionConfig {
-        for (name, path) in &self.sources {
-            config.contexts.insert(
-                name.clone(),
-                LocalDir {
-                    path: path.clone(),
-                    exclude: Vec::new(),
-                },
-            );
-        }
-        config
+    /// Every unpacked artifact as a local source for the sessions to serve: name → directory.
+    pub(crate) fn sources(&self) -> BTreeMap<String, PathBuf> {
+        self.sources.clone()
     }
 }
 

@@ -179,16 +179,7 @@ fn endpoint(
 }
 
 /// What to check when `endpoint` cannot be reached or drops the connection at once.
-pub(crate) fn hint(endpoint: &Endpoint) -> &'static str {
-    match endpoint {
-        Endpoint::Docker { .. } => "is the engine running? `kiln engine status`, `kiln engine up`",
-        Endpoint::Tcp { tls: Some(_), .. } => {
-            "is buildkitd listening there, and does it accept kiln's TLS files? A daemon that \
-             requires a client certificate drops the connection without one (--tls-cert/--tls-key)"
-        }
-        _ => "is buildkitd running and listening there? (`--builder`, BUILDKIT_HOST)",
-    }
-}
+pub(crate) use kiln_solve::builder_hint as hint;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use kiln_graph::GraphError;
 use kiln_manifest::Diagnostics;
+use kiln_solve::SolveError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -32,20 +33,13 @@ pub enum AppError {
     /// A target's inputs or kiln.lock could not be read, or kiln.lock not written.
     #[error("error: {0}")]
     Record(#[from] kiln_record::RecordError),
-    /// A build failed: the daemon reported an error, or the connection to it broke.
+    /// A command failed: a git, registry or engine step around the build said why.
     #[error("error: {0}")]
     Build(String),
-    /// A refresh resolved new lock files (`locks`, as read out of the build), but the smoke
-    /// test (or what follows the packages) failed on them; `message` says how.
-    #[error("error: {message}")]
-    RefreshTestFailed {
-        target: String,
-        locks: std::collections::BTreeMap<String, Vec<u8>>,
-        message: String,
-    },
-    /// Interrupted (Ctrl-C): in-flight solves were cancelled.
-    #[error("error: interrupted; the in-flight build was cancelled")]
-    Interrupted,
+    /// The solve failed (see `kiln_solve::SolveError`): rendered with the `error: ` prefix and
+    /// the hint below the message.
+    #[error("{}", render(.0))]
+    Solve(#[from] kiln_solve::SolveError),
     /// `kiln check --locked` found drift; every problem is listed.
     #[error("{0}")]
     Locked(String),
@@ -59,8 +53,131 @@ impl AppError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Usage(_) | AppError::Select(_) => 2,
-            AppError::Interrupted => 130,
+            AppError::Solve(e) if e.is_usage() => 2,
+            AppError::Solve(SolveError::Interrupted) => 130,
             _ => 1,
         }
+    }
+}
+
+/// A solve's error as kiln shows it: `error: ` and the message, then the hint.
+fn render(e: &SolveError) -> String {
+    match e {
+        // Located problems render themselves, one `error:` each.
+        SolveError::Secrets(diagnostics) | SolveError::Platform(diagnostics) => {
+            diagnostics.to_string()
+        }
+        _ => format!("error: {}", shown(e)),
+    }
+}
+
+/// A solve's error without its `error: ` prefix: the message, each builder's error of a pool
+/// that failed as a whole on a line of its own, and the hint last.
+pub(crate) fn shown(e: &SolveError) -> String {
+    let hint = |message: String, e: &SolveError| match e.hint() {
+        Some(hint) => format!("{message}\n  hint: {hint}"),
+        None => message,
+    };
+    match e {
+        SolveError::PoolDown { errors } => {
+            let mut text = "no builder of the pool answers:".to_string();
+            for e in errors {
+                text.push('\n');
+                text.push_str(&render(e));
+            }
+            text
+        }
+        SolveError::PoolExhausted { last } => format!(
+            "{}\n  every builder of the pool has stopped answering",
+            render(last)
+        ),
+        SolveError::RefreshTestFailed { source, .. } => shown(source),
+        _ => hint(e.to_string(), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable_engine() -> SolveError {
+        SolveError::Connect {
+            source: kiln_buildkit::Error::Connect {
+                endpoint: "docker:///nonexistent/d.sock".to_string(),
+                reason: "No such file or directory".to_string(),
+            },
+            hint: "is the engine running? `kiln engine status`, `kiln engine up`",
+        }
+    }
+
+    #[test]
+    fn solve_errors_read_as_the_messages_kiln_always_printed() {
+        let step = SolveError::Step(Box::new(kiln_solve::StepFailed {
+            target: "app".to_string(),
+            stage: "smoke-test",
+            source: kiln_buildkit::Error::Failed {
+                action: "solve",
+                message: "network bridge not found".to_string(),
+            },
+            step: Some("[2/2] RUN x".to_string()),
+            output: Some(vec!["one".to_string(), "two".to_string()]),
+            hint: Some("set `network`"),
+        }));
+        let error = AppError::from(step);
+        assert_eq!(
+            error.to_string(),
+            "error: app/smoke-test: solve failed: network bridge not found\n  step: [2/2] RUN x\n  \
+             last output:\n    one\n    two\n  hint: set `network`"
+        );
+        assert_eq!(error.exit_code(), 1);
+
+        let down = AppError::from(SolveError::PoolDown {
+            errors: vec![unreachable_engine(), unreachable_engine()],
+        });
+        let one = "error: cannot reach BuildKit at docker:///nonexistent/d.sock: No such file or \
+                   directory\n  hint: is the engine running? `kiln engine status`, `kiln engine up`";
+        assert_eq!(
+            down.to_string(),
+            format!("error: no builder of the pool answers:\n{one}\n{one}")
+        );
+
+        let exhausted = AppError::from(SolveError::PoolExhausted {
+            last: Box::new(unreachable_engine()),
+        });
+        assert_eq!(
+            exhausted.to_string(),
+            format!("error: {one}\n  every builder of the pool has stopped answering")
+        );
+
+        let load = AppError::from(SolveError::LoadEngine(kiln_docker::ApiError::Connect {
+            socket: "/nonexistent/d.sock".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }));
+        assert!(
+            load.to_string().starts_with("error: --load: ")
+                && load.to_string().ends_with(
+                    "\n  hint: the image is loaded into this Docker Engine (DOCKER_HOST, else \
+                     /var/run/docker.sock); `kiln engine up` starts one"
+                ),
+            "{load}"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_or_pointless_solve_keeps_its_exit_code() {
+        let interrupted = AppError::from(SolveError::Interrupted);
+        assert_eq!(interrupted.exit_code(), 130);
+        assert_eq!(
+            interrupted.to_string(),
+            "error: interrupted; the in-flight build was cancelled"
+        );
+        let nothing = AppError::from(SolveError::NothingToRefresh {
+            target: Some("app".to_string()),
+        });
+        assert_eq!(nothing.exit_code(), 2);
+        assert_eq!(
+            nothing.to_string(),
+            "error: target `app` has no [target.app.packages]: there is nothing to refresh"
+        );
     }
 }

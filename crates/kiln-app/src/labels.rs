@@ -221,23 +221,6 @@ pub(crate) fn rfc3339(seconds: i64) -> String {
     )
 }
 
-/// `config` with `kiln`'s labels added, except where the manifest or profile set the key
-/// (`manifest`: the target's own `config.labels`); kiln's replace labels inherited from the
-/// base image.
-pub(crate) fn with_labels(
-    config: &kiln_compile::EffectiveConfig,
-    manifest: &BTreeMap<String, String>,
-    kiln: Option<&BTreeMap<String, String>>,
-) -> kiln_compile::EffectiveConfig {
-    let mut out = config.clone();
-    for (k, v) in kiln.into_iter().flatten() {
-        if !manifest.contains_key(k) {
-            out.labels.insert(k.clone(), v.clone());
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,22 +243,5 @@ mod tests {
             "git@github.com:a/b.git"
         );
         assert_eq!(strip_userinfo("/srv/git/b"), "/srv/git/b");
-    }
-
-    #[test]
-    fn manifest_labels_win() {
-        let mut config = kiln_compile::EffectiveConfig::default();
-        config
-            .labels
-            .insert("kiln.target".into(), "inherited".into());
-        config.labels.insert("mine".into(), "manifest".into());
-        let manifest = BTreeMap::from([("mine".to_string(), "manifest".to_string())]);
-        let kiln = BTreeMap::from([
-            ("kiln.target".to_string(), "app".to_string()),
-            ("mine".to_string(), "kiln".to_string()),
-        ]);
-        let out = with_labels(&config, &manifest, Some(&kiln));
-        assert_eq!(out.labels["kiln.target"], "app");
-        assert_eq!(out.labels["mine"], "manifest");
     }
 }

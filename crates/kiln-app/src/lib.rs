@@ -25,9 +25,7 @@ mod trace;
 mod trust;
 
 pub use affected::{AffectedOptions, affected};
-pub use build::{
-    BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, Stored, build, cache_repository,
-};
+pub use build::build;
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
@@ -37,6 +35,10 @@ pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
 pub use kiln_record::{Inputs, kiln_lock_path};
 pub use kiln_reference::Reference;
+pub use kiln_solve::{
+    BuildOptions, Built, Goal, HOST_CA_BUNDLE, Outcome, Progress, SolveError, Stored,
+    cache_repository,
+};
 pub use metadata::{Metadata, Steps};
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};

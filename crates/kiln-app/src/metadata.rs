@@ -10,13 +10,7 @@ use std::time::Instant;
 
 use crate::{AppError, Outcome, Progress};
 
-/// Steps of one target's solves: each distinct vertex once, solved if BuildKit ran it in any of
-/// the target's jobs, cached if it only ever came from the cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Steps {
-    pub solved: usize,
-    pub cached: usize,
-}
+pub use kiln_solve::Steps;
 
 /// What `--metadata-file` holds: whether the command succeeded, and each selected target's
 /// outcome by name.

@@ -95,11 +95,12 @@ pub fn refresh(
         Ok(built) => built,
         // Say what the refresh tried: the change list it would have written, above the
         // failure (which ends with the failing step's output).
-        Err(AppError::RefreshTestFailed {
+        Err(AppError::Solve(kiln_solve::SolveError::RefreshTestFailed {
             target,
             locks,
-            message,
-        }) => {
+            source,
+        })) => {
+            let message = crate::error::shown(&source);
             let (first, rest) = message.split_once('\n').unwrap_or((&message, ""));
             let mut tried = String::new();
             for r in compare(settings, &loaded, &target, &locks) {

@@ -45,8 +45,7 @@ impl Error {
         // as its source; one the daemon sent has none, whatever its text says (a daemon's
         // "connection refused" is about a registry or a session).
         let local = std::error::Error::source(&status).is_some();
-        let full = chain(&status);
-        if local && full.contains("keep-alive timed out") {
+        if local && timed_out(&status) {
             return Error::Stalled {
                 action,
                 seconds: crate::client::keepalive_period().as_secs(),
@@ -88,6 +87,22 @@ impl Error {
             },
         }
     }
+}
+
+/// Whether the connection's keepalive ping went unanswered: hyper's keepalive timeout (a
+/// `hyper::Error` that is a timeout) among the sources of a status kiln's transport made.
+fn timed_out(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(inner) = source {
+        if inner
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 /// What broke a connection: the status message and what its sources add (a TLS alert, the
