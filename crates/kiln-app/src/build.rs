@@ -214,9 +214,9 @@ pub(crate) fn build_loaded_except(
     if options.goal == Goal::Refresh {
         check_refreshable(&loaded.manifest, &options.targets, &selected)?;
     }
-    let endpoints = crate::builder::choose_all(settings)?;
+    let endpoints = settings.resolved().builders()?.to_vec();
     let docker = if options.load {
-        Some(crate::engine::docker_socket(settings)?)
+        Some(settings.resolved().docker_socket()?.to_path_buf())
     } else {
         None
     };
@@ -245,14 +245,9 @@ pub(crate) fn build_loaded_except(
         fresh,
         options,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     // Ctrl-C drops the in-flight solves, which cancels their gRPC calls and so the jobs.
-    let result = runtime.block_on(async {
+    crate::runtime::block_on(async {
         let work = job.run(tx);
         tokio::pin!(work);
         let interrupted = tokio::signal::ctrl_c();
@@ -269,9 +264,7 @@ pub(crate) fn build_loaded_except(
                 _ = &mut interrupted => break Err(AppError::Interrupted),
             }
         }
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    result
+    })?
 }
 
 /// One `kiln build`: what every target's solves share.
@@ -1637,8 +1630,7 @@ fn session_config(
     kiln_lock: &std::path::Path,
 ) -> Result<SessionConfig, AppError> {
     let cwd = &settings.cwd;
-    let registry_auth = kiln_buildkit::DockerConfig::load(&settings.env)
-        .map_err(|e| AppError::Build(format!("registry credentials: {e}")))?;
+    let registry_auth = Some(settings.resolved().session_auth()?);
     // A stable key per working tree lets the daemon reuse its last copy of each context.
     let mut config = SessionConfig {
         name: "kiln".to_string(),

@@ -20,6 +20,8 @@ mod paths;
 mod pin;
 mod plan;
 mod refresh;
+mod resolved;
+mod runtime;
 mod sbom;
 mod trace;
 mod trust;
@@ -41,6 +43,7 @@ pub use metadata::{Metadata, Steps};
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};
+pub use resolved::{Resolved, ResolvedOnce};
 pub use sbom::sbom;
 pub use trace::{Trace, TraceOptions, trace};
 
@@ -69,6 +72,10 @@ pub struct Settings {
     pub warnings: Warnings,
     /// `--allow fs.read=PATH`: local paths outside their repository the manifests may read.
     pub allow_read: Vec<PathBuf>,
+    /// The builder, TLS files, Docker config, insecure registries and state directory, resolved
+    /// from the fields above once, on first use ([`Settings::resolved`]): leave it `Default`,
+    /// and change no field once a command has used the settings.
+    pub resolved: ResolvedOnce,
 }
 
 /// Problems that do not stop a command, e.g. a profile override that rewrites nothing; the
