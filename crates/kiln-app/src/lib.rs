@@ -1,6 +1,8 @@
 //! kiln's commands as library functions: find and read the manifests, then check or plan them.
 //! The CLI crate parses arguments into [`Settings`] and calls these; everything a command prints
-//! is returned as data so it can be tested without a terminal.
+//! is returned as data so it can be tested without a terminal. What the settings say beyond the
+//! manifests (builder, TLS, Docker config, state directory, …) is resolved once per command
+//! ([`Resolved`]), and all async work runs on one tokio runtime per process.
 
 mod affected;
 mod archive;
