@@ -37,15 +37,19 @@ pub struct Resolved {
     tls: Tls,
     config_file: Option<PathBuf>,
     docker_config_file: Option<PathBuf>,
-    /// Loaded from `docker_config_file`; the error as commands report it.
-    docker_config: Result<DockerConfig, String>,
+    /// `PATH`, where credential helpers are looked up.
+    path: Option<std::ffi::OsString>,
+    /// Loaded from `docker_config_file` when first asked for (most commands never are); the
+    /// error as commands report it.
+    docker_config: OnceLock<Result<DockerConfig, String>>,
     insecure_registries: Vec<String>,
     state_dir: PathBuf,
 }
 
 impl Resolved {
     /// Resolve `settings`: reads kiln's config file (only when no `--builder` or
-    /// `BUILDKIT_HOST` is given) and the Docker CLI config; nothing else.
+    /// `BUILDKIT_HOST` is given), nothing else; the Docker CLI config is read when first
+    /// asked for.
     pub fn new(settings: &Settings) -> Resolved {
         let env = &settings.env;
         let options = &settings.builder;
@@ -85,21 +89,15 @@ impl Resolved {
                 }
             }
         };
-        let docker_config_file = DockerConfig::file(env);
-        let path = env.get("PATH").map(std::ffi::OsString::from);
-        let docker_config = match &docker_config_file {
-            Some(file) => DockerConfig::load_file(file, path),
-            None => Ok(DockerConfig::with_path(path)),
-        }
-        .map_err(|e| format!("registry credentials: {e}"));
         Resolved {
             builder,
             pool,
             docker_socket,
             tls,
             config_file,
-            docker_config_file,
-            docker_config,
+            docker_config_file: DockerConfig::file(env),
+            path: env.get("PATH").map(std::ffi::OsString::from),
+            docker_config: OnceLock::new(),
             insecure_registries: insecure_registries(env),
             state_dir: state_dir(env),
         }
@@ -144,6 +142,14 @@ impl Resolved {
     /// Registry credentials from the Docker CLI config.
     pub fn docker_config(&self) -> Result<&DockerConfig, AppError> {
         self.docker_config
+            .get_or_init(|| {
+                let path = self.path.clone();
+                match &self.docker_config_file {
+                    Some(file) => DockerConfig::load_file(file, path),
+                    None => Ok(DockerConfig::with_path(path)),
+                }
+                .map_err(|e| format!("registry credentials: {e}"))
+            })
             .as_ref()
             .map_err(|message| AppError::Build(message.clone()))
     }

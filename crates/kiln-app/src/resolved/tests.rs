@@ -233,6 +233,10 @@ fn docker_config_and_insecure_registries() {
         Some(("u".to_string(), "p".to_string()))
     );
     assert_eq!(auth.credentials("quay.io").unwrap(), None);
+    // Read once: a later edit of the file does not change this command's credentials.
+    std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+    let creds = r.docker_config().unwrap().credentials("ghcr.io").unwrap();
+    assert_eq!(creds, Some(kiln_registry::Credentials::new("u", "p")));
     // Without DOCKER_CONFIG (or with it empty): HOME's.
     let r = Resolved::new(&settings(
         BuilderOptions::default(),
