@@ -29,10 +29,6 @@ pub(crate) fn attach_all(
         return Ok(());
     }
     let access = crate::pin::Access::new(settings)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
     let commit = crate::labels::work_tree(settings).and_then(|(repo, _)| {
         let head = repo.head().ok()?.peel_to_commit().ok()?;
         let dirty = repo
@@ -68,9 +64,8 @@ pub(crate) fn attach_all(
                     format!("{name} {}", kind(artifact_type)),
                 )]),
             };
-            let at = runtime
-                .block_on(registry.attach(&subject, &attachment))
-                .map_err(|e| {
+            let at =
+                crate::runtime::block_on(registry.attach(&subject, &attachment))?.map_err(|e| {
                     AppError::Build(format!(
                         "{name}: attaching its {} to {subject}: {e}",
                         kind(artifact_type)

@@ -46,9 +46,9 @@ pub(crate) fn build_loaded_except(
     if options.goal == Goal::Refresh {
         kiln_solve::check_refreshable(&loaded.manifest, &options.targets, &selected)?;
     }
-    let endpoints = crate::builder::choose_all(settings)?;
+    let endpoints = settings.resolved().builders()?.to_vec();
     let docker = if options.load {
-        Some(crate::engine::docker_socket(settings)?)
+        Some(settings.resolved().docker_socket()?.to_path_buf())
     } else {
         None
     };
@@ -75,6 +75,7 @@ pub(crate) fn build_loaded_except(
         endpoints,
         cwd: &settings.cwd,
         env: &settings.env,
+        registry_auth: Some(settings.resolved().session_auth()?),
         manifest: &loaded.manifest,
         graph: &loaded.graph,
         kiln_lock: &loaded.lock_path,
@@ -82,14 +83,8 @@ pub(crate) fn build_loaded_except(
         fresh,
         options,
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
     // Ctrl-C drops the in-flight solves, which cancels their gRPC calls and so the jobs.
-    let result = runtime.block_on(job.run(progress));
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let result = crate::runtime::block_on(job.run(progress))?;
     drop(artifacts);
     Ok(result?)
 }

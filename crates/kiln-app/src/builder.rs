@@ -1,15 +1,17 @@
-//! Which BuildKit to use: `--builder URL`, else `BUILDKIT_HOST`, else the Docker Engine at
-//! `DOCKER_HOST` or the default socket. TLS files for a `tcp://` builder come from
-//! `--tls-ca/--tls-cert/--tls-key` or `KILN_TLS_CA/KILN_TLS_CERT/KILN_TLS_KEY`. A build may
-//! use a pool ([`choose_all`]): every `--builder` given, else `BUILDKIT_HOST`, else
-//! `builders = [...]` in kiln's config file (`$KILN_CONFIG`, else
-//! `$XDG_CONFIG_HOME/kiln/config.toml`, else `~/.config/kiln/config.toml`).
+//! Which BuildKit to use: `--builder URL`, else `BUILDKIT_HOST`, else the first of `builders =
+//! [...]` in kiln's config file (`$KILN_CONFIG`, else `$XDG_CONFIG_HOME/kiln/config.toml`, else
+//! `~/.config/kiln/config.toml`), else the Docker Engine at `DOCKER_HOST` or the default socket.
+//! A build may use a pool: every `--builder` given, else the same sources. TLS files for a
+//! `tcp://` builder come from `--tls-ca/--tls-cert/--tls-key` or
+//! `KILN_TLS_CA/KILN_TLS_CERT/KILN_TLS_KEY`. These are the pieces [`crate::Resolved`] puts
+//! together, once per command.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use kiln_buildkit::{Endpoint, Tls};
 
-use crate::{AppError, Settings};
+use crate::AppError;
 
 /// The builder chosen on the command line.
 #[derive(Debug, Clone, Default)]
@@ -24,59 +26,32 @@ pub struct BuilderOptions {
     pub tls_server_name: Option<String>,
 }
 
-/// The endpoint kiln will use and where that choice came from (the first of a pool).
-pub fn choose(settings: &Settings) -> Result<(Endpoint, &'static str), AppError> {
-    let options = &settings.builder;
-    let (url, source) = match (&options.url, settings.env.get("BUILDKIT_HOST")) {
-        (Some(url), _) => (Some(url.clone()), "--builder"),
-        (None, Some(url)) if !url.is_empty() => (Some(url.clone()), "BUILDKIT_HOST"),
-        _ => match config_builders(settings)?.into_iter().next() {
-            Some(url) => (Some(url), "builders in kiln's config file"),
-            None => (None, ""),
-        },
-    };
-    endpoint(settings, url, source)
-}
-
-/// Every builder of the pool `kiln build` schedules across, in the order given: each
-/// `--builder`, else `BUILDKIT_HOST`, else the config file's `builders`, else the Docker Engine.
-pub fn choose_all(settings: &Settings) -> Result<Vec<Endpoint>, AppError> {
-    let options = &settings.builder;
-    let (urls, source) = match (&options.url, settings.env.get("BUILDKIT_HOST")) {
+/// The builder URLs in the order given and where they came from: every `--builder` (the first
+/// is the one a single-builder command uses), else `BUILDKIT_HOST`, else the `builders` of
+/// kiln's config file (`config_file`, read only then); none means the Docker Engine.
+pub(crate) fn urls(
+    options: &BuilderOptions,
+    env: &BTreeMap<String, String>,
+    config_file: Option<&Path>,
+) -> Result<(Vec<String>, &'static str), AppError> {
+    Ok(match (&options.url, env.get("BUILDKIT_HOST")) {
         (Some(url), _) => {
             let mut all = vec![url.clone()];
             all.extend(options.more.iter().cloned());
             (all, "--builder")
         }
         (None, Some(url)) if !url.is_empty() => (vec![url.clone()], "BUILDKIT_HOST"),
-        _ => (config_builders(settings)?, "builders in kiln's config file"),
-    };
-    if urls.is_empty() {
-        return Ok(vec![endpoint(settings, None, "")?.0]);
-    }
-    let mut pool: Vec<Endpoint> = Vec::new();
-    for url in urls {
-        let (e, _) = endpoint(settings, Some(url), source)?;
-        if pool.iter().any(|p| p.to_string() == e.to_string()) {
-            return Err(AppError::Usage(format!(
-                "{source}: the builder {e} is given twice"
-            )));
-        }
-        pool.push(e);
-    }
-    Ok(pool)
+        _ => (
+            config_builders(config_file, env)?,
+            "builders in kiln's config file",
+        ),
+    })
 }
 
 /// kiln's config file: `$KILN_CONFIG`, else `$XDG_CONFIG_HOME/kiln/config.toml`, else
 /// `~/.config/kiln/config.toml`; `None` without a place to look.
-pub fn config_path(settings: &Settings) -> Option<PathBuf> {
-    let env = |k: &str| {
-        settings
-            .env
-            .get(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+pub(crate) fn config_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    let env = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     env("KILN_CONFIG")
         .or_else(|| env("XDG_CONFIG_HOME").map(|d| d.join("kiln/config.toml")))
         .or_else(|| env("HOME").map(|h| h.join(".config/kiln/config.toml")))
@@ -91,21 +66,21 @@ struct ConfigFile {
 }
 
 /// `builders` from kiln's config file (none when there is no file; `$KILN_CONFIG` must exist).
-fn config_builders(settings: &Settings) -> Result<Vec<String>, AppError> {
-    let Some(path) = config_path(settings) else {
+fn config_builders(
+    path: Option<&Path>,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<String>, AppError> {
+    let Some(path) = path else {
         return Ok(Vec::new());
     };
-    let text = match std::fs::read_to_string(&path) {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                && !settings.env.contains_key("KILN_CONFIG") =>
-        {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !env.contains_key("KILN_CONFIG") => {
             return Ok(Vec::new());
         }
         Err(source) => {
             return Err(AppError::Io {
-                path,
+                path: path.to_path_buf(),
                 action: "read kiln's config file",
                 source,
             });
@@ -128,31 +103,10 @@ fn config_builders(settings: &Settings) -> Result<Vec<String>, AppError> {
     Ok(config.builders)
 }
 
-/// `url` (or the Docker Engine without one) as an endpoint with the TLS files.
-fn endpoint(
-    settings: &Settings,
-    url: Option<String>,
-    source: &'static str,
-) -> Result<(Endpoint, &'static str), AppError> {
-    let options = &settings.builder;
-    let Some(url) = url else {
-        let socket = crate::engine::docker_socket(settings)?;
-        let source = if settings.env.contains_key("DOCKER_HOST") {
-            "DOCKER_HOST"
-        } else {
-            "the default Docker socket"
-        };
-        return Ok((Endpoint::Docker { socket }, source));
-    };
-    let mut endpoint = if url == "docker://" || url == "docker" {
-        Endpoint::Docker {
-            socket: crate::engine::docker_socket(settings)?,
-        }
-    } else {
-        Endpoint::parse(&url).map_err(|e| AppError::Usage(format!("{source}: {e}")))?
-    };
-    let from_env = |key: &str| settings.env.get(key).map(PathBuf::from);
-    let tls = Tls {
+/// The TLS files for a `tcp://` builder: each flag, else its `KILN_TLS_*` variable.
+pub(crate) fn tls(options: &BuilderOptions, env: &BTreeMap<String, String>) -> Tls {
+    let from_env = |key: &str| env.get(key).map(PathBuf::from);
+    Tls {
         ca: options.tls_ca.clone().or_else(|| from_env("KILN_TLS_CA")),
         cert: options
             .tls_cert
@@ -162,11 +116,28 @@ fn endpoint(
         server_name: options
             .tls_server_name
             .clone()
-            .or_else(|| settings.env.get("KILN_TLS_SERVER_NAME").cloned()),
+            .or_else(|| env.get("KILN_TLS_SERVER_NAME").cloned()),
+    }
+}
+
+/// `url` (from `source`) as an endpoint with the TLS files; `docker://` is the engine at
+/// `docker_socket`.
+pub(crate) fn endpoint(
+    url: &str,
+    source: &'static str,
+    docker_socket: impl FnOnce() -> Result<PathBuf, AppError>,
+    tls: &Tls,
+) -> Result<Endpoint, AppError> {
+    let mut endpoint = if url == "docker://" || url == "docker" {
+        Endpoint::Docker {
+            socket: docker_socket()?,
+        }
+    } else {
+        Endpoint::parse(url).map_err(|e| AppError::Usage(format!("{source}: {e}")))?
     };
-    let wants_tls = tls != Tls::default();
+    let wants_tls = *tls != Tls::default();
     match &mut endpoint {
-        Endpoint::Tcp { tls: slot, .. } if wants_tls => *slot = Some(tls),
+        Endpoint::Tcp { tls: slot, .. } if wants_tls => *slot = Some(tls.clone()),
         Endpoint::Tcp { .. } => {}
         _ if wants_tls => {
             return Err(AppError::Usage(format!(
@@ -175,7 +146,7 @@ fn endpoint(
         }
         _ => {}
     }
-    Ok((endpoint, source))
+    Ok(endpoint)
 }
 
 /// What to check when `endpoint` cannot be reached or drops the connection at once.
@@ -184,6 +155,18 @@ pub(crate) use kiln_solve::builder_hint as hint;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Resolved, Settings};
+
+    /// The builder a single-builder command uses, as resolved.
+    fn choose(settings: &Settings) -> Result<(Endpoint, &'static str), AppError> {
+        let resolved = Resolved::new(settings);
+        resolved.builder().map(|(e, source)| (e.clone(), source))
+    }
+
+    /// The pool `kiln build` uses, as resolved.
+    fn choose_all(settings: &Settings) -> Result<Vec<Endpoint>, AppError> {
+        Resolved::new(settings).builders().map(<[Endpoint]>::to_vec)
+    }
 
     fn settings(url: Option<&str>, env: &[(&str, &str)]) -> Settings {
         Settings {

@@ -1,34 +1,15 @@
 //! `kiln engine status|up|down`: which engine kiln would use, and a Docker Engine kiln starts
 //! and stops itself when none is running.
 
-use std::path::PathBuf;
-
 use kiln_docker::{Engine, StartOutcome, StopOutcome};
 
 use crate::{AppError, Settings};
 
-/// The Docker socket from `DOCKER_HOST` (unix only), else the default.
-pub(crate) fn docker_socket(settings: &Settings) -> Result<PathBuf, AppError> {
-    match settings.env.get("DOCKER_HOST") {
-        None => Ok(PathBuf::from(kiln_docker::DEFAULT_SOCKET)),
-        Some(host) => host
-            .strip_prefix("unix://")
-            .map(PathBuf::from)
-            .ok_or_else(|| {
-                AppError::Usage(format!(
-                    "DOCKER_HOST={host}: kiln manages only a local engine on a unix socket (unix:///path)"
-                ))
-            }),
-    }
-}
-
+/// The engine at `DOCKER_HOST` (or the default socket), its bookkeeping in kiln's state
+/// directory.
 fn engine(settings: &Settings) -> Result<Engine, AppError> {
-    let state = settings
-        .env
-        .get("KILN_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(kiln_docker::state_dir);
-    Ok(Engine::new(docker_socket(settings)?, state))
+    let resolved = settings.resolved();
+    Ok(Engine::new(resolved.docker_socket()?, resolved.state_dir()))
 }
 
 fn engine_error(e: kiln_docker::EngineError) -> AppError {
@@ -37,24 +18,19 @@ fn engine_error(e: kiln_docker::EngineError) -> AppError {
 
 /// `kiln engine status`: which builder kiln would use and what it is.
 pub fn engine_status(settings: &Settings) -> Result<String, AppError> {
-    let (endpoint, source) = crate::builder::choose(settings)?;
-    let status = match &endpoint {
+    let (endpoint, source) = settings.resolved().builder()?;
+    let status = match endpoint {
         kiln_buildkit::Endpoint::Docker { socket } => {
-            let mut settings = settings.clone();
-            settings
-                .env
-                .insert("DOCKER_HOST".into(), format!("unix://{}", socket.display()));
-            docker_status(&settings)
+            docker_status(&Engine::new(socket, settings.resolved().state_dir()))
         }
-        _ => buildkitd_status(&endpoint),
+        _ => buildkitd_status(endpoint),
     }?;
     Ok(format!("builder: {endpoint} (from {source})\n{status}"))
 }
 
 /// A standalone buildkitd (or anything speaking its API): what BuildKit says about itself.
 fn buildkitd_status(endpoint: &kiln_buildkit::Endpoint) -> Result<String, AppError> {
-    let runtime = runtime()?;
-    runtime.block_on(async {
+    crate::runtime::block_on(async {
         let endpoint = endpoint.clone().probe().await;
         let failed = |e: kiln_buildkit::Error| {
             AppError::Engine(format!("{e}\n  hint: {}", crate::builder::hint(&endpoint)))
@@ -78,7 +54,7 @@ fn buildkitd_status(endpoint: &kiln_buildkit::Endpoint) -> Result<String, AppErr
         out.push('\n');
         out.push_str(&buildkit_details(&client).await.map_err(failed)?);
         Ok(out)
-    })
+    })?
 }
 
 /// The lines `engine status` shows for any BuildKit: its workers with their platforms (with
@@ -130,15 +106,8 @@ async fn buildkit_details(client: &kiln_buildkit::Client) -> Result<String, kiln
 /// needs; `security.insecure` is the other one daemons refuse by default.
 const ENTITLEMENTS: &[&str] = &["network.host", "security.insecure"];
 
-fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))
-}
-
-fn docker_status(settings: &Settings) -> Result<String, AppError> {
-    let engine = engine(settings)?;
+/// The Docker Engine `engine` and its embedded BuildKit.
+fn docker_status(engine: &Engine) -> Result<String, AppError> {
     let socket = engine.socket().display().to_string();
     let v = engine.api().version().map_err(|e| {
         AppError::Engine(format!(
@@ -149,14 +118,14 @@ fn docker_status(settings: &Settings) -> Result<String, AppError> {
     let endpoint = kiln_buildkit::Endpoint::Docker {
         socket: engine.socket().to_path_buf(),
     };
-    let buildkit = runtime()?.block_on(async {
+    let buildkit = crate::runtime::block_on(async {
         let client = kiln_buildkit::Client::connect(&endpoint).await?;
         let version = match client.info().await? {
             Some(info) => info.version,
             None => "unknown (no Info RPC)".to_string(),
         };
         Ok::<_, kiln_buildkit::Error>((version, buildkit_details(&client).await?))
-    });
+    })?;
     let buildkit = match buildkit {
         Ok((version, details)) => format!(
             "buildkit: {version}; embedded in the Docker Engine ({})\n{details}",
@@ -262,6 +231,8 @@ mod tests {
                 .to_string()
                 .contains("unix socket")
         );
+        // A new command: settings are resolved once per `Settings`.
+        let mut settings = Settings::default();
         settings
             .env
             .insert("DOCKER_HOST".into(), "unix:///nonexistent/d.sock".into());

@@ -61,7 +61,9 @@ pub fn build_images_report(
     options: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> (Result<String, AppError>, crate::Metadata) {
-    let builder = crate::builder::choose(settings)
+    let builder = settings
+        .resolved()
+        .builder()
         .ok()
         .map(|(endpoint, _)| endpoint.to_string());
     let mut recorder = crate::metadata::Recorder::new(builder);
@@ -128,9 +130,7 @@ fn build_selected(
     let engine = docker_api(settings)?;
     let store = match (&engine, options.load) {
         (Some(api), _) => Some(api.clone()),
-        (None, true) => Some(kiln_docker::Api::new(crate::engine::docker_socket(
-            settings,
-        )?)),
+        (None, true) => Some(kiln_docker::Api::new(settings.resolved().docker_socket()?)),
         (None, false) => None,
     };
     let mut options = options.clone();
@@ -423,10 +423,6 @@ fn push_all(
     out: &mut String,
 ) -> Result<BTreeMap<String, String>, AppError> {
     let access = crate::pin::Access::new(settings)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
     let mut pushed = BTreeMap::new();
     for b in built {
         let Some(image) = &b.image else { continue };
@@ -445,8 +441,7 @@ fn push_all(
             }
         };
         let registry = access.registry(&reference)?;
-        let reported = runtime
-            .block_on(registry.tag_digest(&reference))
+        let reported = crate::runtime::block_on(registry.tag_digest(&reference))?
             .map_err(|e| AppError::Build(format!("push of {image}: {e}")))?;
         if reported != digest {
             return Err(AppError::Build(format!(
@@ -493,7 +488,7 @@ fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<St
 
 /// The Docker Engine API when the builder is a Docker Engine (to check and pin local images).
 pub(crate) fn docker_api(settings: &Settings) -> Result<Option<kiln_docker::Api>, AppError> {
-    let (endpoint, _) = crate::builder::choose(settings)?;
+    let (endpoint, _) = settings.resolved().builder()?;
     Ok(match endpoint {
         kiln_buildkit::Endpoint::Docker { socket } => Some(kiln_docker::Api::new(socket)),
         _ => None,
@@ -515,9 +510,11 @@ fn image_stores(
     settings: &Settings,
     store: Option<&kiln_docker::Api>,
 ) -> Result<Vec<ImageStore>, AppError> {
-    let mut stores: Vec<ImageStore> = crate::builder::choose_all(settings)?
-        .into_iter()
-        .filter_map(|endpoint| match &endpoint {
+    let mut stores: Vec<ImageStore> = settings
+        .resolved()
+        .builders()?
+        .iter()
+        .filter_map(|endpoint| match endpoint {
             kiln_buildkit::Endpoint::Docker { socket } => Some(ImageStore {
                 builder: endpoint.to_string(),
                 api: kiln_docker::Api::new(socket.clone()),
@@ -567,16 +564,12 @@ fn in_registry(
     if asks.is_empty() {
         return Ok(Default::default());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
-    let answers = runtime.block_on(futures::future::join_all(asks.iter().map(
+    let answers = crate::runtime::block_on(futures::future::join_all(asks.iter().map(
         |(t, image, digest, registry)| async move {
             let served = registry.tag_digest(image).await.ok();
             (served.as_deref() == Some(digest.as_str())).then(|| t.clone())
         },
-    )));
+    )))?;
     Ok(answers.into_iter().flatten().collect())
 }
 

@@ -1,6 +1,8 @@
 //! kiln's commands as library functions: find and read the manifests, then check or plan them.
 //! The CLI crate parses arguments into [`Settings`] and calls these; everything a command prints
-//! is returned as data so it can be tested without a terminal.
+//! is returned as data so it can be tested without a terminal. What the settings say beyond the
+//! manifests (builder, TLS, Docker config, state directory, …) is resolved once per command
+//! ([`Resolved`]), and all async work runs on one tokio runtime per process.
 
 mod affected;
 mod archive;
@@ -20,6 +22,8 @@ mod paths;
 mod pin;
 mod plan;
 mod refresh;
+mod resolved;
+mod runtime;
 mod sbom;
 mod trace;
 mod trust;
@@ -43,6 +47,7 @@ pub use metadata::{Metadata, Steps};
 pub use pin::{PinOptions, pin};
 pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};
+pub use resolved::{Resolved, ResolvedOnce};
 pub use sbom::sbom;
 pub use trace::{Trace, TraceOptions, trace};
 
@@ -71,6 +76,10 @@ pub struct Settings {
     pub warnings: Warnings,
     /// `--allow fs.read=PATH`: local paths outside their repository the manifests may read.
     pub allow_read: Vec<PathBuf>,
+    /// The builder, TLS files, Docker config, insecure registries and state directory, resolved
+    /// from the fields above once, on first use ([`Settings::resolved`]): leave it `Default`,
+    /// and change no field once a command has used the settings.
+    pub resolved: ResolvedOnce,
 }
 
 /// Problems that do not stop a command, e.g. a profile override that rewrites nothing; the

@@ -25,27 +25,20 @@ pub struct PinOptions {
     pub update: bool,
 }
 
-/// Registry access as the user configured it: credentials and insecure hosts.
-pub(crate) struct Access {
-    config: kiln_buildkit::DockerConfig,
-    insecure: Vec<String>,
+/// Registry access as the user configured it (see [`crate::Resolved`]): credentials and
+/// insecure hosts.
+pub(crate) struct Access<'a> {
+    config: &'a kiln_registry::DockerConfig,
+    insecure: &'a [String],
 }
 
-impl Access {
-    pub(crate) fn new(settings: &Settings) -> Result<Access, AppError> {
-        let config = kiln_buildkit::DockerConfig::load(&settings.env)
-            .map_err(|e| AppError::Build(format!("registry credentials: {e}")))?;
-        let insecure = settings
-            .env
-            .get("KILN_INSECURE_REGISTRIES")
-            .map(|v| {
-                v.split(',')
-                    .map(|h| h.trim().to_string())
-                    .filter(|h| !h.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Access { config, insecure })
+impl Access<'_> {
+    pub(crate) fn new(settings: &Settings) -> Result<Access<'_>, AppError> {
+        let resolved = settings.resolved();
+        Ok(Access {
+            config: resolved.docker_config()?,
+            insecure: resolved.insecure_registries(),
+        })
     }
 
     /// The engine's `X-Registry-Auth` header for `reference`'s registry: base64url JSON
@@ -64,14 +57,9 @@ impl Access {
     }
 
     fn credentials(&self, reference: &Reference) -> Result<Option<Credentials>, AppError> {
-        Ok(self
-            .config
+        self.config
             .credentials(reference.domain())
-            .map_err(|e| AppError::Build(format!("registry credentials: {e}")))?
-            .map(|c| Credentials {
-                username: c.username,
-                secret: c.secret,
-            }))
+            .map_err(|e| AppError::Build(format!("registry credentials: {e}")))
     }
 
     /// A client for `reference`'s registry.
@@ -79,7 +67,7 @@ impl Access {
         Ok(Registry::new(
             reference,
             self.credentials(reference)?,
-            &self.insecure,
+            self.insecure,
         ))
     }
 }
@@ -109,10 +97,6 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
     let engine = crate::images::docker_api(settings)?;
     let mut lock = loaded.lock.clone();
     let mut out = String::new();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
     for (reference, platform) in &wanted {
         let name = reference.to_string();
         let old = lock.base(&name).cloned().unwrap_or_default();
@@ -152,14 +136,13 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
             continue;
         }
         let registry = access.registry(reference)?;
-        let resolved = runtime
-            .block_on(registry.resolve(
-                reference,
-                &platform.os,
-                &platform.architecture,
-                platform.variant.as_deref(),
-            ))
-            .map_err(|e| {
+        let resolved = crate::runtime::block_on(registry.resolve(
+            reference,
+            &platform.os,
+            &platform.architecture,
+            platform.variant.as_deref(),
+        ))?
+        .map_err(|e| {
                 let engine_says = match (&engine, &local) {
                     (None, _) => String::new(),
                     (Some(_), None) => format!(

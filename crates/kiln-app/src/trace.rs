@@ -93,7 +93,7 @@ fn labels_of(config: Option<&serde_json::Value>) -> BTreeMap<String, String> {
 /// The image's id, pushed digests and labels, from the engine or the registry.
 fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
     let bare_digest = image.starts_with("sha256:");
-    let engine = match crate::builder::choose(settings)? {
+    let engine = match settings.resolved().builder()? {
         (kiln_buildkit::Endpoint::Docker { socket }, _) => Some(kiln_docker::Api::new(socket)),
         _ => None,
     };
@@ -128,12 +128,7 @@ fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
         .map_err(|e| AppError::Usage(format!("`{image}` is not an image reference: {e}")))?;
     let access = crate::pin::Access::new(settings)?;
     let registry = access.registry(&reference)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AppError::Engine(format!("cannot start the async runtime: {e}")))?;
-    let found = runtime
-        .block_on(registry.image_config(&reference, "linux", "amd64"))
+    let found = crate::runtime::block_on(registry.image_config(&reference, "linux", "amd64"))?
         .map_err(|e| {
             AppError::Build(format!(
                 "trace {image}: not in the engine's image store, and the registry: {e}"
@@ -144,9 +139,7 @@ fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
         .without_digest()
         .with_digest(&found.manifest_digest)
     {
-        Ok(subject) => runtime
-            .block_on(registry.referrers(&subject))
-            .unwrap_or_default(),
+        Ok(subject) => crate::runtime::block_on(registry.referrers(&subject))?.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     Ok(Found {

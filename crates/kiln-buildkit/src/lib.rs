@@ -29,7 +29,6 @@ pub mod proto {
     }
 }
 
-mod auth;
 mod client;
 mod endpoint;
 mod error;
@@ -39,10 +38,11 @@ mod hijack;
 mod raw;
 mod session;
 
-pub use auth::{AuthError, Credentials, DockerConfig};
 pub use client::{Client, DaemonInfo, SolveRequest, Worker, new_ref};
 pub use endpoint::{DOCKER_SOCKET, Endpoint, Tls};
 pub use error::Error;
 pub use event::Event;
 pub use gateway::{Gateway, ResolveMode, ResolvedImage, ResultRef, Returned};
-pub use session::{FileChunks, FileOutput, LocalDir, Session, SessionConfig, Transfer};
+pub use session::{
+    FileChunks, FileOutput, LocalDir, RegistryAuth, Session, SessionConfig, Transfer,
+};

@@ -125,8 +125,17 @@ pub struct SessionConfig {
     pub output: Option<PathBuf>,
     /// Where the file of a `tar`, `docker` or `oci` exporter goes, if this build exports one.
     pub output_file: Option<FileOutput>,
-    /// Registry credentials the daemon asks for; the default answers anonymously.
-    pub registry_auth: crate::DockerConfig,
+    /// Registry credentials the daemon asks for; `None` (the default) answers anonymously.
+    pub registry_auth: Option<Arc<dyn RegistryAuth>>,
+}
+
+/// Where the session's Auth service gets registry credentials (kiln-app answers from the
+/// Docker CLI config). Called off the async workers: it may run a credential helper.
+pub trait RegistryAuth: Send + Sync + std::fmt::Debug {
+    /// `(username, secret)` for a registry host as the daemon names it
+    /// (`registry-1.docker.io`, `127.0.0.1:5000`; an identity token has an empty username), or
+    /// `None` for anonymous; the error is what the daemon is told.
+    fn credentials(&self, host: &str) -> Result<Option<(String, String)>, String>;
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -676,24 +685,22 @@ fn receive_file(mut incoming: Streaming<Frame>, tx: mpsc::Sender<FileChunk>) -> 
 
 #[tonic::async_trait]
 impl auth_server::Auth for Services {
-    /// From the Docker CLI config (auths, credsStore, credHelpers); anonymous when it has
-    /// nothing for the host.
+    /// From [`SessionConfig::registry_auth`]; anonymous when it has nothing for the host.
     async fn credentials(
         &self,
         request: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
         let host = request.into_inner().host;
-        let auth = self.0.config.registry_auth.clone();
-        // A credential helper is a child process: keep it off the async workers.
-        let found = tokio::task::spawn_blocking(move || auth.credentials(&host))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::unknown(e.to_string()))?;
-        let c = found.unwrap_or_default();
-        Ok(Response::new(CredentialsResponse {
-            username: c.username,
-            secret: c.secret,
-        }))
+        let found = match self.0.config.registry_auth.clone() {
+            // A credential helper is a child process: keep it off the async workers.
+            Some(auth) => tokio::task::spawn_blocking(move || auth.credentials(&host))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::unknown)?,
+            None => None,
+        };
+        let (username, secret) = found.unwrap_or_default();
+        Ok(Response::new(CredentialsResponse { username, secret }))
     }
 }
 

@@ -287,6 +287,7 @@ fn main() -> ExitCode {
         },
         warnings: kiln_app::Warnings::default(),
         allow_read: cli.allow,
+        resolved: kiln_app::ResolvedOnce::default(),
     };
     let progress = cli.progress;
     if !skipped.is_empty() {

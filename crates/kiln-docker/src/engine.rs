@@ -8,21 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::api::{Api, ApiError};
 
-/// Where kiln keeps its own state: `$KILN_STATE_DIR`, else `$XDG_STATE_HOME/kiln`, else
-/// `~/.local/state/kiln`.
-pub fn state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KILN_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(dir).join("kiln");
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".local/state/kiln"),
-        None => PathBuf::from("/var/lib/kiln"),
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(
@@ -74,7 +59,8 @@ pub enum StopOutcome {
     NotRunning,
 }
 
-/// The local Docker Engine at `socket`, with kiln's bookkeeping under `state`.
+/// The local Docker Engine at `socket`, with kiln's bookkeeping under `state` (the caller's
+/// state directory, `/engine`: this crate reads no environment for it).
 #[derive(Debug, Clone)]
 pub struct Engine {
     socket: PathBuf,

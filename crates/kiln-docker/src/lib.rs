@@ -1,13 +1,13 @@
 //! The Docker Engine as a program on this machine: its HTTP API over the unix socket (ping,
 //! version, image inspect, push, load) and the lifecycle of a `dockerd` that kiln starts and owns (pid file
-//! and log under kiln's state directory; stopping only what kiln started). BuildKit's gRPC API
+//! and log under the state directory the caller gives; stopping only what kiln started). BuildKit's gRPC API
 //! is `kiln-buildkit`'s job, not this crate's.
 
 mod api;
 mod engine;
 
 pub use api::{Api, ApiError, ImageInfo, Response, VersionInfo};
-pub use engine::{Engine, EngineError, StartOutcome, StopOutcome, state_dir};
+pub use engine::{Engine, EngineError, StartOutcome, StopOutcome};
 
 /// The socket Docker listens on by default.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";

@@ -3,10 +3,15 @@
 //! what digest a pushed tag has; an image's config; documents attached to an image as OCI
 //! referrers (pushed and listed). Plain HTTP for registries on loopback (127.0.0.0/8,
 //! `localhost`) and those named insecure; HTTPS otherwise. Transient failures (connection,
-//! 5xx) are retried with backoff; 401/403/404 are not.
+//! 5xx) are retried with backoff; 401/403/404 are not. Credentials come from the Docker CLI
+//! config (`DockerConfig`: credHelpers, credsStore, auths), which the BuildKit session's Auth
+//! service answers from too.
+
+mod docker_config;
 
 use std::time::Duration;
 
+pub use docker_config::{AuthError, DockerConfig};
 use kiln_reference::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -70,11 +75,25 @@ pub enum RegistryError {
     },
 }
 
-/// Registry credentials: a user and a password or token.
-#[derive(Debug, Clone, Default)]
+/// Registry credentials: a user and a password or token (an identity token has an empty
+/// username). `Debug` never shows the secret.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub secret: String,
+}
+
+impl Credentials {
+    pub fn new(username: impl Into<String>, secret: impl Into<String>) -> Credentials {
+        let (username, secret) = (username.into(), secret.into());
+        Credentials { username, secret }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, <secret>)", self.username)
+    }
 }
 
 /// A client for one reference's registry.

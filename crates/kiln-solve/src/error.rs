@@ -60,9 +60,6 @@ pub enum SolveError {
         None => "none of the selected targets has packages: there is nothing to refresh".to_string(),
     })]
     NothingToRefresh { target: Option<String> },
-    /// The Docker CLI config (registry credentials) cannot be read.
-    #[error("registry credentials: {0}")]
-    Credentials(#[from] kiln_buildkit::AuthError),
     /// Secrets whose environment variable is unset or whose file cannot be read: each located
     /// at its `[secrets]` entry (the variable or path named), every one listed.
     #[error("{0}")]

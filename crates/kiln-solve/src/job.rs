@@ -33,6 +33,8 @@ pub struct Input<'a> {
     pub cwd: &'a Path,
     /// The environment: secrets' variables, where the Docker CLI config is.
     pub env: &'a BTreeMap<String, String>,
+    /// Where the sessions' Auth service gets registry credentials (`None`: anonymous).
+    pub registry_auth: Option<std::sync::Arc<dyn kiln_buildkit::RegistryAuth>>,
     /// The manifests, resolved, with the pinned references `kiln.lock` gives.
     pub manifest: &'a Manifest,
     pub graph: &'a Graph,
@@ -85,6 +87,7 @@ impl<'a> Job<'a> {
             input.manifest,
             input.selected,
             input.kiln_lock,
+            input.registry_auth.clone(),
         )?;
         for (name, path) in input.local_sources {
             config.contexts.insert(

@@ -19,8 +19,8 @@ pub fn session_config(
     manifest: &Manifest,
     selected: &[String],
     kiln_lock: &Path,
+    registry_auth: Option<std::sync::Arc<dyn kiln_buildkit::RegistryAuth>>,
 ) -> Result<SessionConfig, SolveError> {
-    let registry_auth = kiln_buildkit::DockerConfig::load(env)?;
     // A stable key per working tree lets the daemon reuse its last copy of each context.
     let mut config = SessionConfig {
         name: "kiln".to_string(),

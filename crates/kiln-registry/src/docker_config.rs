@@ -1,6 +1,7 @@
-//! Registry credentials for the session's Auth service, read the way the Docker CLI reads them:
-//! `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`), then per registry a
-//! `credHelpers` entry, else the `credsStore`, else the plain `auths` entry.
+//! Registry credentials, read the way the Docker CLI reads them: `$DOCKER_CONFIG/config.json`
+//! (else `~/.docker/config.json`), then per registry a `credHelpers` entry, else the
+//! `credsStore`, else the plain `auths` entry. kiln's registry clients use them, and so does the
+//! BuildKit session's Auth service (through kiln-app).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -12,29 +13,11 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::Credentials;
+
 /// The config key `docker login` uses for Docker Hub.
 const HUB_KEY: &str = "https://index.docker.io/v1/";
 const HUB_HOSTS: &[&str] = &["index.docker.io", "docker.io", "registry-1.docker.io"];
-
-/// What the session answers for one registry; an identity token has an empty username.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub secret: String,
-}
-
-impl Credentials {
-    pub fn new(username: impl Into<String>, secret: impl Into<String>) -> Credentials {
-        let (username, secret) = (username.into(), secret.into());
-        Credentials { username, secret }
-    }
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({:?}, <secret>)", self.username)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -98,29 +81,29 @@ struct HelperReply {
 }
 
 impl DockerConfig {
-    /// Load from the given environment (`DOCKER_CONFIG`, `HOME`, `PATH`).
+    /// Where the Docker CLI keeps its config in the environment `env`:
+    /// `$DOCKER_CONFIG/config.json` (when set and not empty), else `$HOME/.docker/config.json`;
+    /// `None` without either.
+    pub fn file(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+        env.get("DOCKER_CONFIG")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| env.get("HOME").map(|home| Path::new(home).join(".docker")))
+            .map(|dir| dir.join("config.json"))
+    }
+
+    /// Load from the given environment: [`DockerConfig::file`] (none: anonymous), helpers looked
+    /// up in its `PATH`.
     pub fn load(env: &BTreeMap<String, String>) -> Result<DockerConfig, AuthError> {
         let path = env.get("PATH").map(OsString::from);
-        let dir = (env
-            .get("DOCKER_CONFIG")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from))
-        .or_else(|| env.get("HOME").map(|home| Path::new(home).join(".docker")));
-        match dir {
-            Some(dir) => DockerConfig::load_file(&dir.join("config.json"), path),
+        match DockerConfig::file(env) {
+            Some(file) => DockerConfig::load_file(&file, path),
             None => Ok(DockerConfig::with_path(path)),
         }
     }
 
-    /// Load from this process's environment.
-    pub fn from_process_env() -> Result<DockerConfig, AuthError> {
-        let env = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
-        DockerConfig::load(&env)
-    }
-
-    fn with_path(path: Option<OsString>) -> DockerConfig {
+    /// No config file: every registry anonymous; helpers would be looked up in `path`.
+    pub fn with_path(path: Option<OsString>) -> DockerConfig {
         DockerConfig {
             path,
             ..Default::default()
