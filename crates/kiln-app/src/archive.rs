@@ -117,7 +117,7 @@ impl<'a> Archives<'a> {
         if store.is_none() {
             return Err(AppError::Usage(format!(
                 "--output-image {}: the builder keeps no image store kiln can save from\n  hint: add --load to load the images into the Docker Engine first",
-                crate::images::relative(settings, dest).display()
+                crate::build::relative(settings, dest).display()
             )));
         }
         let named = kiln_graph::Graph::named(&loaded.manifest, &options.targets)?;

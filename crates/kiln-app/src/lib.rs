@@ -15,7 +15,6 @@ mod engine;
 mod error;
 mod git;
 mod history;
-mod images;
 mod labels;
 mod metadata;
 mod paths;
@@ -25,16 +24,16 @@ mod refresh;
 mod resolved;
 mod runtime;
 mod sbom;
+mod solve;
 mod trace;
 mod trust;
 
 pub use affected::{AffectedOptions, affected};
-pub use build::build;
+pub use build::{build_images, build_images_report};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
 pub use error::AppError;
-pub use images::{build_images, build_images_report};
 pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
 pub use kiln_record::{Inputs, kiln_lock_path};
@@ -49,6 +48,7 @@ pub use plan::{PlanFormat, marshal_all, plan, plan_llb};
 pub use refresh::{RefreshOptions, refresh};
 pub use resolved::{Resolved, ResolvedOnce};
 pub use sbom::sbom;
+pub use solve::build;
 pub use trace::{Trace, TraceOptions, trace};
 
 use std::collections::BTreeMap;
@@ -270,14 +270,14 @@ pub fn check(settings: &Settings, locked: bool) -> Result<String, AppError> {
 /// `kiln.lock` recorded at its last build, every lock file pinning what its package files
 /// declare.
 fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, AppError> {
-    let lock_file = images::relative(settings, &loaded.lock_path);
+    let lock_file = build::relative(settings, &loaded.lock_path);
     let lock_file = lock_file.display();
     let mut problems = Vec::new();
     let all: Vec<String> = loaded.manifest.targets.keys().cloned().collect();
     let (_, compiled) = loaded.compile(&all)?;
-    let own = images::own_inputs(settings, loaded, &compiled)?;
+    let own = build::own_inputs(settings, loaded, &compiled)?;
     let inputs = kiln_record::inputs(&own, &loaded.lock);
-    let engine = images::docker_api(settings)?;
+    let engine = build::docker_api(settings)?;
     for (name, target) in &loaded.manifest.targets {
         if let kiln_manifest::Base::Image(reference) = &target.from {
             let key = reference.without_digest();
@@ -361,7 +361,7 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                 let Ok(text) = std::fs::read_to_string(&path) else {
                     problems.push(format!(
                         "target `{name}`: {} is missing; run `kiln refresh {name}`",
-                        images::relative(settings, &path).display()
+                        build::relative(settings, &path).display()
                     ));
                     continue;
                 };

@@ -14,7 +14,7 @@ use kiln_manifest::{Base, CopySource};
 use kiln_reference::Reference;
 use kiln_registry::{Credentials, Registry};
 
-use crate::images::relative;
+use crate::build::relative;
 use crate::{AppError, Settings, load};
 
 /// `kiln pin` options.
@@ -94,7 +94,7 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
         }
     }
     let access = Access::new(settings)?;
-    let engine = crate::images::docker_api(settings)?;
+    let engine = crate::build::docker_api(settings)?;
     let mut lock = loaded.lock.clone();
     let mut out = String::new();
     for (reference, platform) in &wanted {

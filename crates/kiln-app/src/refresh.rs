@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use kiln_graph::PackagesMode;
 use kiln_lock::Changes;
 
-use crate::images::relative;
+use crate::build::relative;
 use crate::{AppError, BuildOptions, Goal, Progress, Settings, git, load};
 
 /// `kiln refresh` options.
@@ -91,7 +91,7 @@ pub fn refresh(
         goal: Goal::Refresh,
         ..BuildOptions::default()
     };
-    let built = match crate::build::build_loaded(settings, &loaded, &build, progress) {
+    let built = match crate::solve::build_loaded(settings, &loaded, &build, progress) {
         Ok(built) => built,
         // Say what the refresh tried: the change list it would have written, above the
         // failure (which ends with the failing step's output).

@@ -32,7 +32,7 @@ pub(crate) fn document(
         )));
     };
     let (_, compiled) = loaded.compile(&[target.to_string()])?;
-    let own = crate::images::own_inputs(settings, loaded, &compiled)?;
+    let own = crate::build::own_inputs(settings, loaded, &compiled)?;
     let inputs = kiln_record::inputs(&own, &loaded.lock);
     let root = crate::labels::work_tree(settings).map(|(_, r)| r);
 

@@ -287,7 +287,7 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
     match (&current, &t.target) {
         (Ok(loaded), Some(name)) if loaded.manifest.targets.contains_key(name) => {
             let (_, compiled) = loaded.compile(std::slice::from_ref(name))?;
-            let own = crate::images::own_inputs(settings, loaded, &compiled)?;
+            let own = crate::build::own_inputs(settings, loaded, &compiled)?;
             let now = kiln_record::inputs(&own, &loaded.lock);
             let now = &now[name];
             let same = t.inputs.as_deref() == Some(now.hash.as_str());
