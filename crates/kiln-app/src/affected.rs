@@ -190,12 +190,12 @@ fn read_pins(
             Ok(pins) => {
                 out.insert(file.clone(), pins);
             }
-            Err(e) if strict => {
-                return Err(AppError::Build(format!(
-                    "target `{}`: {}: {e}",
-                    target.name,
-                    path.display()
-                )));
+            Err(source) if strict => {
+                return Err(AppError::TargetLock {
+                    target: target.name.clone(),
+                    path,
+                    source,
+                });
             }
             Err(_) => {}
         }
@@ -390,9 +390,6 @@ fn since_ref(
     since: &str,
 ) -> Result<BTreeMap<String, String>, AppError> {
     let (repo, root) = history::open(settings)?;
-    let git = |what: &str, e: git2::Error| {
-        AppError::Build(format!("git: cannot {what}: {}", e.message()))
-    };
     let object = repo
         .revparse_single(since)
         .map_err(|e| AppError::Usage(format!("--since `{since}`: {}", e.message())))?;
@@ -405,7 +402,7 @@ fn since_ref(
         .recurse_untracked_dirs(true);
     let diff = repo
         .diff_tree_to_workdir_with_index(Some(&tree), Some(&mut diff_options))
-        .map_err(|e| git("diff", e))?;
+        .map_err(|e| AppError::git("diff", e))?;
     let mut paths = Vec::new();
     for delta in diff.deltas() {
         for file in [delta.old_file(), delta.new_file()] {
@@ -423,13 +420,16 @@ fn since_ref(
         &repo,
         object
             .peel_to_commit()
-            .map_err(|e| git("read the commit", e))?
+            .map_err(|e| AppError::git("read the commit", e))?
             .id(),
         &lock_rel,
     )
     .map(|b| kiln_lock::KilnLock::parse(&lock_rel, &String::from_utf8_lossy(&b)))
     .transpose()
-    .map_err(|e| AppError::Build(format!("{e} (at {since})")))?
+    .map_err(|source| AppError::LockAtRevision {
+        revision: since.to_string(),
+        source,
+    })?
     .unwrap_or_default();
     for (name, target) in &loaded.manifest.targets {
         if let Base::Image(r) = &target.from {

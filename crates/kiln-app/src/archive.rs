@@ -52,16 +52,18 @@ pub fn save(
             }
             Err(e) => {
                 let message = e.to_string();
-                failed = Some(message.clone());
+                failed = Some(e);
                 Err(std::io::Error::other(message))
             }
         }
     });
-    if let Some(why) = failed {
-        return Err(AppError::Build(format!(
-            "{target}: cannot save {image} to {}: {why}",
-            path.display()
-        )));
+    if let Some(source) = failed {
+        return Err(AppError::Save {
+            target: target.to_string(),
+            image: image.to_string(),
+            path: path.to_path_buf(),
+            source,
+        });
     }
     written.map_err(|source| AppError::Io {
         path: path.to_path_buf(),
@@ -144,9 +146,9 @@ impl<'a> Archives<'a> {
             return Ok(None);
         }
         let Some(id) = image.or(image_id) else {
-            return Err(AppError::Build(format!(
-                "{target}: --output-image: the target has no image in the image store"
-            )));
+            return Err(AppError::NoImageToSave {
+                target: target.to_string(),
+            });
         };
         let path = path_for(dest, target, self.named.len() > 1);
         let archive = save(store, target, id, &path)?;

@@ -48,7 +48,11 @@ pub(crate) fn attach_all(
         let subject = image
             .without_digest()
             .with_digest(digest)
-            .map_err(|e| AppError::Build(format!("{name}: pushed digest {digest}: {e}")))?;
+            .map_err(|source| AppError::PushedDigest {
+                target: name.clone(),
+                digest: digest.clone(),
+                source,
+            })?;
         let empty = BTreeMap::new();
         let labels = labels.get(name).unwrap_or(&empty);
         let sbom = crate::sbom::document(settings, loaded, name)?;
@@ -64,13 +68,14 @@ pub(crate) fn attach_all(
                     format!("{name} {}", kind(artifact_type)),
                 )]),
             };
-            let at =
-                crate::runtime::block_on(registry.attach(&subject, &attachment))?.map_err(|e| {
-                    AppError::Build(format!(
-                        "{name}: attaching its {} to {subject}: {e}",
-                        kind(artifact_type)
-                    ))
-                })?;
+            let at = crate::runtime::block_on(registry.attach(&subject, &attachment))?.map_err(
+                |source| AppError::Attach {
+                    target: name.clone(),
+                    kind: kind(artifact_type),
+                    subject: subject.clone(),
+                    source,
+                },
+            )?;
             out.push_str(&format!("{name}: attached {} {at}\n", kind(artifact_type)));
         }
     }

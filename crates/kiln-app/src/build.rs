@@ -426,27 +426,38 @@ fn push_all(
     let mut pushed = BTreeMap::new();
     for b in built {
         let Some(image) = &b.image else { continue };
-        let reference = kiln_reference::Reference::parse(image)
-            .map_err(|e| AppError::Build(format!("{}: {e}", b.target)))?;
+        let reference = kiln_reference::Reference::parse(image).map_err(|source| {
+            AppError::TargetReference {
+                target: b.target.clone(),
+                source,
+            }
+        })?;
         // In a pool, the image is in the engine of the builder it was built on.
         let own = b.engine.as_ref().map(kiln_docker::Api::new);
         let digest = match (&b.pushed, own.as_ref().or(engine)) {
             (Some(digest), _) => digest.clone(),
             (None, Some(api)) => push_with_retry(api, image, &access.auth_header(&reference)?)?,
             (None, None) => {
-                return Err(AppError::Build(format!(
-                    "{}: the builder did not push {image}",
-                    b.target
-                )));
+                return Err(AppError::NotPushed {
+                    target: b.target.clone(),
+                    image: image.clone(),
+                });
             }
         };
         let registry = access.registry(&reference)?;
-        let reported = crate::runtime::block_on(registry.tag_digest(&reference))?
-            .map_err(|e| AppError::Build(format!("push of {image}: {e}")))?;
+        let reported =
+            crate::runtime::block_on(registry.tag_digest(&reference))?.map_err(|source| {
+                AppError::PushUnconfirmed {
+                    image: image.clone(),
+                    source,
+                }
+            })?;
         if reported != digest {
-            return Err(AppError::Build(format!(
-                "push of {image}: the engine reported {digest} but the registry has {reported} for the tag"
-            )));
+            return Err(AppError::PushMismatch {
+                image: image.clone(),
+                engine: digest,
+                registry: reported,
+            });
         }
         out.push_str(&format!("{}: pushed {image}@{digest}\n", b.target));
         pushed.insert(b.target.clone(), digest);
@@ -462,24 +473,22 @@ fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<St
     loop {
         let error = match api.push(image, auth) {
             Ok(digest) => return Ok(digest),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
-        let lower = error.to_lowercase();
+        let lower = error.to_string().to_lowercase();
         let refused = ["denied", "unauthorized", "401", "403", "does not exist"]
             .iter()
             .any(|s| lower.contains(s));
         match backoff.after(attempt) {
             Some(delay) if !refused => std::thread::sleep(delay),
             _ => {
-                let hint = if refused {
-                    "\n  hint: log in with `docker login` (kiln reads ~/.docker/config.json)"
-                } else {
-                    ""
-                };
-                return Err(AppError::Build(format!(
-                    "push of {image} failed (attempt {attempt} of {}): {error}{hint}",
-                    backoff.attempts()
-                )));
+                return Err(AppError::Push {
+                    image: image.to_string(),
+                    attempt,
+                    attempts: backoff.attempts(),
+                    refused,
+                    source: error,
+                });
             }
         }
         attempt += 1;
@@ -615,8 +624,7 @@ fn freshness(
 
 /// Name the engine's image `id` as `image` too (`docker tag`).
 fn tag_image(api: &kiln_docker::Api, id: &str, image: &str) -> Result<(), AppError> {
-    let reference =
-        kiln_reference::Reference::parse(image).map_err(|e| AppError::Build(e.to_string()))?;
+    let reference = kiln_reference::Reference::parse(image)?;
     api.tag(id, &reference.name(), reference.tag().unwrap_or("latest"))
         .map_err(|e| AppError::Engine(format!("cannot tag {id} as {image}: {e}")))
 }

@@ -25,15 +25,9 @@ pub fn open(dir: &Path) -> Option<git2::Repository> {
     git2::Repository::discover(dir).ok()
 }
 
-fn git_error(what: &str, e: git2::Error) -> AppError {
-    AppError::Build(format!("git: cannot {what}: {}", e.message()))
-}
-
 /// `path` relative to the repository's work tree (git's form, `/`-separated).
 fn in_repo(repo: &git2::Repository, path: &Path) -> Result<PathBuf, AppError> {
-    let root = repo
-        .workdir()
-        .ok_or_else(|| AppError::Build("git: the repository is bare".to_string()))?;
+    let root = repo.workdir().ok_or(AppError::BareRepository)?;
     let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let parent = path.parent().unwrap_or(Path::new("."));
     let parent = parent
@@ -42,7 +36,7 @@ fn in_repo(repo: &git2::Repository, path: &Path) -> Result<PathBuf, AppError> {
     let full = parent.join(path.file_name().unwrap_or_default());
     full.strip_prefix(&root)
         .map(Path::to_path_buf)
-        .map_err(|_| AppError::Build(format!("{} is outside the git repository", path.display())))
+        .map_err(|_| AppError::OutsideRepository(path.to_path_buf()))
 }
 
 /// The files among `paths` with uncommitted changes (staged or not), as repository paths.
@@ -67,7 +61,7 @@ pub fn dirty(repo: &git2::Repository, paths: &[PathBuf]) -> Result<Vec<PathBuf>,
             }
             // Not tracked and not present: nothing to lose.
             Err(e) if e.code() == git2::ErrorCode::NotFound => {}
-            Err(e) => return Err(git_error("read the status", e)),
+            Err(e) => return Err(AppError::git("read the status", e)),
         }
     }
     Ok(out)
@@ -148,12 +142,13 @@ fn tip(repo: &git2::Repository, branch: &str) -> Option<git2::Oid> {
 }
 
 fn oid(text: &str) -> Result<git2::Oid, AppError> {
-    git2::Oid::from_str(text).map_err(|e| git_error("read the intent record", e))
+    git2::Oid::from_str(text).map_err(|e| AppError::git("read the intent record", e))
 }
 
 /// The blob id `data` has (without storing it).
 fn blob_id(data: &[u8]) -> Result<git2::Oid, AppError> {
-    git2::Oid::hash_object(git2::ObjectType::Blob, data).map_err(|e| git_error("hash a file", e))
+    git2::Oid::hash_object(git2::ObjectType::Blob, data)
+        .map_err(|e| AppError::git("hash a file", e))
 }
 
 /// The blob id of the file at `path` now; none when there is no file.
@@ -195,28 +190,24 @@ pub fn commit_refresh(
     let _held = lock_git_dir(repo)?;
     // Checked before the build too; again now, before anything is written.
     if let Some(why) = cannot_commit(repo) {
-        return Err(AppError::Build(format!("refusing to commit: {why}")));
+        return Err(AppError::CommitRefused(why));
     }
     let paths: Vec<PathBuf> = files.iter().map(|(path, _)| path.clone()).collect();
     let dirty = dirty(repo, &paths)?;
     if !dirty.is_empty() {
-        let list: Vec<String> = dirty.iter().map(|p| p.display().to_string()).collect();
-        return Err(AppError::Build(format!(
-            "refusing to commit: {} changed during the refresh; nothing was written",
-            list.join(", ")
-        )));
+        return Err(AppError::ChangedDuringRefresh(dirty));
     }
-    let branch = branch(repo).map_err(AppError::Build)?;
+    let branch = branch(repo).map_err(AppError::NoBranch)?;
     let old_head = tip(repo, &branch);
     let parent = match old_head {
         Some(id) => Some(
             repo.find_commit(id)
-                .map_err(|e| git_error("read HEAD", e))?,
+                .map_err(|e| AppError::git("read HEAD", e))?,
         ),
         None => None,
     };
     let base = match &parent {
-        Some(c) => Some(c.tree().map_err(|e| git_error("read HEAD's tree", e))?),
+        Some(c) => Some(c.tree().map_err(|e| AppError::git("read HEAD's tree", e))?),
         None => None,
     };
     let mut records = Vec::new();
@@ -257,9 +248,11 @@ pub fn commit_refresh(
     // 2. The objects: files the commit changes (and what they held, to roll back to).
     for (path, _, data) in &changed {
         if let Ok(old) = std::fs::read(path) {
-            repo.blob(&old).map_err(|e| git_error("store a file", e))?;
+            repo.blob(&old)
+                .map_err(|e| AppError::git("store a file", e))?;
         }
-        repo.blob(data).map_err(|e| git_error("store a file", e))?;
+        repo.blob(data)
+            .map_err(|e| AppError::git("store a file", e))?;
     }
     let entries: Vec<(PathBuf, git2::Oid)> = changed
         .iter()
@@ -275,19 +268,19 @@ pub fn commit_refresh(
     // 4. The index, before the branch: at no point does HEAD have the new content while the
     // index has the old (a plain `git commit` then would revert the refresh).
     let rels: Vec<PathBuf> = entries.iter().map(|(rel, _)| rel.clone()).collect();
-    let unfinished = |e: AppError| {
-        AppError::Build(format!(
-            "{e}\n  note: the next kiln command finishes or rolls back this commit"
-        ))
+    let unfinished = |e: AppError| AppError::CommitUnfinished {
+        source: Box::new(e),
+        note: "the next kiln command finishes or rolls back this commit".to_string(),
     };
     update_index(repo, &rels, &[]).map_err(unfinished)?;
     // 5. The branch, 6. done.
     move_branch(repo, &branch, old_head, commit, message).map_err(unfinished)?;
-    remove_record(repo).map_err(|e| {
-        AppError::Build(format!(
-            "{e}\n  note: {} is committed on {branch}; the next kiln command removes the record",
+    remove_record(repo).map_err(|e| AppError::CommitUnfinished {
+        source: Box::new(e),
+        note: format!(
+            "{} is committed on {branch}; the next kiln command removes the record",
             &commit.to_string()[..12]
-        ))
+        ),
     })?;
     Ok(Some(commit.to_string()))
 }
@@ -306,30 +299,30 @@ fn make_commit(
     }
     let empty;
     let base = match parent {
-        Some(c) => c.tree().map_err(|e| git_error("read HEAD's tree", e))?,
+        Some(c) => c.tree().map_err(|e| AppError::git("read HEAD's tree", e))?,
         None => {
             let oid = repo
                 .treebuilder(None)
                 .and_then(|b| b.write())
-                .map_err(|e| git_error("make an empty tree", e))?;
+                .map_err(|e| AppError::git("make an empty tree", e))?;
             empty = repo
                 .find_tree(oid)
-                .map_err(|e| git_error("read a tree", e))?;
+                .map_err(|e| AppError::git("read a tree", e))?;
             empty
         }
     };
     let tree_id = update
         .create_updated(repo, &base)
-        .map_err(|e| git_error("build the tree", e))?;
+        .map_err(|e| AppError::git("build the tree", e))?;
     let tree = repo
         .find_tree(tree_id)
-        .map_err(|e| git_error("read the tree", e))?;
+        .map_err(|e| AppError::git("read the tree", e))?;
     let signature = repo
         .signature()
-        .map_err(|e| git_error("find who commits (set user.name and user.email)", e))?;
+        .map_err(|e| AppError::git("find who commits (set user.name and user.email)", e))?;
     let parents: Vec<&git2::Commit> = parent.into_iter().collect();
     repo.commit(None, &signature, &signature, message, &tree, &parents)
-        .map_err(|e| git_error("commit", e))
+        .map_err(|e| AppError::git("commit", e))
 }
 
 /// Point `branch` at `commit`, if it still points at `old` (or, unborn, does not exist yet).
@@ -346,7 +339,7 @@ fn move_branch(
         None => repo.reference(branch, commit, false, &log),
     }
     .map(|_| ())
-    .map_err(|e| git_error("move the branch", e))
+    .map_err(|e| AppError::git("move the branch", e))
 }
 
 /// Set the index entries of `paths` to the work tree's files; `blobs` gives, for paths whose
@@ -356,26 +349,30 @@ fn update_index(
     paths: &[PathBuf],
     blobs: &[(PathBuf, git2::Oid)],
 ) -> Result<(), AppError> {
-    let mut index = repo.index().map_err(|e| git_error("open the index", e))?;
+    let mut index = repo
+        .index()
+        .map_err(|e| AppError::git("open the index", e))?;
     index
         .read(false)
-        .map_err(|e| git_error("read the index", e))?;
+        .map_err(|e| AppError::git("read the index", e))?;
     for rel in paths {
         match blobs.iter().find(|(p, _)| p == rel) {
             Some((_, blob)) => {
                 let data = repo
                     .find_blob(*blob)
-                    .map_err(|e| git_error("read a stored file", e))?;
+                    .map_err(|e| AppError::git("read a stored file", e))?;
                 index
                     .add_frombuffer(&unstat_entry(rel, *blob), data.content())
-                    .map_err(|e| git_error("update the index", e))?;
+                    .map_err(|e| AppError::git("update the index", e))?;
             }
             None => index
                 .add_path(rel)
-                .map_err(|e| git_error("update the index", e))?,
+                .map_err(|e| AppError::git("update the index", e))?,
         }
     }
-    index.write().map_err(|e| git_error("write the index", e))
+    index
+        .write()
+        .map_err(|e| AppError::git("write the index", e))
 }
 
 /// An index entry for `rel` naming `blob`, with no stat data (git compares the content).
@@ -403,13 +400,15 @@ fn reset_index(
     files: &[(PathBuf, PathBuf)],
 ) -> Result<(), AppError> {
     let tree = match parent {
-        Some(c) => Some(c.tree().map_err(|e| git_error("read HEAD's tree", e))?),
+        Some(c) => Some(c.tree().map_err(|e| AppError::git("read HEAD's tree", e))?),
         None => None,
     };
-    let mut index = repo.index().map_err(|e| git_error("open the index", e))?;
+    let mut index = repo
+        .index()
+        .map_err(|e| AppError::git("open the index", e))?;
     index
         .read(false)
-        .map_err(|e| git_error("read the index", e))?;
+        .map_err(|e| AppError::git("read the index", e))?;
     let mut changed = false;
     for (rel, path) in files {
         let committed = tree
@@ -426,14 +425,16 @@ fn reset_index(
             Some(blob) => {
                 let data = repo
                     .find_blob(blob)
-                    .map_err(|e| git_error("read a stored file", e))?;
+                    .map_err(|e| AppError::git("read a stored file", e))?;
                 index.add_frombuffer(&unstat_entry(rel, blob), data.content())
             }
         }
-        .map_err(|e| git_error("update the index", e))?;
+        .map_err(|e| AppError::git("update the index", e))?;
     }
     if changed {
-        index.write().map_err(|e| git_error("write the index", e))?;
+        index
+            .write()
+            .map_err(|e| AppError::git("write the index", e))?;
     }
     Ok(())
 }
@@ -534,11 +535,11 @@ pub fn recover(dir: &Path) -> Result<Option<String>, AppError> {
     };
     let intent: Intent = match serde_json::from_slice(&text) {
         Ok(intent) => intent,
-        Err(e) => {
-            return Err(AppError::Build(format!(
-                "{}: cannot read this record of an interrupted `kiln refresh --commit`: {e}\n  hint: check `git status` and `git log`, then remove the file",
-                record.display()
-            )));
+        Err(source) => {
+            return Err(AppError::IntentRecord {
+                path: record,
+                source,
+            });
         }
     };
     let removed = remove_leftovers(&repo, Some(&intent))?;
@@ -558,7 +559,7 @@ pub fn recover(dir: &Path) -> Result<Option<String>, AppError> {
 fn resume(repo: &git2::Repository, intent: &Intent) -> Result<String, AppError> {
     let root = repo
         .workdir()
-        .ok_or_else(|| AppError::Build("git: the repository is bare".to_string()))?
+        .ok_or(AppError::BareRepository)?
         .to_path_buf();
     let short = |id: git2::Oid| id.to_string()[..12].to_string();
     let names: Vec<&str> = intent.files.iter().map(|f| f.path.as_str()).collect();
@@ -594,14 +595,14 @@ fn resume(repo: &git2::Repository, intent: &Intent) -> Result<String, AppError> 
                 if *now != Some(*new) {
                     let blob = repo
                         .find_blob(*new)
-                        .map_err(|e| git_error("read a stored file", e))?;
+                        .map_err(|e| AppError::git("read a stored file", e))?;
                     kiln_lock::write_atomic(path, blob.content()).map_err(io(path, "write"))?;
                 }
             }
             let parent = match old_head {
                 Some(id) => Some(
                     repo.find_commit(id)
-                        .map_err(|e| git_error("read HEAD", e))?,
+                        .map_err(|e| AppError::git("read HEAD", e))?,
                 ),
                 None => None,
             };
@@ -627,7 +628,7 @@ fn resume(repo: &git2::Repository, intent: &Intent) -> Result<String, AppError> 
                 Some(old) => {
                     let blob = repo
                         .find_blob(*old)
-                        .map_err(|e| git_error("read a stored file", e))?;
+                        .map_err(|e| AppError::git("read a stored file", e))?;
                     kiln_lock::write_atomic(path, blob.content()).map_err(io(path, "write"))?;
                 }
                 None => std::fs::remove_file(path).map_err(io(path, "remove"))?,
@@ -637,7 +638,7 @@ fn resume(repo: &git2::Repository, intent: &Intent) -> Result<String, AppError> 
         let parent = match old_head {
             Some(id) => Some(
                 repo.find_commit(id)
-                    .map_err(|e| git_error("read HEAD", e))?,
+                    .map_err(|e| AppError::git("read HEAD", e))?,
             ),
             None => None,
         };

@@ -26,10 +26,6 @@ pub(crate) struct Recorded {
     pub lock: KilnLock,
 }
 
-fn git_error(what: &str, e: git2::Error) -> AppError {
-    AppError::Build(format!("git: cannot {what}: {}", e.message()))
-}
-
 /// The repository holding the manifests, and its work tree.
 pub(crate) fn open(
     settings: &Settings,
@@ -58,21 +54,23 @@ pub(crate) fn kiln_locks(
     repo: &git2::Repository,
     lock_path: &str,
 ) -> Result<Vec<Recorded>, AppError> {
-    let mut walk = repo.revwalk().map_err(|e| git_error("walk history", e))?;
+    let mut walk = repo
+        .revwalk()
+        .map_err(|e| AppError::git("walk history", e))?;
     if walk.push_head().is_err() {
         // No commit yet.
         return Ok(Vec::new());
     }
     walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
-        .map_err(|e| git_error("walk history", e))?;
+        .map_err(|e| AppError::git("walk history", e))?;
     let mut out = Vec::new();
     // Unchanged kiln.lock blobs are parsed once.
     let mut parsed: BTreeMap<git2::Oid, Option<KilnLock>> = BTreeMap::new();
     for oid in walk {
-        let oid = oid.map_err(|e| git_error("walk history", e))?;
+        let oid = oid.map_err(|e| AppError::git("walk history", e))?;
         let commit = repo
             .find_commit(oid)
-            .map_err(|e| git_error("read a commit", e))?;
+            .map_err(|e| AppError::git("read a commit", e))?;
         let Some(entry) = commit
             .tree()
             .ok()
@@ -117,8 +115,5 @@ pub(crate) fn pins_at(
 ) -> Option<Result<BTreeMap<String, String>, AppError>> {
     let data = blob_at(repo, commit, path)?;
     let text = String::from_utf8_lossy(&data);
-    Some(
-        kiln_lock::pins(format, &text)
-            .map_err(|e| AppError::Build(format!("{e} (in commit {commit})"))),
-    )
+    Some(kiln_lock::pins(format, &text).map_err(|source| AppError::LockInCommit { commit, source }))
 }

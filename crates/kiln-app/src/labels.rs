@@ -190,12 +190,10 @@ pub(crate) fn labels(
 
 /// HEAD's commit id and its commit time (RFC 3339, UTC).
 fn head_commit(repo: &git2::Repository) -> Result<(String, String), AppError> {
-    let commit = repo.head().and_then(|h| h.peel_to_commit()).map_err(|e| {
-        AppError::Build(format!(
-            "git: cannot read HEAD for --stamp: {}",
-            e.message()
-        ))
-    })?;
+    let commit = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| AppError::git("read HEAD for --stamp", e))?;
     Ok((commit.id().to_string(), rfc3339(commit.time().seconds())))
 }
 

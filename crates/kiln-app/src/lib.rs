@@ -33,7 +33,7 @@ pub use build::{build_images, build_images_report};
 pub use builder::BuilderOptions;
 pub use discover::discover_manifests;
 pub use engine::{engine_down, engine_status, engine_up};
-pub use error::AppError;
+pub use error::{AppError, LocalImage};
 pub use kiln_buildkit::Event;
 pub use kiln_graph::PackagesMode;
 pub use kiln_record::{Inputs, kiln_lock_path};
@@ -379,7 +379,7 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                     let Some(declared) = kiln_lock::declared(file, &declared_text) else {
                         continue;
                     };
-                    let declared = declared.map_err(|e| AppError::Build(e.to_string()))?;
+                    let declared = declared?;
                     let missing = kiln_lock::unlocked(&declared, &pins);
                     if !missing.is_empty() {
                         problems.push(format!(

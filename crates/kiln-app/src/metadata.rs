@@ -231,7 +231,19 @@ mod tests {
                 cached: 2
             }
         );
-        let error = AppError::Build("b/smoke-test: exit code: 1".into());
+        let error = AppError::from(kiln_solve::SolveError::Step(Box::new(
+            kiln_solve::StepFailed {
+                target: "b".to_string(),
+                stage: "smoke-test",
+                source: kiln_buildkit::Error::Failed {
+                    action: "solve",
+                    message: "exit code: 1".to_string(),
+                },
+                step: None,
+                output: None,
+                hint: None,
+            },
+        )));
         let selected: Vec<String> = ["a", "b", "c", "u"].map(String::from).to_vec();
         let m = r.finish(&selected, Some(&error));
         assert!(!m.ok);
@@ -240,7 +252,10 @@ mod tests {
         assert_eq!(a.builder.as_deref(), Some("docker:///var/run/docker.sock"));
         let b = &m.targets["b"];
         assert_eq!(b.status, "failed");
-        assert_eq!(b.error.as_deref(), Some("b/smoke-test: exit code: 1"));
+        assert_eq!(
+            b.error.as_deref(),
+            Some("b/smoke-test: solve failed: exit code: 1")
+        );
         assert_eq!(b.steps.solved, 1);
         assert_eq!(m.targets["c"].status, "skipped");
         assert_eq!(m.targets["c"].builder, None);

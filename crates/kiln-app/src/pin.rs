@@ -15,7 +15,7 @@ use kiln_reference::Reference;
 use kiln_registry::{Credentials, Registry};
 
 use crate::build::relative;
-use crate::{AppError, Settings, load};
+use crate::{AppError, LocalImage, Settings, load};
 
 /// `kiln pin` options.
 #[derive(Debug, Clone, Default)]
@@ -59,7 +59,7 @@ impl Access<'_> {
     fn credentials(&self, reference: &Reference) -> Result<Option<Credentials>, AppError> {
         self.config
             .credentials(reference.domain())
-            .map_err(|e| AppError::Build(format!("registry credentials: {e}")))
+            .map_err(AppError::from)
     }
 
     /// A client for `reference`'s registry.
@@ -142,18 +142,15 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
             &platform.architecture,
             platform.variant.as_deref(),
         ))?
-        .map_err(|e| {
-                let engine_says = match (&engine, &local) {
-                    (None, _) => String::new(),
-                    (Some(_), None) => format!(
-                        "\n  and the Docker Engine has no image {name} either: build, import or pull it, or correct the reference"
-                    ),
-                    (Some(_), Some(_)) => format!(
-                        "\n  the Docker Engine has {name}, but it came from a registry (it has a registry digest); pin it when the registry is reachable"
-                    ),
-                };
-                AppError::Build(format!("cannot pin {e}{engine_says}"))
-            })?;
+        .map_err(|source| AppError::Pin {
+            name: name.clone(),
+            local: match (&engine, &local) {
+                (None, _) => LocalImage::NotAsked,
+                (Some(_), None) => LocalImage::Missing,
+                (Some(_), Some(_)) => LocalImage::FromRegistry,
+            },
+            source,
+        })?;
         let moved = old.digest.as_deref() != Some(resolved.digest.as_str());
         out.push_str(&match (&old.digest, moved) {
             (Some(before), true) => format!("{name}: {before} → {}", resolved.digest),

@@ -64,12 +64,7 @@ pub fn refresh(
     if let Some(repo) = &repo {
         let dirty = git::dirty(repo, &lock_files)?;
         if !dirty.is_empty() && !options.dry_run {
-            let list: Vec<String> = dirty.iter().map(|p| p.display().to_string()).collect();
-            return Err(AppError::Build(format!(
-                "refusing to refresh: {} {} uncommitted edits that the refresh would overwrite\n  hint: commit or stash them first, or run with --dry-run to only see what would change",
-                list.join(", "),
-                if list.len() == 1 { "has" } else { "have" }
-            )));
+            return Err(AppError::Uncommitted(dirty));
         }
     }
     if options.commit {
@@ -80,9 +75,7 @@ pub fn refresh(
             )));
         };
         if let Some(why) = git::cannot_commit(repo) {
-            return Err(AppError::Build(format!(
-                "refusing to refresh with --commit: {why}"
-            )));
+            return Err(AppError::RefreshCommitRefused(why));
         }
     }
 
@@ -100,19 +93,11 @@ pub fn refresh(
             locks,
             source,
         })) => {
-            let message = crate::error::shown(&source);
-            let (first, rest) = message.split_once('\n').unwrap_or((&message, ""));
-            let mut tried = String::new();
+            let mut tried = Vec::new();
             for r in compare(settings, &loaded, &target, &locks) {
-                for line in describe(settings, &r).lines() {
-                    tried.push_str(&format!("\n    {line}"));
-                }
+                tried.extend(describe(settings, &r).lines().map(str::to_string));
             }
-            return Err(AppError::Build(
-                format!("{first}\n  the refresh tried (nothing was written):{tried}\n{rest}")
-                    .trim_end()
-                    .to_string(),
-            ));
+            return Err(AppError::RefreshFailed { source, tried });
         }
         Err(e) => return Err(e),
     };

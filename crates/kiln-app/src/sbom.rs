@@ -70,14 +70,17 @@ pub(crate) fn document(
             };
             let path = settings.cwd.join(&t.context).join(file);
             let shown = crate::labels::repo_path(&settings.cwd, root.as_deref(), &path);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                AppError::Build(format!(
-                    "target `{}`: cannot read its lock file {shown}: {e}\n  hint: run `kiln refresh {}`",
-                    t.name, t.name
-                ))
-            })?;
-            let pinned = kiln_lock::packages(format, &text)
-                .map_err(|e| AppError::Build(format!("{shown}: {e}")))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| AppError::LockUnreadable {
+                    target: t.name.clone(),
+                    file: shown.clone(),
+                    source,
+                })?;
+            let pinned =
+                kiln_lock::packages(format, &text).map_err(|source| AppError::LockFile {
+                    file: shown.clone(),
+                    source,
+                })?;
             for p in pinned {
                 let purl = purl(&p);
                 // The same package pinned by two lock files is one component.

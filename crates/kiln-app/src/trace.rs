@@ -129,10 +129,9 @@ fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
     let access = crate::pin::Access::new(settings)?;
     let registry = access.registry(&reference)?;
     let found = crate::runtime::block_on(registry.image_config(&reference, "linux", "amd64"))?
-        .map_err(|e| {
-            AppError::Build(format!(
-                "trace {image}: not in the engine's image store, and the registry: {e}"
-            ))
+        .map_err(|source| AppError::Trace {
+            image: image.to_string(),
+            source,
         })?;
     // A registry that sent a malformed digest has no referrers kiln can ask for.
     let referrers = match reference
