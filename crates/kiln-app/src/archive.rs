@@ -62,7 +62,7 @@ pub fn save(
             target: target.to_string(),
             image: image.to_string(),
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         });
     }
     written.map_err(|source| AppError::Io {

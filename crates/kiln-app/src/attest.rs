@@ -72,8 +72,8 @@ pub(crate) fn attach_all(
                 |source| AppError::Attach {
                     target: name.clone(),
                     kind: kind(artifact_type),
-                    subject: subject.clone(),
-                    source,
+                    subject: subject.to_string(),
+                    source: Box::new(source),
                 },
             )?;
             out.push_str(&format!("{name}: attached {} {at}\n", kind(artifact_type)));

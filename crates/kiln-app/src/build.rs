@@ -449,7 +449,7 @@ fn push_all(
             crate::runtime::block_on(registry.tag_digest(&reference))?.map_err(|source| {
                 AppError::PushUnconfirmed {
                     image: image.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
         if reported != digest {
@@ -487,7 +487,7 @@ fn push_with_retry(api: &kiln_docker::Api, image: &str, auth: &str) -> Result<St
                     attempt,
                     attempts: backoff.attempts(),
                     refused,
-                    source: error,
+                    source: Box::new(error),
                 });
             }
         }

@@ -6,6 +6,7 @@ use kiln_graph::GraphError;
 use kiln_manifest::Diagnostics;
 use kiln_solve::SolveError;
 
+/// The dependencies' larger errors are boxed to keep `Result<_, AppError>` small.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The manifests are invalid; every problem is listed.
@@ -108,7 +109,7 @@ pub enum AppError {
         attempt: u32,
         attempts: u32,
         refused: bool,
-        source: kiln_docker::ApiError,
+        source: Box<kiln_docker::ApiError>,
     },
     /// A builder without an engine kiln can push from did not push the image itself.
     #[error("error: {target}: the builder did not push {image}")]
@@ -117,7 +118,7 @@ pub enum AppError {
     #[error("error: push of {image}: {source}")]
     PushUnconfirmed {
         image: String,
-        source: kiln_registry::RegistryError,
+        source: Box<kiln_registry::RegistryError>,
     },
     /// The registry's digest for the pushed tag is not the one the engine reported.
     #[error(
@@ -133,21 +134,21 @@ pub enum AppError {
     Pin {
         name: String,
         local: LocalImage,
-        source: kiln_registry::RegistryError,
+        source: Box<kiln_registry::RegistryError>,
     },
     /// `kiln trace` found the image neither in the engine nor in its registry.
     #[error("error: trace {image}: not in the engine's image store, and the registry: {source}")]
     Trace {
         image: String,
-        source: kiln_registry::RegistryError,
+        source: Box<kiln_registry::RegistryError>,
     },
     /// Attaching a target's SBOM or provenance (`kind`) to its pushed image failed.
     #[error("error: {target}: attaching its {kind} to {subject}: {source}")]
     Attach {
         target: String,
         kind: &'static str,
-        subject: kiln_reference::Reference,
-        source: kiln_registry::RegistryError,
+        subject: String,
+        source: Box<kiln_registry::RegistryError>,
     },
     /// The engine could not save a target's image to an archive.
     #[error("error: {target}: cannot save {image} to {}: {source}", path.display())]
@@ -155,7 +156,7 @@ pub enum AppError {
         target: String,
         image: String,
         path: PathBuf,
-        source: kiln_docker::ApiError,
+        source: Box<kiln_docker::ApiError>,
     },
     /// `--output-image` for a target whose image is not in the engine's image store.
     #[error("error: {target}: --output-image: the target has no image in the image store")]
@@ -424,8 +425,6 @@ mod tests {
     /// Each variant's rendering, as the messages read before they were typed; all exit 1.
     #[test]
     fn typed_failures_read_as_the_messages_kiln_always_printed() {
-        let subject =
-            kiln_reference::Reference::parse("127.0.0.1:5000/app:1").expect("a valid reference");
         let refresh_source = SolveError::Step(Box::new(kiln_solve::StepFailed {
             target: "app".to_string(),
             stage: "test",
@@ -530,7 +529,7 @@ mod tests {
                     attempt: 3,
                     attempts: 3,
                     refused: false,
-                    source: engine_error(),
+                    source: Box::new(engine_error()),
                 },
                 "error: push of 127.0.0.1:5000/app:1 failed (attempt 3 of 3): Docker Engine API \
                  /images/app/push: HTTP 500: boom",
@@ -541,7 +540,7 @@ mod tests {
                     attempt: 1,
                     attempts: 3,
                     refused: true,
-                    source: engine_error(),
+                    source: Box::new(engine_error()),
                 },
                 "error: push of 127.0.0.1:5000/app:1 failed (attempt 1 of 3): Docker Engine API \
                  /images/app/push: HTTP 500: boom\n  hint: log in with `docker login` (kiln \
@@ -557,7 +556,7 @@ mod tests {
             (
                 AppError::PushUnconfirmed {
                     image: "r/app:1".to_string(),
-                    source: registry_error(),
+                    source: Box::new(registry_error()),
                 },
                 "error: push of r/app:1: 127.0.0.1:5000/app:1: not found in the registry",
             ),
@@ -574,7 +573,7 @@ mod tests {
                 AppError::Pin {
                     name: "base:1".to_string(),
                     local: LocalImage::NotAsked,
-                    source: registry_error(),
+                    source: Box::new(registry_error()),
                 },
                 "error: cannot pin 127.0.0.1:5000/app:1: not found in the registry",
             ),
@@ -582,7 +581,7 @@ mod tests {
                 AppError::Pin {
                     name: "base:1".to_string(),
                     local: LocalImage::Missing,
-                    source: registry_error(),
+                    source: Box::new(registry_error()),
                 },
                 "error: cannot pin 127.0.0.1:5000/app:1: not found in the registry\n  and the \
                  Docker Engine has no image base:1 either: build, import or pull it, or correct \
@@ -592,7 +591,7 @@ mod tests {
                 AppError::Pin {
                     name: "base:1".to_string(),
                     local: LocalImage::FromRegistry,
-                    source: registry_error(),
+                    source: Box::new(registry_error()),
                 },
                 "error: cannot pin 127.0.0.1:5000/app:1: not found in the registry\n  the Docker \
                  Engine has base:1, but it came from a registry (it has a registry digest); pin \
@@ -601,7 +600,7 @@ mod tests {
             (
                 AppError::Trace {
                     image: "r/app:1".to_string(),
-                    source: registry_error(),
+                    source: Box::new(registry_error()),
                 },
                 "error: trace r/app:1: not in the engine's image store, and the registry: \
                  127.0.0.1:5000/app:1: not found in the registry",
@@ -610,8 +609,8 @@ mod tests {
                 AppError::Attach {
                     target: "app".to_string(),
                     kind: "sbom",
-                    subject,
-                    source: registry_error(),
+                    subject: "127.0.0.1:5000/app:1".to_string(),
+                    source: Box::new(registry_error()),
                 },
                 "error: app: attaching its sbom to 127.0.0.1:5000/app:1: 127.0.0.1:5000/app:1: \
                  not found in the registry",
@@ -621,7 +620,7 @@ mod tests {
                     target: "app".to_string(),
                     image: "sha256:abc".to_string(),
                     path: "out/app.tar".into(),
-                    source: engine_error(),
+                    source: Box::new(engine_error()),
                 },
                 "error: app: cannot save sha256:abc to out/app.tar: Docker Engine API \
                  /images/app/push: HTTP 500: boom",

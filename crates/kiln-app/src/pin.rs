@@ -149,7 +149,7 @@ pub fn pin(settings: &Settings, options: &PinOptions) -> Result<String, AppError
                 (Some(_), None) => LocalImage::Missing,
                 (Some(_), Some(_)) => LocalImage::FromRegistry,
             },
-            source,
+            source: Box::new(source),
         })?;
         let moved = old.digest.as_deref() != Some(resolved.digest.as_str());
         out.push_str(&match (&old.digest, moved) {

@@ -131,7 +131,7 @@ fn read_image(settings: &Settings, image: &str) -> Result<Found, AppError> {
     let found = crate::runtime::block_on(registry.image_config(&reference, "linux", "amd64"))?
         .map_err(|source| AppError::Trace {
             image: image.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     // A registry that sent a malformed digest has no referrers kiln can ask for.
     let referrers = match reference
