@@ -61,7 +61,8 @@ pub enum AppError {
     ChangedDuringRefresh(Vec<PathBuf>),
     /// A step of `refresh --commit` failed after the commit began; the note says what the
     /// next kiln command does about it.
-    #[error("error: {source}\n  note: {note}")]
+    /// The inner error renders with its own `error: ` prefix.
+    #[error("{source}\n  note: {note}")]
     CommitUnfinished { source: Box<AppError>, note: String },
     /// The record of an interrupted `refresh --commit` is not valid.
     #[error("error: {}: cannot read this record of an interrupted `kiln refresh --commit`: {source}\n  hint: check `git status` and `git log`, then remove the file", path.display())]
@@ -467,8 +468,8 @@ mod tests {
                     source: Box::new(AppError::git("write the index", git2_error("disk full"))),
                     note: "the next kiln command finishes or rolls back this commit".to_string(),
                 },
-                // The inner error keeps its own prefix, as the message always had.
-                "error: error: git: cannot write the index: disk full\n  note: the next kiln \
+                // One `error: ` prefix (the message once read `error: error: git: …`).
+                "error: git: cannot write the index: disk full\n  note: the next kiln \
                  command finishes or rolls back this commit",
             ),
             (
