@@ -27,6 +27,9 @@ use crate::{BuildOptions, Built, Goal, Progress, RemoteCache, SolveError, Stored
 pub struct Input<'a> {
     /// The builders, in the order given (one, or a pool), with their TLS files.
     pub endpoints: Vec<Endpoint>,
+    /// How long a connection to a builder may stay silent before it is pinged (and how long
+    /// the answer may take); [`kiln_buildkit::DEFAULT_KEEPALIVE`] unless configured.
+    pub keepalive: std::time::Duration,
     /// The Docker Engine's socket, for `--load`.
     pub docker: Option<PathBuf>,
     /// The directory the command runs in: the manifests' paths are relative to it.
@@ -61,6 +64,8 @@ pub struct Job<'a> {
     entitlements: Vec<String>,
     /// The builders, in the order given (one, or a pool).
     endpoints: Vec<Endpoint>,
+    /// Every connection's keepalive (see [`Input::keepalive`]).
+    keepalive: std::time::Duration,
     cwd: PathBuf,
     manifest: &'a Manifest,
     graph: &'a Graph,
@@ -103,6 +108,7 @@ impl<'a> Job<'a> {
             config,
             entitlements: crate::session::entitlements(input.manifest, input.selected),
             endpoints: input.endpoints,
+            keepalive: input.keepalive,
             cwd: input.cwd.to_path_buf(),
             manifest: input.manifest,
             graph: input.graph,
@@ -275,7 +281,7 @@ impl Job<'_> {
     /// next one.
     async fn connect_pool(&self, tx: &Events) -> Result<Vec<Option<Member>>, SolveError> {
         let tries = self.endpoints.iter().map(|endpoint| async move {
-            let client = connect(endpoint).await?;
+            let client = connect(endpoint, self.keepalive).await?;
             let export = self.export(&client).await?;
             Ok::<_, SolveError>(Member { client, export })
         });

@@ -20,7 +20,9 @@ pub(crate) struct Member {
 /// tells a builder that went away from a build that failed.
 pub(crate) async fn answers(client: &Client) -> bool {
     let probe = async {
-        let fresh = Client::connect(client.endpoint()).await.ok()?;
+        let fresh = Client::connect(client.endpoint(), client.keepalive())
+            .await
+            .ok()?;
         fresh.workers().await.ok()
     };
     matches!(
@@ -99,10 +101,14 @@ pub(crate) fn stable_slot(name: &str, builders: usize) -> usize {
     (u64::from_be_bytes(first) % builders.max(1) as u64) as usize
 }
 
-/// Connect to the builder, saying how to start one when none answers.
-pub(crate) async fn connect(endpoint: &Endpoint) -> Result<Client, SolveError> {
+/// Connect to the builder (pinging it after `keepalive` of silence), saying how to start one
+/// when none answers.
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    keepalive: std::time::Duration,
+) -> Result<Client, SolveError> {
     let endpoint = endpoint.clone().probe().await;
-    Client::connect(&endpoint)
+    Client::connect(&endpoint, keepalive)
         .await
         .map_err(|source| SolveError::Connect {
             hint: explain(&source.to_string()).unwrap_or(builder_hint(&endpoint)),
