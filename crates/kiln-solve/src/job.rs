@@ -18,7 +18,8 @@ use kiln_reference::Reference;
 use tokio::sync::mpsc;
 
 use crate::pool::{
-    Export, Member, answers, builder_hint, connect, first_line, home, is_moby, next_alive,
+    Export, Member, answers, builder_hint, connect, failover_warning, home, is_moby,
+    left_out_warning, next_alive,
 };
 use crate::stage::{Events, staged, staged_phases};
 use crate::{BuildOptions, Built, Goal, Progress, RemoteCache, SolveError, Stored};
@@ -249,12 +250,7 @@ impl Job<'_> {
                     .unwrap_or_default();
                 let _ = tx.send(Progress::Warning {
                     target: None,
-                    message: format!(
-                        "builder {} stopped answering (error: {}); moving {} to {to}",
-                        member.client.endpoint(),
-                        first_line(&error.to_string()),
-                        moved.join(", ")
-                    ),
+                    message: failover_warning(member.client.endpoint(), &error, &moved, &to),
                 });
             }
             // Its builder is gone: build it again where it was moved.
@@ -297,10 +293,7 @@ impl Job<'_> {
                 Err(e) => {
                     let _ = tx.send(Progress::Warning {
                         target: None,
-                        message: format!(
-                            "builder {endpoint} is left out of this build: error: {}",
-                            first_line(&e.to_string())
-                        ),
+                        message: left_out_warning(endpoint, &e),
                     });
                     errors.push(e);
                     pool.push(None);

@@ -35,6 +35,31 @@ pub(crate) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
 
+/// The warning when builder `from` stopped answering during a solve that failed with `error`,
+/// and its targets `moved` go to `to`: the error's first line, bare (the warning is the one
+/// prefix; the error carries no `error:` of its own).
+pub(crate) fn failover_warning(
+    from: &Endpoint,
+    error: &SolveError,
+    moved: &[String],
+    to: &str,
+) -> String {
+    format!(
+        "builder {from} stopped answering ({}); moving {} to {to}",
+        first_line(&error.to_string()),
+        moved.join(", ")
+    )
+}
+
+/// The warning when builder `endpoint` of a pool does not answer at the start (`error`'s first
+/// line, bare as in [`failover_warning`]).
+pub(crate) fn left_out_warning(endpoint: &Endpoint, error: &SolveError) -> String {
+    format!(
+        "builder {endpoint} is left out of this build: {}",
+        first_line(&error.to_string())
+    )
+}
+
 /// The first builder from `i` on (wrapping) that is alive.
 pub(crate) fn next_alive(alive: &[bool], i: usize) -> Option<usize> {
     (0..alive.len())
