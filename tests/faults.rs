@@ -44,10 +44,21 @@ fn marker(name: &str) -> String {
 /// Start `kiln build --progress plain` in `dir` with `docker_host`, and wait until the step
 /// has printed `marker`. Returns the child and its stderr, being collected.
 fn start_build(dir: &Path, docker_host: &str, marker: &str) -> (Child, Collected) {
+    start_build_env(dir, docker_host, marker, &[])
+}
+
+/// [`start_build`] with more environment variables.
+fn start_build_env(
+    dir: &Path,
+    docker_host: &str,
+    marker: &str,
+    env: &[(&str, &str)],
+) -> (Child, Collected) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["build", "--progress", "plain"])
         .current_dir(dir)
         .env("DOCKER_HOST", docker_host)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -236,6 +247,36 @@ fn a_frozen_engine_fails_the_build_within_a_minute_not_never() {
     assert!(
         said.contains(
             "BuildKit stopped answering during solve: no reply to a keepalive ping within 20 s"
+        ),
+        "the error says what happened: {said}"
+    );
+}
+
+#[test]
+fn kiln_builder_keepalive_sets_how_soon_a_frozen_engine_fails() {
+    if !project::require_engine() {
+        return;
+    }
+    // The variable reaches every connection (resolved once with the other settings): with 2 s
+    // the frozen engine is an error within seconds, and the error names the 2 s.
+    let marker = marker("freeze2");
+    let dir = sleeping_project(&marker);
+    let proxy = Proxy::start("/var/run/docker.sock");
+    let host = format!("unix://{}", proxy.path.display());
+    let (mut child, seen) = start_build_env(
+        dir.path(),
+        &host,
+        &marker,
+        &[("KILN_BUILDER_KEEPALIVE", "2")],
+    );
+    proxy.freeze();
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(40));
+    let said = seen.join();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(took < Duration::from_secs(15), "took {took:?}: {said}");
+    assert!(
+        said.contains(
+            "BuildKit stopped answering during solve: no reply to a keepalive ping within 2 s"
         ),
         "the error says what happened: {said}"
     );

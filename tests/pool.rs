@@ -249,6 +249,17 @@ fn a_builder_killed_mid_build_hands_its_targets_to_the_other() {
         "{run}"
     );
     assert!(run.stderr.contains(&format!("to {ENGINE1}")), "{run}");
+    // The builder's error is in the warning once, bare: no `error: ` prefix nested in it (the
+    // error's own words may say "connection error:").
+    let warning = run
+        .stderr
+        .lines()
+        .find(|l| l.contains(&format!("warning: builder {e2} stopped answering")))
+        .unwrap_or_default();
+    assert!(
+        warning.contains(" stopped answering (") && !warning.contains("(error: "),
+        "{warning}\n{run}"
+    );
     // Every target ended on the first engine and is in its image store.
     let on = builders(&run.stdout);
     assert_eq!(on.len(), NAMES.len() + 1, "{run}");

@@ -20,22 +20,26 @@ fn engine_error(e: kiln_docker::EngineError) -> AppError {
 pub fn engine_status(settings: &Settings) -> Result<String, AppError> {
     let (endpoint, source) = settings.resolved().builder()?;
     let status = match endpoint {
-        kiln_buildkit::Endpoint::Docker { socket } => {
-            docker_status(&Engine::new(socket, settings.resolved().state_dir()))
-        }
-        _ => buildkitd_status(endpoint),
+        kiln_buildkit::Endpoint::Docker { socket } => docker_status(
+            &Engine::new(socket, settings.resolved().state_dir()),
+            settings.resolved().keepalive(),
+        ),
+        _ => buildkitd_status(endpoint, settings.resolved().keepalive()),
     }?;
     Ok(format!("builder: {endpoint} (from {source})\n{status}"))
 }
 
 /// A standalone buildkitd (or anything speaking its API): what BuildKit says about itself.
-fn buildkitd_status(endpoint: &kiln_buildkit::Endpoint) -> Result<String, AppError> {
+fn buildkitd_status(
+    endpoint: &kiln_buildkit::Endpoint,
+    keepalive: std::time::Duration,
+) -> Result<String, AppError> {
     crate::runtime::block_on(async {
         let endpoint = endpoint.clone().probe().await;
         let failed = |e: kiln_buildkit::Error| {
             AppError::Engine(format!("{e}\n  hint: {}", crate::builder::hint(&endpoint)))
         };
-        let client = kiln_buildkit::Client::connect(&endpoint)
+        let client = kiln_buildkit::Client::connect(&endpoint, keepalive)
             .await
             .map_err(failed)?;
         let mut out = match client.info().await.map_err(failed)? {
@@ -107,7 +111,7 @@ async fn buildkit_details(client: &kiln_buildkit::Client) -> Result<String, kiln
 const ENTITLEMENTS: &[&str] = &["network.host", "security.insecure"];
 
 /// The Docker Engine `engine` and its embedded BuildKit.
-fn docker_status(engine: &Engine) -> Result<String, AppError> {
+fn docker_status(engine: &Engine, keepalive: std::time::Duration) -> Result<String, AppError> {
     let socket = engine.socket().display().to_string();
     let v = engine.api().version().map_err(|e| {
         AppError::Engine(format!(
@@ -119,7 +123,7 @@ fn docker_status(engine: &Engine) -> Result<String, AppError> {
         socket: engine.socket().to_path_buf(),
     };
     let buildkit = crate::runtime::block_on(async {
-        let client = kiln_buildkit::Client::connect(&endpoint).await?;
+        let client = kiln_buildkit::Client::connect(&endpoint, keepalive).await?;
         let version = match client.info().await? {
             Some(info) => info.version,
             None => "unknown (no Info RPC)".to_string(),

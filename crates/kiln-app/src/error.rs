@@ -295,9 +295,10 @@ pub(crate) fn shown(e: &SolveError) -> String {
             }
             text
         }
+        // Rendered once, under the one `error: ` prefix `render` gives the whole.
         SolveError::PoolExhausted { last } => format!(
             "{}\n  every builder of the pool has stopped answering",
-            render(last)
+            shown(last)
         ),
         SolveError::RefreshTestFailed { source, .. } => shown(source),
         _ => hint(e.to_string(), e),
@@ -349,14 +350,6 @@ mod tests {
             format!("error: no builder of the pool answers:\n{one}\n{one}")
         );
 
-        let exhausted = AppError::from(SolveError::PoolExhausted {
-            last: Box::new(unreachable_engine()),
-        });
-        assert_eq!(
-            exhausted.to_string(),
-            format!("error: {one}\n  every builder of the pool has stopped answering")
-        );
-
         let load = AppError::from(SolveError::LoadEngine(kiln_docker::ApiError::Connect {
             socket: "/nonexistent/d.sock".into(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -369,6 +362,20 @@ mod tests {
                 ),
             "{load}"
         );
+    }
+
+    #[test]
+    fn a_pool_whose_every_builder_stopped_answering_says_error_once() {
+        let exhausted = AppError::from(SolveError::PoolExhausted {
+            last: Box::new(unreachable_engine()),
+        });
+        assert_eq!(
+            exhausted.to_string(),
+            "error: cannot reach BuildKit at docker:///nonexistent/d.sock: No such file or \
+             directory\n  hint: is the engine running? `kiln engine status`, `kiln engine up`\n  \
+             every builder of the pool has stopped answering"
+        );
+        assert_eq!(exhausted.exit_code(), 1);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!   `$DOCKER_CONFIG/config.json`;
 //! - registries reached over plain HTTP besides loopback: `KILN_INSECURE_REGISTRIES`;
 //! - kiln's state directory: `/var/lib/kiln` < `~/.local/state/kiln` < `$XDG_STATE_HOME/kiln` <
-//!   `$KILN_STATE_DIR`.
+//!   `$KILN_STATE_DIR`;
+//! - how long a connection to the builder may stay silent before kiln pings it: 20 s
+//!   (`kiln_buildkit::DEFAULT_KEEPALIVE`) < `KILN_BUILDER_KEEPALIVE=SECONDS`.
 //!
 //! A setting that cannot be resolved (a bad `BUILDKIT_HOST`, an unreadable config file) is an
 //! error only for a command that needs it, as the same error every time it is asked for: `kiln
@@ -44,6 +46,7 @@ pub struct Resolved {
     docker_config: OnceLock<Result<DockerConfig, String>>,
     insecure_registries: Vec<String>,
     state_dir: PathBuf,
+    keepalive: std::time::Duration,
 }
 
 impl Resolved {
@@ -100,6 +103,7 @@ impl Resolved {
             docker_config: OnceLock::new(),
             insecure_registries: insecure_registries(env),
             state_dir: state_dir(env),
+            keepalive: keepalive(env),
         }
     }
 
@@ -168,6 +172,12 @@ impl Resolved {
     /// Where kiln keeps its own state (the engine it starts: pid file, log).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// How long a connection to the builder may stay silent before kiln pings it, and how
+    /// long the answer may then take (`KILN_BUILDER_KEEPALIVE`).
+    pub fn keepalive(&self) -> std::time::Duration {
+        self.keepalive
     }
 }
 
@@ -241,6 +251,18 @@ fn state_dir(env: &BTreeMap<String, String>) -> PathBuf {
         Some(home) => PathBuf::from(home).join(".local/state/kiln"),
         None => PathBuf::from("/var/lib/kiln"),
     }
+}
+
+/// `KILN_BUILDER_KEEPALIVE=SECONDS`, a whole number above 0; anything else (unset, blank, `0`,
+/// not a number) is the default, 20 s.
+fn keepalive(env: &BTreeMap<String, String>) -> std::time::Duration {
+    env.get("KILN_BUILDER_KEEPALIVE")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(
+            kiln_buildkit::DEFAULT_KEEPALIVE,
+            std::time::Duration::from_secs,
+        )
 }
 
 /// The Docker CLI config answering the session's Auth service.

@@ -73,6 +73,7 @@ pub(crate) fn build_loaded_except(
         local_sources: artifacts.sources(),
         cache,
         endpoints,
+        keepalive: settings.resolved().keepalive(),
         cwd: &settings.cwd,
         env: &settings.env,
         registry_auth: Some(settings.resolved().session_auth()?),

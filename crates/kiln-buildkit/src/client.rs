@@ -32,6 +32,7 @@ pub struct Client {
     control: ControlClient<Channel>,
     channel: Channel,
     endpoint: Endpoint,
+    keepalive: std::time::Duration,
 }
 
 /// One solve: the LLB, what to export it to, and the session serving its local sources.
@@ -94,16 +95,29 @@ pub fn new_ref() -> String {
 }
 
 impl Client {
-    /// Connect to Docker Engine's embedded BuildKit through `POST /grpc` on its unix socket.
-    pub async fn connect_docker(socket: &Path) -> Result<Client, Error> {
-        Client::connect(&Endpoint::Docker {
-            socket: socket.to_path_buf(),
-        })
+    /// Connect to Docker Engine's embedded BuildKit through `POST /grpc` on its unix socket,
+    /// pinging it after `keepalive` of silence (see [`DEFAULT_KEEPALIVE`]).
+    pub async fn connect_docker(
+        socket: &Path,
+        keepalive: std::time::Duration,
+    ) -> Result<Client, Error> {
+        Client::connect(
+            &Endpoint::Docker {
+                socket: socket.to_path_buf(),
+            },
+            keepalive,
+        )
         .await
     }
 
-    /// Connect to `endpoint`'s Control API (and, on the same connection, its LLB bridge).
-    pub async fn connect(endpoint: &Endpoint) -> Result<Client, Error> {
+    /// Connect to `endpoint`'s Control API (and, on the same connection, its LLB bridge). The
+    /// connection, and every session opened through it, pings the daemon after `keepalive`
+    /// of silence and fails when the answer takes longer than that (see
+    /// [`DEFAULT_KEEPALIVE`]).
+    pub async fn connect(
+        endpoint: &Endpoint,
+        keepalive: std::time::Duration,
+    ) -> Result<Client, Error> {
         let failed = |e: &dyn std::error::Error| Error::Connect {
             endpoint: endpoint.to_string(),
             reason: crate::error::chain(e),
@@ -119,9 +133,10 @@ impl Client {
                             .map(hyper_util::rt::TokioIo::new)
                     }
                 });
-                keepalive(tonic::transport::Endpoint::from_static(
-                    "http://docker.invalid",
-                ))
+                with_keepalive(
+                    keepalive,
+                    tonic::transport::Endpoint::from_static("http://docker.invalid"),
+                )
                 .connect_with_connector(connector)
                 .await
                 .map_err(|e| failed(&e))?
@@ -136,9 +151,10 @@ impl Client {
                             .map(hyper_util::rt::TokioIo::new)
                     }
                 });
-                keepalive(tonic::transport::Endpoint::from_static(
-                    "http://buildkitd.invalid",
-                ))
+                with_keepalive(
+                    keepalive,
+                    tonic::transport::Endpoint::from_static("http://buildkitd.invalid"),
+                )
                 .connect_with_connector(connector)
                 .await
                 .map_err(|e| failed(&e))?
@@ -150,7 +166,8 @@ impl Client {
                 } else {
                     host.clone()
                 };
-                let mut builder = keepalive(
+                let mut builder = with_keepalive(
+                    keepalive,
                     tonic::transport::Endpoint::from_shared(format!(
                         "{scheme}://{host_part}:{port}"
                     ))
@@ -172,12 +189,18 @@ impl Client {
             control,
             channel,
             endpoint: endpoint.clone(),
+            keepalive,
         })
     }
 
     /// The daemon this client talks to.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// How long its connection may stay silent before kiln pings the daemon (as connected).
+    pub fn keepalive(&self) -> std::time::Duration {
+        self.keepalive
     }
 
     pub(crate) fn control(&self) -> ControlClient<Channel> {
@@ -190,7 +213,7 @@ impl Client {
             .clone()
             .list_workers(control::ListWorkersRequest::default())
             .await
-            .map_err(|s| Error::from_status("list workers", s))?;
+            .map_err(|s| Error::from_status("list workers", s, self.keepalive))?;
         Ok(response
             .into_inner()
             .record
@@ -217,7 +240,7 @@ impl Client {
                 revision: v.revision,
             })),
             Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
-            Err(status) => Err(Error::from_status("info", status)),
+            Err(status) => Err(Error::from_status("info", status, self.keepalive)),
         }
     }
 
@@ -237,7 +260,11 @@ impl Client {
         match self.control.clone().solve(probe).await {
             Ok(_) => Ok(true),
             Err(status) if status.message().contains("is not allowed") => Ok(false),
-            Err(status) => Err(Error::from_status("entitlement check", status)),
+            Err(status) => Err(Error::from_status(
+                "entitlement check",
+                status,
+                self.keepalive,
+            )),
         }
     }
 
@@ -269,7 +296,7 @@ impl Client {
     {
         let job = new_ref();
         let solve = self.run_job(request.to_control(&job, None), events);
-        let gateway = Gateway::new(self.channel.clone(), job);
+        let gateway = Gateway::new(self.channel.clone(), job, self.keepalive);
         let front = async {
             let outcome = frontend(gateway.clone()).await;
             // The job waits for Return whatever happened; an error fails it with that message.
@@ -349,7 +376,7 @@ impl Client {
         if !status_done {
             let _ = tokio::time::timeout(STATUS_GRACE, status).await;
         }
-        let response = result.map_err(|s| Error::from_status("solve", s))?;
+        let response = result.map_err(|s| Error::from_status("solve", s, self.keepalive))?;
         Ok(response.into_inner().exporter_response)
     }
 }
@@ -364,26 +391,21 @@ fn platform_name(p: &kiln_llb::pb::Platform) -> String {
 }
 
 /// How long the connection to the builder may stay silent before kiln pings it, and how long
-/// it then waits for the answer: a builder that stops answering (frozen, or a proxy in between
-/// stalled) fails every call on the connection within about twice this, while a healthy one
-/// answers pings however long a step runs without output. `KILN_BUILDER_KEEPALIVE=SECONDS`
-/// changes it (slow links; tests).
-pub(crate) fn keepalive_period() -> std::time::Duration {
-    let seconds = std::env::var("KILN_BUILDER_KEEPALIVE")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(20);
-    std::time::Duration::from_secs(seconds)
-}
+/// it then waits for the answer, unless the caller says otherwise: a builder that stops
+/// answering (frozen, or a proxy in between stalled) fails every call on the connection within
+/// about twice this, while a healthy one answers pings however long a step runs without output.
+/// (kiln-app lets `KILN_BUILDER_KEEPALIVE=SECONDS` change it: slow links, tests.)
+pub const DEFAULT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// HTTP/2 keepalive pings with a timeout, also while no call is open. hyper pings only after
 /// `period` without reading anything. Docker's `/grpc` (Go's x/net/http2 server) acks any ping;
 /// a grpc-go buildkitd closes a connection that pings more often than every 5 minutes while it
 /// writes nothing, but during a solve it health-checks the session (inside `Control.Session`,
 /// on this connection) every 5 s, which is both a write for it and a read for kiln.
-fn keepalive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
-    let period = keepalive_period();
+fn with_keepalive(
+    period: std::time::Duration,
+    endpoint: tonic::transport::Endpoint,
+) -> tonic::transport::Endpoint {
     endpoint
         .http2_keep_alive_interval(period)
         .keep_alive_timeout(period)

@@ -40,7 +40,12 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn from_status(action: &'static str, status: tonic::Status) -> Error {
+    /// `status` of a call on a connection with `keepalive` (which a stalled one names).
+    pub(crate) fn from_status(
+        action: &'static str,
+        status: tonic::Status,
+        keepalive: std::time::Duration,
+    ) -> Error {
         // A status kiln's own transport made (the connection broke) has the transport error
         // as its source; one the daemon sent has none, whatever its text says (a daemon's
         // "connection refused" is about a registry or a session).
@@ -48,7 +53,7 @@ impl Error {
         if local && timed_out(&status) {
             return Error::Stalled {
                 action,
-                seconds: crate::client::keepalive_period().as_secs(),
+                seconds: keepalive.as_secs(),
             };
         }
         match status.code() {
@@ -177,7 +182,7 @@ mod tests {
         let refused = tonic::Status::unknown(
             "failed to do request: Head \"http://127.0.0.1:1/v2/kiln-test/x/manifests/v1\": dial tcp 127.0.0.1:1: connect: connection refused",
         );
-        let e = Error::from_status("resolve image config", refused);
+        let e = Error::from_status("resolve image config", refused, crate::DEFAULT_KEEPALIVE);
         assert!(
             e.to_string().starts_with(
                 "resolve image config failed: cannot reach the registry 127.0.0.1:1: failed to do request"
@@ -188,20 +193,20 @@ mod tests {
             "failed to resolve source metadata for registry.invalid/x:1: failed to do request: Head \"https://registry.invalid/v2/x/manifests/1\": dial tcp: lookup registry.invalid: no such host",
         );
         assert!(matches!(
-            Error::from_status("solve", dns),
+            Error::from_status("solve", dns, crate::DEFAULT_KEEPALIVE),
             Error::Registry { registry, .. } if registry == "registry.invalid"
         ));
         // The daemon's own words about a connection that is not kiln's are a failure.
         let session = tonic::Status::unknown("failed to read from the session: connection reset");
         assert!(matches!(
-            Error::from_status("solve", session),
+            Error::from_status("solve", session, crate::DEFAULT_KEEPALIVE),
             Error::Failed { .. }
         ));
         // A missing manifest is the registry answering: a plain failure.
         let missing =
             tonic::Status::unknown("docker.io/library/nope:1: not found: manifest unknown");
         assert!(matches!(
-            Error::from_status("solve", missing),
+            Error::from_status("solve", missing, crate::DEFAULT_KEEPALIVE),
             Error::Failed { .. }
         ));
     }

@@ -64,14 +64,24 @@ pub struct Returned {
 pub struct Gateway {
     bridge: LlbBridgeClient<Channel>,
     build_id: String,
+    /// The connection's keepalive, which a stalled call's error names.
+    keepalive: std::time::Duration,
 }
 
 impl Gateway {
-    pub(crate) fn new(channel: Channel, build_id: String) -> Gateway {
+    pub(crate) fn new(
+        channel: Channel,
+        build_id: String,
+        keepalive: std::time::Duration,
+    ) -> Gateway {
         let bridge = LlbBridgeClient::new(channel)
             .max_decoding_message_size(crate::client::MAX_MESSAGE)
             .max_encoding_message_size(crate::client::MAX_MESSAGE);
-        Gateway { bridge, build_id }
+        Gateway {
+            bridge,
+            build_id,
+            keepalive,
+        }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -91,7 +101,7 @@ impl Gateway {
             .clone()
             .ping(self.request(gateway::PingRequest {}))
             .await
-            .map_err(|s| Error::from_status("gateway ping", s))?
+            .map_err(|s| Error::from_status("gateway ping", s, self.keepalive))?
             .into_inner();
         Ok(pong
             .frontend_api_caps
@@ -118,7 +128,7 @@ impl Gateway {
                 log_name: format!("resolve image config for {reference}"),
             }))
             .await
-            .map_err(|s| Error::from_status("resolve image config", s))?
+            .map_err(|s| Error::from_status("resolve image config", s, self.keepalive))?
             .into_inner();
         Ok(ResolvedImage {
             digest: Some(response.digest).filter(|d| !d.is_empty()),
@@ -157,7 +167,7 @@ impl Gateway {
                 ..gateway::SolveRequest::default()
             }))
             .await
-            .map_err(|s| Error::from_status("solve", s))?
+            .map_err(|s| Error::from_status("solve", s, self.keepalive))?
             .into_inner();
         let id = match response.result.and_then(|r| r.result) {
             Some(gateway::result::Result::Ref(r)) => r.id,
@@ -178,7 +188,7 @@ impl Gateway {
                 range: None,
             }))
             .await
-            .map_err(|s| Error::from_status("read file", s))?;
+            .map_err(|s| Error::from_status("read file", s, self.keepalive))?;
         Ok(response.into_inner().data)
     }
 
@@ -198,7 +208,7 @@ impl Gateway {
                 include_pattern: pattern.to_string(),
             }))
             .await
-            .map_err(|s| Error::from_status("read directory", s))?;
+            .map_err(|s| Error::from_status("read directory", s, self.keepalive))?;
         Ok(response.into_inner().entries)
     }
 
@@ -212,7 +222,7 @@ impl Gateway {
                 path: path.to_string(),
             }))
             .await
-            .map_err(|s| Error::from_status("stat file", s))?;
+            .map_err(|s| Error::from_status("stat file", s, self.keepalive))?;
         response.into_inner().stat.ok_or_else(|| Error::Failed {
             action: "stat file",
             message: format!("no such file: {path}"),
@@ -245,7 +255,7 @@ impl Gateway {
             .clone()
             .r#return(self.request(request))
             .await
-            .map_err(|s| Error::from_status("return the result", s))?;
+            .map_err(|s| Error::from_status("return the result", s, self.keepalive))?;
         Ok(())
     }
 }

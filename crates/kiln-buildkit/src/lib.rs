@@ -38,7 +38,7 @@ mod hijack;
 mod raw;
 mod session;
 
-pub use client::{Client, DaemonInfo, SolveRequest, Worker, new_ref};
+pub use client::{Client, DEFAULT_KEEPALIVE, DaemonInfo, SolveRequest, Worker, new_ref};
 pub use endpoint::{DOCKER_SOCKET, Endpoint, Tls};
 pub use error::Error;
 pub use event::Event;

@@ -266,7 +266,9 @@ impl Session {
     /// Engine, the `Control.Session` byte tunnel on a standalone buildkitd.
     pub async fn start(client: &Client, config: SessionConfig) -> Result<Session, Error> {
         match client.endpoint() {
-            Endpoint::Docker { socket } => Session::start_docker(socket, config).await,
+            Endpoint::Docker { socket } => {
+                Session::start_docker(socket, client.keepalive(), config).await
+            }
             _ => Session::start_tunnel(client, config).await,
         }
     }
@@ -287,8 +289,13 @@ impl Session {
         headers
     }
 
-    /// Open the session on Docker Engine's `/session` endpoint and start serving it.
-    pub async fn start_docker(socket: &Path, config: SessionConfig) -> Result<Session, Error> {
+    /// Open the session on Docker Engine's `/session` endpoint and start serving it, pinging
+    /// the daemon after `keepalive` of silence (as [`Client::connect`] does).
+    pub async fn start_docker(
+        socket: &Path,
+        keepalive: std::time::Duration,
+        config: SessionConfig,
+    ) -> Result<Session, Error> {
         let id = crate::client::new_ref();
         let headers: Vec<(String, String)> = Session::headers(&id, &config)
             .into_iter()
@@ -297,7 +304,7 @@ impl Session {
         let upgraded = crate::hijack::upgrade(socket, "/session", &headers)
             .await
             .map_err(|e| Error::Session(e.to_string()))?;
-        Ok(Session::serve(id, config, upgraded))
+        Ok(Session::serve(id, config, keepalive, upgraded))
     }
 
     /// Open the session as `Control.Session`, a stream of byte chunks that carries an h2
@@ -319,11 +326,13 @@ impl Session {
             .control()
             .session(request)
             .await
-            .map_err(|s| match Error::from_status("open session", s) {
-                // The daemon is gone: say so as such, not as a session problem.
-                lost @ Error::Lost { .. } => lost,
-                other => Error::Session(other.to_string()),
-            })?
+            .map_err(
+                |s| match Error::from_status("open session", s, client.keepalive()) {
+                    // The daemon is gone: say so as such, not as a session problem.
+                    lost @ Error::Lost { .. } => lost,
+                    other => Error::Session(other.to_string()),
+                },
+            )?
             .into_inner();
         // The server side of the tunnel's h2 connection is one end of an in-memory pipe; two
         // pumps move bytes between the other end and the gRPC stream.
@@ -355,13 +364,19 @@ impl Session {
                 }
             }
         });
-        let mut session = Session::serve(id, config, ours);
+        let mut session = Session::serve(id, config, client.keepalive(), ours);
         session.from_daemon = Some(from_daemon);
         Ok(session)
     }
 
-    /// Serve the session services on `io`, one h2 connection the daemon dials into.
-    fn serve<IO>(id: String, config: SessionConfig, io: IO) -> Session
+    /// Serve the session services on `io`, one h2 connection the daemon dials into, pinging
+    /// the daemon after `keepalive` of silence.
+    fn serve<IO>(
+        id: String,
+        config: SessionConfig,
+        keepalive: std::time::Duration,
+        io: IO,
+    ) -> Session
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -373,8 +388,8 @@ impl Session {
         });
         let max = crate::client::MAX_MESSAGE;
         let router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(crate::client::keepalive_period()))
-            .http2_keepalive_timeout(Some(crate::client::keepalive_period()))
+            .http2_keepalive_interval(Some(keepalive))
+            .http2_keepalive_timeout(Some(keepalive))
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .add_service(health_server::HealthServer::new(Services(shared.clone())))

@@ -53,9 +53,12 @@ fn a_file_exporter_streams_its_file_through_the_session() {
     let token = format!("{}-{:?}", std::process::id(), std::time::Instant::now());
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let chunks = runtime.block_on(async {
-        let client = Client::connect_docker(Path::new("/var/run/docker.sock"))
-            .await
-            .expect("the engine is up (cargo xtask test starts it)");
+        let client = Client::connect_docker(
+            Path::new("/var/run/docker.sock"),
+            kiln_buildkit::DEFAULT_KEEPALIVE,
+        )
+        .await
+        .expect("the engine is up (cargo xtask test starts it)");
         let (file, mut rx) = FileOutput::channel();
         let session = Session::start(
             &client,

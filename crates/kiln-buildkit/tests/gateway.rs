@@ -20,9 +20,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn client() -> Client {
-    Client::connect_docker(std::path::Path::new("/var/run/docker.sock"))
-        .await
-        .expect("the engine is up (cargo xtask test starts it)")
+    Client::connect_docker(
+        std::path::Path::new("/var/run/docker.sock"),
+        kiln_buildkit::DEFAULT_KEEPALIVE,
+    )
+    .await
+    .expect("the engine is up (cargo xtask test starts it)")
 }
 
 #[test]

@@ -67,9 +67,12 @@ fn record_fsutil_fixtures() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let client = Client::connect_docker(Path::new("/var/run/docker.sock"))
-            .await
-            .expect("the engine is up (cargo xtask test starts it)");
+        let client = Client::connect_docker(
+            Path::new("/var/run/docker.sock"),
+            kiln_buildkit::DEFAULT_KEEPALIVE,
+        )
+        .await
+        .expect("the engine is up (cargo xtask test starts it)");
         let mut contexts = BTreeMap::new();
         contexts.insert(
             "fixture".to_string(),

@@ -18,7 +18,8 @@ use kiln_reference::Reference;
 use tokio::sync::mpsc;
 
 use crate::pool::{
-    Export, Member, answers, builder_hint, connect, first_line, home, is_moby, next_alive,
+    Export, Member, answers, builder_hint, connect, failover_warning, home, is_moby,
+    left_out_warning, next_alive,
 };
 use crate::stage::{Events, staged, staged_phases};
 use crate::{BuildOptions, Built, Goal, Progress, RemoteCache, SolveError, Stored};
@@ -27,6 +28,9 @@ use crate::{BuildOptions, Built, Goal, Progress, RemoteCache, SolveError, Stored
 pub struct Input<'a> {
     /// The builders, in the order given (one, or a pool), with their TLS files.
     pub endpoints: Vec<Endpoint>,
+    /// How long a connection to a builder may stay silent before it is pinged (and how long
+    /// the answer may take); [`kiln_buildkit::DEFAULT_KEEPALIVE`] unless configured.
+    pub keepalive: std::time::Duration,
     /// The Docker Engine's socket, for `--load`.
     pub docker: Option<PathBuf>,
     /// The directory the command runs in: the manifests' paths are relative to it.
@@ -61,6 +65,8 @@ pub struct Job<'a> {
     entitlements: Vec<String>,
     /// The builders, in the order given (one, or a pool).
     endpoints: Vec<Endpoint>,
+    /// Every connection's keepalive (see [`Input::keepalive`]).
+    keepalive: std::time::Duration,
     cwd: PathBuf,
     manifest: &'a Manifest,
     graph: &'a Graph,
@@ -103,6 +109,7 @@ impl<'a> Job<'a> {
             config,
             entitlements: crate::session::entitlements(input.manifest, input.selected),
             endpoints: input.endpoints,
+            keepalive: input.keepalive,
             cwd: input.cwd.to_path_buf(),
             manifest: input.manifest,
             graph: input.graph,
@@ -243,12 +250,7 @@ impl Job<'_> {
                     .unwrap_or_default();
                 let _ = tx.send(Progress::Warning {
                     target: None,
-                    message: format!(
-                        "builder {} stopped answering (error: {}); moving {} to {to}",
-                        member.client.endpoint(),
-                        first_line(&error.to_string()),
-                        moved.join(", ")
-                    ),
+                    message: failover_warning(member.client.endpoint(), &error, &moved, &to),
                 });
             }
             // Its builder is gone: build it again where it was moved.
@@ -275,7 +277,7 @@ impl Job<'_> {
     /// next one.
     async fn connect_pool(&self, tx: &Events) -> Result<Vec<Option<Member>>, SolveError> {
         let tries = self.endpoints.iter().map(|endpoint| async move {
-            let client = connect(endpoint).await?;
+            let client = connect(endpoint, self.keepalive).await?;
             let export = self.export(&client).await?;
             Ok::<_, SolveError>(Member { client, export })
         });
@@ -291,10 +293,7 @@ impl Job<'_> {
                 Err(e) => {
                     let _ = tx.send(Progress::Warning {
                         target: None,
-                        message: format!(
-                            "builder {endpoint} is left out of this build: error: {}",
-                            first_line(&e.to_string())
-                        ),
+                        message: left_out_warning(endpoint, &e),
                     });
                     errors.push(e);
                     pool.push(None);

@@ -20,7 +20,9 @@ pub(crate) struct Member {
 /// tells a builder that went away from a build that failed.
 pub(crate) async fn answers(client: &Client) -> bool {
     let probe = async {
-        let fresh = Client::connect(client.endpoint()).await.ok()?;
+        let fresh = Client::connect(client.endpoint(), client.keepalive())
+            .await
+            .ok()?;
         fresh.workers().await.ok()
     };
     matches!(
@@ -31,6 +33,31 @@ pub(crate) async fn answers(client: &Client) -> bool {
 
 pub(crate) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
+}
+
+/// The warning when builder `from` stopped answering during a solve that failed with `error`,
+/// and its targets `moved` go to `to`: the error's first line, bare (the warning is the one
+/// prefix; the error carries no `error:` of its own).
+pub(crate) fn failover_warning(
+    from: &Endpoint,
+    error: &SolveError,
+    moved: &[String],
+    to: &str,
+) -> String {
+    format!(
+        "builder {from} stopped answering ({}); moving {} to {to}",
+        first_line(&error.to_string()),
+        moved.join(", ")
+    )
+}
+
+/// The warning when builder `endpoint` of a pool does not answer at the start (`error`'s first
+/// line, bare as in [`failover_warning`]).
+pub(crate) fn left_out_warning(endpoint: &Endpoint, error: &SolveError) -> String {
+    format!(
+        "builder {endpoint} is left out of this build: {}",
+        first_line(&error.to_string())
+    )
 }
 
 /// The first builder from `i` on (wrapping) that is alive.
@@ -99,10 +126,14 @@ pub(crate) fn stable_slot(name: &str, builders: usize) -> usize {
     (u64::from_be_bytes(first) % builders.max(1) as u64) as usize
 }
 
-/// Connect to the builder, saying how to start one when none answers.
-pub(crate) async fn connect(endpoint: &Endpoint) -> Result<Client, SolveError> {
+/// Connect to the builder (pinging it after `keepalive` of silence), saying how to start one
+/// when none answers.
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    keepalive: std::time::Duration,
+) -> Result<Client, SolveError> {
     let endpoint = endpoint.clone().probe().await;
-    Client::connect(&endpoint)
+    Client::connect(&endpoint, keepalive)
         .await
         .map_err(|source| SolveError::Connect {
             hint: explain(&source.to_string()).unwrap_or(builder_hint(&endpoint)),

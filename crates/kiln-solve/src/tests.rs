@@ -114,3 +114,42 @@ fn manifest_labels_win() {
     assert_eq!(out.labels["kiln.target"], "app");
     assert_eq!(out.labels["mine"], "manifest");
 }
+
+#[test]
+fn pool_warnings_carry_the_builder_error_once_without_an_error_prefix() {
+    use crate::pool::{failover_warning, left_out_warning};
+    let builder = kiln_buildkit::Endpoint::Unix {
+        path: PathBuf::from("/run/b2.sock"),
+    };
+    let stalled = crate::SolveError::Step(Box::new(crate::StepFailed {
+        target: "app".to_string(),
+        stage: "build",
+        source: kiln_buildkit::Error::Stalled {
+            action: "solve",
+            seconds: 20,
+        },
+        step: Some("[1/2] RUN make".to_string()),
+        output: None,
+        hint: None,
+    }));
+    let moved = ["app".to_string(), "web".to_string()];
+    assert_eq!(
+        failover_warning(&builder, &stalled, &moved, "docker:///var/run/docker.sock"),
+        "builder unix:///run/b2.sock stopped answering (app/build: BuildKit stopped answering \
+         during solve: no reply to a keepalive ping within 20 s (the daemon, or something \
+         between kiln and it, is frozen or overloaded); kiln gave up); moving app, web to \
+         docker:///var/run/docker.sock"
+    );
+    let refused = crate::SolveError::Connect {
+        source: kiln_buildkit::Error::Connect {
+            endpoint: builder.to_string(),
+            reason: "Connection refused".to_string(),
+        },
+        hint: "start it",
+    };
+    assert_eq!(
+        left_out_warning(&builder, &refused),
+        "builder unix:///run/b2.sock is left out of this build: cannot reach BuildKit at \
+         unix:///run/b2.sock: Connection refused"
+    );
+}

@@ -205,6 +205,25 @@ fn state_dir_kiln_state_dir_beats_xdg_state_home_beats_home() {
 }
 
 #[test]
+fn builder_keepalive_is_kiln_builder_keepalive_seconds_else_20() {
+    let keepalive = |value: Option<&str>| {
+        let env: Vec<(&str, &str)> = value
+            .map(|v| ("KILN_BUILDER_KEEPALIVE", v))
+            .into_iter()
+            .collect();
+        Resolved::new(&settings(BuilderOptions::default(), &env)).keepalive()
+    };
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(keepalive(None), secs(20));
+    assert_eq!(keepalive(Some("1")), secs(1));
+    assert_eq!(keepalive(Some(" 300 ")), secs(300));
+    // Not a whole number of seconds above 0: the default, as before settings were resolved.
+    for bad in ["", "0", "-1", "1.5", "soon"] {
+        assert_eq!(keepalive(Some(bad)), secs(20), "{bad:?}");
+    }
+}
+
+#[test]
 fn docker_config_and_insecure_registries() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
