@@ -564,10 +564,12 @@ fn recorded_with(
                             .map(|(n, v)| format!("{file}: {n} {v}")),
                     ),
                     // Said, not silently taken as "not affected".
+                    // The error as it always read here, with its `error: `.
                     Some(Err(e)) => settings.warnings.push(format!(
-                        "cannot tell whether {} of target `{}` was affected: {e}",
+                        "cannot tell whether {} of target `{}` was affected: {}",
                         t.image_id.as_deref().unwrap_or("the image"),
-                        t.name
+                        t.name,
+                        e.shown()
                     )),
                     None => {}
                 }

@@ -750,9 +750,7 @@ run  = ["python tests/smoke.py"]
             KilnLock::parse(&root.join("kiln.lock").display().to_string(), lock_text).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!(
-                "error: {parse}\n  hint: kiln.lock is generated; restore it from git or delete it"
-            )
+            format!("{parse}\n  hint: kiln.lock is generated; restore it from git or delete it")
         );
         assert_eq!(err.exit_code(), 1);
 
@@ -767,10 +765,7 @@ run  = ["python tests/smoke.py"]
         let walk = kiln_fsutil::walk(&context, &kiln_fsutil::Filter::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!(
-                "error: cannot read the context {}: {walk}",
-                context.display()
-            )
+            format!("cannot read the context {}: {walk}", context.display())
         );
         assert_eq!(err.exit_code(), 1);
     }

@@ -121,12 +121,7 @@ impl Recorder {
     /// recorded); any other was skipped.
     pub(crate) fn finish(&self, selected: &[String], error: Option<&AppError>) -> Metadata {
         // As the error is shown, without the `error: ` every message starts with.
-        let message = error.map(|e| {
-            let text = e.to_string();
-            text.strip_prefix("error: ")
-                .map(str::to_string)
-                .unwrap_or(text)
-        });
+        let message = error.map(AppError::unprefixed);
         let mut targets = BTreeMap::new();
         for name in selected {
             if let Some(outcome) = self.outcomes.get(name) {

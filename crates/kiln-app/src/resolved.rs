@@ -311,7 +311,8 @@ impl Deferred {
                 kind: source.kind(),
                 message: source.to_string(),
             },
-            other => Deferred::Other(other.to_string()),
+            // Kept as it is shown (its hints too), without the `error: ` the kept error adds.
+            other => Deferred::Other(other.unprefixed()),
         }
     }
 
@@ -328,12 +329,7 @@ impl Deferred {
                 action,
                 source: std::io::Error::new(*kind, message.clone()),
             },
-            Deferred::Other(message) => AppError::Build(
-                message
-                    .strip_prefix("error: ")
-                    .unwrap_or(message)
-                    .to_string(),
-            ),
+            Deferred::Other(message) => AppError::Build(message.clone()),
         }
     }
 }

@@ -274,7 +274,8 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
             Some(Ok(pins)) => {
                 t.packages.insert(path, pins);
             }
-            Some(Err(e)) => t.notes.push(e.to_string()),
+            // The error as it always read here, with its `error: `.
+            Some(Err(e)) => t.notes.push(e.shown()),
             None => t.notes.push(format!(
                 "{path}: not in commit {} or not a lock file kiln reads",
                 at.commit.id
@@ -304,9 +305,10 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
                 "the working tree's manifests have no target `{name}`"
             ));
         }
-        (Err(e), _) => t
-            .notes
-            .push(format!("cannot read the working tree's manifests: {e}")),
+        (Err(e), _) => t.notes.push(format!(
+            "cannot read the working tree's manifests: {}",
+            e.shown()
+        )),
         _ => {}
     }
     Ok(t)

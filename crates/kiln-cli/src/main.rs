@@ -1,5 +1,5 @@
 //! The `kiln` binary: parses arguments with clap and calls `kiln-app`. No behaviour lives here
-//! beyond mapping results to output and exit codes.
+//! beyond mapping results to output and exit codes, and rendering errors (`report`).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kiln_app::{AppError, PackagesMode, PlanFormat, Settings};
 
 mod progress;
+mod report;
 
 use progress::{ProgressFormat, Renderer};
 
@@ -518,9 +519,9 @@ fn write_output(output: Output, json: bool) -> ExitCode {
 fn fail(err: &AppError, json: bool) -> ExitCode {
     let code = err.exit_code();
     if json {
-        eprintln!("{}", progress::json_error(&err.to_string(), code));
+        eprintln!("{}", progress::json_error(&report::render(err), code));
     } else {
-        eprintln!("{err}");
+        eprintln!("{}", report::render(err));
     }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

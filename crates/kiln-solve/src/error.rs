@@ -1,6 +1,6 @@
 //! What can end a solve, one variant per kind of failure. The messages are the bare ones
 //! (no `error: ` prefix, no hint): what the user can do about a failure is [`SolveError::hint`],
-//! and the caller renders both (kiln-app's `AppError`).
+//! which kiln-app's `AppError` passes on as its hints; kiln-cli renders both.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -106,7 +106,7 @@ fn the_pool_and_the_single_builder_come_from_the_same_place() {
     let err = r.builders().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "error: --builder: the builder unix:///x.sock is given twice"
+        "--builder: the builder unix:///x.sock is given twice"
     );
     assert_eq!(err.exit_code(), 2);
     // A bad second URL fails the pool, not the single builder.
@@ -290,7 +290,7 @@ fn a_bad_setting_fails_only_what_needs_it_and_the_same_way_each_time() {
         assert!(err.to_string().contains("DOCKER_HOST=tcp://"), "{err}");
         let err = r.docker_config().unwrap_err().to_string();
         assert!(
-            err.starts_with("error: registry credentials: ") && err.contains("config.json"),
+            err.starts_with("registry credentials: ") && err.contains("config.json"),
             "{err}"
         );
     }
@@ -300,7 +300,7 @@ fn a_bad_setting_fails_only_what_needs_it_and_the_same_way_each_time() {
     let r = Resolved::new(&s);
     let first = r.builders().unwrap_err().to_string();
     assert!(
-        first.starts_with("error: cannot read kiln's config file") && first.contains(&missing),
+        first.starts_with("cannot read kiln's config file") && first.contains(&missing),
         "{first}"
     );
     assert_eq!(r.builder().unwrap_err().to_string(), first);
