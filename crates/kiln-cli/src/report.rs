@@ -87,6 +87,24 @@ mod tests {
         );
     }
 
+    /// A wrapped error keeps its one `error: ` and its hint, the note below; a list of
+    /// problems shows as it is, with no `error: ` added.
+    #[test]
+    fn a_wrapped_error_and_a_list_read_as_they_always_did() {
+        let unfinished = AppError::CommitUnfinished {
+            source: Box::new(AppError::from(unreachable_engine())),
+            note: "the next kiln command finishes or rolls back this commit".to_string(),
+        };
+        assert_eq!(
+            render(&unfinished),
+            "error: cannot reach BuildKit at docker:///nonexistent/d.sock: No such file or \
+             directory\n  hint: is the engine running? `kiln engine status`, `kiln engine up`\n  \
+             note: the next kiln command finishes or rolls back this commit"
+        );
+        let locked = AppError::Locked("error: a: drift\nerror: b: drift".to_string());
+        assert_eq!(render(&locked), "error: a: drift\nerror: b: drift");
+    }
+
     #[test]
     fn a_pool_whose_every_builder_stopped_answering_says_error_once() {
         let exhausted = AppError::from(SolveError::PoolExhausted {
