@@ -569,7 +569,7 @@ fn recorded_with(
                         "cannot tell whether {} of target `{}` was affected: {}",
                         t.image_id.as_deref().unwrap_or("the image"),
                         t.name,
-                        e.shown()
+                        e.report()
                     )),
                     None => {}
                 }

@@ -271,9 +271,10 @@ impl AppError {
         }
     }
 
-    /// The error as the CLI shows it (`error: `, the message, a line per hint and note), for
-    /// where kiln-app puts an error inside a text of its own: a warning, a note of `kiln trace`.
-    pub(crate) fn shown(&self) -> String {
+    /// The error as kiln shows it (`error: `, the message, a line per hint and note): the one
+    /// rendering, which the CLI prints and kiln-app puts inside texts of its own (a warning, a
+    /// note of `kiln trace`, the build metadata's `error`).
+    pub fn report(&self) -> String {
         let mut text = if self.is_list() {
             self.to_string()
         } else {
@@ -290,10 +291,10 @@ impl AppError {
         text
     }
 
-    /// [`AppError::shown`] without its first `error: `: for where kiln-app keeps an error as
+    /// [`AppError::report`] without its first `error: `: for where kiln-app keeps an error as
     /// text (the build metadata's `error`, a setting's error kept to report at each use).
     pub(crate) fn unprefixed(&self) -> String {
-        let text = self.shown();
+        let text = self.report();
         text.strip_prefix("error: ")
             .map(str::to_string)
             .unwrap_or(text)
@@ -483,7 +484,7 @@ mod tests {
         }]);
         assert!(graph.is_list() && graph.hints().is_empty());
         assert!(graph.to_string().starts_with("error: "), "{graph}");
-        assert_eq!(graph.shown(), graph.to_string());
+        assert_eq!(graph.report(), graph.to_string());
         assert_eq!(graph.unprefixed(), graph.to_string()["error: ".len()..]);
     }
 }

@@ -275,7 +275,7 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
                 t.packages.insert(path, pins);
             }
             // The error as it always read here, with its `error: `.
-            Some(Err(e)) => t.notes.push(e.shown()),
+            Some(Err(e)) => t.notes.push(e.report()),
             None => t.notes.push(format!(
                 "{path}: not in commit {} or not a lock file kiln reads",
                 at.commit.id
@@ -307,7 +307,7 @@ fn find(settings: &Settings, image: &str) -> Result<Trace, AppError> {
         }
         (Err(e), _) => t.notes.push(format!(
             "cannot read the working tree's manifests: {}",
-            e.shown()
+            e.report()
         )),
         _ => {}
     }

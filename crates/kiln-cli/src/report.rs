@@ -5,20 +5,7 @@ use kiln_app::AppError;
 
 /// The error as kiln prints it.
 pub fn render(err: &AppError) -> String {
-    let mut text = if err.is_list() {
-        err.to_string()
-    } else {
-        format!("error: {err}")
-    };
-    for hint in err.hints() {
-        text.push_str("\n  hint: ");
-        text.push_str(&hint);
-    }
-    for note in err.notes() {
-        text.push_str("\n  ");
-        text.push_str(&note);
-    }
-    text
+    err.report()
 }
 
 #[cfg(test)]
