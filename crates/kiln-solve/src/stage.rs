@@ -62,33 +62,59 @@ where
         target: target.to_string(),
         stage,
     });
-    let (events, mut rx) = mpsc::unbounded_channel();
-    let solve = solve(events);
+    let (events, rx) = mpsc::unbounded_channel();
+    let (result, seen) = forwarding(tx, target, || stage, rx, solve(events)).await;
+    finished(tx, target, stage, result, &seen)
+}
+
+/// Drive `solve` while forwarding its events to `tx`, labelled with `target` and the stage
+/// `stage()` names when each arrives; its result and what its events said.
+async fn forwarding<T>(
+    tx: &Events,
+    target: &str,
+    stage: impl Fn() -> &'static str,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    solve: impl Future<Output = Result<T, kiln_buildkit::Error>>,
+) -> (Result<T, kiln_buildkit::Error>, Seen) {
     tokio::pin!(solve);
     let mut seen = Seen::default();
-    let mut forward = |event: Event| {
-        remember(&event, &mut seen);
-        let _ = tx.send(Progress::Engine {
-            target: target.to_string(),
-            stage,
-            event,
-        });
-    };
-    let result = loop {
-        tokio::select! {
-            result = &mut solve => break result,
-            Some(event) = rx.recv() => forward(event),
+    let result = {
+        let mut forward = |event: Event| {
+            remember(&event, &mut seen);
+            let _ = tx.send(Progress::Engine {
+                target: target.to_string(),
+                stage: stage(),
+                event,
+            });
+        };
+        let result = loop {
+            tokio::select! {
+                result = &mut solve => break result,
+                Some(event) = rx.recv() => forward(event),
+            }
+        };
+        while let Ok(event) = rx.try_recv() {
+            forward(event);
         }
+        result
     };
-    while let Ok(event) = rx.try_recv() {
-        forward(event);
-    }
+    (result, seen)
+}
+
+/// Say `target`/`stage` finished, and turn a failed solve into its error.
+fn finished<T>(
+    tx: &Events,
+    target: &str,
+    stage: &'static str,
+    result: Result<T, kiln_buildkit::Error>,
+    seen: &Seen,
+) -> Result<T, SolveError> {
     let _ = tx.send(Progress::Finished {
         target: target.to_string(),
         stage,
         ok: result.is_ok(),
     });
-    result.map_err(|e| failure(target, stage, e, &seen))
+    result.map_err(|e| failure(target, stage, e, seen))
 }
 
 /// The error of a failed solve of `target`/`stage`: a failed RUN names the step the daemon
@@ -202,34 +228,9 @@ where
         target: target.to_string(),
         stage: first,
     });
-    let (events, mut rx) = mpsc::unbounded_channel();
-    let solve = solve(events, phase);
-    tokio::pin!(solve);
-    let mut seen = Seen::default();
-    let mut forward = |event: Event| {
-        remember(&event, &mut seen);
-        let _ = tx.send(Progress::Engine {
-            target: target.to_string(),
-            stage: label.stage(),
-            event,
-        });
-    };
-    let result = loop {
-        tokio::select! {
-            result = &mut solve => break result,
-            Some(event) = rx.recv() => forward(event),
-        }
-    };
-    while let Ok(event) = rx.try_recv() {
-        forward(event);
-    }
-    let stage = label.stage();
-    let _ = tx.send(Progress::Finished {
-        target: target.to_string(),
-        stage,
-        ok: result.is_ok(),
-    });
-    result.map_err(|e| failure(target, stage, e, &seen))
+    let (events, rx) = mpsc::unbounded_channel();
+    let (result, seen) = forwarding(tx, target, || label.stage(), rx, solve(events, phase)).await;
+    finished(tx, target, label.stage(), result, &seen)
 }
 
 /// What a failure message needs from the events: step names, their output, and which step
