@@ -716,4 +716,16 @@ fn a_pip_lock_with_any_name_is_read_as_a_pip_compile_lock() {
     let run = kiln_in(d, &["affected", "--package", "six==1.17.0"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout().starts_with("p"), "{}", run.stdout());
+
+    // `deps.in` is read as pip-compile's input whatever its name: a package added there and
+    // not locked is drift `check --locked` names (it read only `requirements*.in` before).
+    std::fs::write(d.join("deps.in"), "six\nattrs\n").unwrap();
+    let run = kiln_in(d, &["check", "--locked"], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("deps.in declares attrs but locked.txt does not pin it"),
+        "{}",
+        run.stderr
+    );
 }

@@ -372,11 +372,12 @@ fn locked_problems(settings: &Settings, loaded: &Loaded) -> Result<Vec<String>, 
                         continue;
                     }
                 };
+                let pip = packages.manager == kiln_manifest::Manager::Pip;
                 for file in &packages.files {
                     let Ok(declared_text) = std::fs::read_to_string(context.join(file)) else {
                         continue;
                     };
-                    let Some(declared) = kiln_lock::declared(file, &declared_text) else {
+                    let Some(declared) = kiln_lock::declared(file, &declared_text, pip) else {
                         continue;
                     };
                     let declared = declared?;

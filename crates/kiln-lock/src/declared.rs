@@ -5,8 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::{LockError, normalize_python_name};
 
 /// The package names `file_name` (pyproject.toml, requirements*.in, package.json) declares;
-/// `None` for a file kiln does not know how to read.
-pub fn declared(file_name: &str, text: &str) -> Option<Result<BTreeSet<String>, LockError>> {
+/// `None` for a file kiln does not know how to read. `pip_input`: the file is one of a pip
+/// target's `files`, which pip-compile reads — every one but pyproject.toml, setup.py and
+/// setup.cfg is then a requirements file, whatever it is named (`deps.in`, `base.txt`).
+pub fn declared(
+    file_name: &str,
+    text: &str,
+    pip_input: bool,
+) -> Option<Result<BTreeSet<String>, LockError>> {
     let base = file_name.rsplit('/').next().unwrap_or(file_name);
     let invalid = |message: String| LockError::Invalid {
         file: file_name.to_string(),
@@ -35,7 +41,8 @@ pub fn declared(file_name: &str, text: &str) -> Option<Result<BTreeSet<String>, 
                 }
                 names
             }),
-        _ if base.starts_with("requirements") && base.ends_with(".in") => Ok(text
+        "setup.py" | "setup.cfg" => return None,
+        _ if pip_input || (base.starts_with("requirements") && base.ends_with(".in")) => Ok(text
             .lines()
             .map(|l| l.split('#').next().unwrap_or("").trim())
             .filter(|l| !l.is_empty() && !l.starts_with('-'))
@@ -82,6 +89,7 @@ mod tests {
         let py = declared(
             "pyproject.toml",
             "[project]\nname = \"x\"\ndependencies = [\"Attrs>=23\", \"tabulate[widechars]; python_version>'3'\"]\n",
+            false,
         )
         .unwrap()
         .unwrap();
@@ -92,6 +100,7 @@ mod tests {
         let poetry = declared(
             "pyproject.toml",
             "[tool.poetry.dependencies]\npython = \"^3.11\"\nRequests = \"^2\"\n",
+            false,
         )
         .unwrap()
         .unwrap();
@@ -99,6 +108,7 @@ mod tests {
         let req = declared(
             "requirements.in",
             "# top\nsix\nidna>=3  # dns\n-r other.in\n",
+            true,
         )
         .unwrap()
         .unwrap();
@@ -106,6 +116,7 @@ mod tests {
         let npm = declared(
             "package.json",
             r#"{"dependencies":{"is-number":"^7"},"devDependencies":{"@scope/x":"1"}}"#,
+            false,
         )
         .unwrap()
         .unwrap();
@@ -113,10 +124,23 @@ mod tests {
             npm,
             BTreeSet::from(["@scope/x".to_string(), "is-number".to_string()])
         );
-        assert!(declared("Gemfile", "").is_none());
-        assert!(declared("package.json", "{").unwrap().is_err());
+        assert!(declared("Gemfile", "", false).is_none());
+        assert!(declared("package.json", "{", false).unwrap().is_err());
 
         let pins = BTreeMap::from([("six".to_string(), "1.17.0".to_string())]);
         assert_eq!(unlocked(&req, &pins), ["idna"]);
+    }
+
+    #[test]
+    fn a_pip_input_is_a_requirements_file_whatever_its_name() {
+        let deps = declared("deps.in", "attrs\n", true);
+        assert_eq!(
+            deps.unwrap().unwrap(),
+            BTreeSet::from(["attrs".to_string()])
+        );
+        // Not for another manager's lock, and never for setup.py / setup.cfg.
+        assert!(declared("deps.in", "attrs\n", false).is_none());
+        assert!(declared("setup.cfg", "[metadata]\n", true).is_none());
+        assert!(declared("setup.py", "import x\n", true).is_none());
     }
 }
