@@ -81,9 +81,23 @@ pub fn start() -> Result<(), String> {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     // A killed dockerd leaves its pid file (and, while unreaped, its pid), which the next
-    // one would refuse to start over; and its socket.
+    // one would refuse to start over; and its socket. Its containerd's pid file too: a
+    // machine restored from a snapshot keeps it, and when that pid has been reused by another
+    // process, dockerd waits on it as if it were containerd and never answers. Ours is not
+    // running here (no answer, `pid()` is none), so both files are stale.
     let _ = std::fs::remove_file(pid_file());
     let _ = std::fs::remove_file(socket());
+    let containerd_pid = dir.join("exec/containerd/containerd.pid");
+    if let Ok(text) = std::fs::read_to_string(&containerd_pid) {
+        let ours = text.trim().parse::<u32>().is_ok_and(|pid| {
+            running(pid)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()))
+        });
+        if !ours {
+            let _ = std::fs::remove_file(&containerd_pid);
+        }
+    }
     let log = std::fs::File::create(log_file()).map_err(|e| e.to_string())?;
     let dockerd = [
         "/usr/sbin/dockerd",
@@ -109,20 +123,30 @@ pub fn start() -> Result<(), String> {
     while !answers() {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
-                "the second dockerd exited ({status}); see {}",
-                log_file().display()
+                "the second dockerd exited ({status}); last lines of {}:\n{}",
+                log_file().display(),
+                log_tail()
             ));
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        // As long as `kiln engine up` waits: a large build cache on a cold disk delays the API.
+        if started.elapsed() > Duration::from_secs(300) {
             return Err(format!(
-                "the second dockerd did not answer on {} within 60 s; see {}",
+                "the second dockerd did not answer on {} within 300 s; last lines of {}:\n{}",
                 socket().display(),
-                log_file().display()
+                log_file().display(),
+                log_tail()
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// The last lines of the second engine's log.
+fn log_tail() -> String {
+    let text = std::fs::read_to_string(log_file()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 /// Stop the second engine with `signal` (`TERM`, or `KILL` to kill it mid-build) and wait

@@ -174,10 +174,18 @@ fn embedded_buildkit(docker_version: &str) -> &'static str {
     }
 }
 
-/// `kiln engine up`.
-pub fn engine_up(settings: &Settings) -> Result<String, AppError> {
+/// `kiln engine up`. `waiting` gets a line every few seconds while a dockerd starts.
+pub fn engine_up(settings: &Settings, waiting: &mut dyn FnMut(&str)) -> Result<String, AppError> {
     let engine = engine(settings)?;
-    match engine.up().map_err(engine_error)? {
+    let mut report = |elapsed: std::time::Duration, last: &str| {
+        waiting(&format!(
+            "engine: waiting for dockerd ({} s so far, up to {} s); its log says: {}",
+            elapsed.as_secs(),
+            kiln_docker::START_LIMIT.as_secs(),
+            log_message(last)
+        ))
+    };
+    match engine.up(&mut report).map_err(engine_error)? {
         StartOutcome::Running { api_version, owned } => Ok(format!(
             "engine: already running at unix://{} (API {api_version}{})",
             engine.socket().display(),
@@ -194,6 +202,13 @@ pub fn engine_up(settings: &Settings) -> Result<String, AppError> {
             log.display()
         )),
     }
+}
+
+/// The `msg="…"` of a dockerd log line, or the line.
+fn log_message(line: &str) -> &str {
+    line.split_once("msg=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or(line.trim(), |(msg, _)| msg)
 }
 
 /// `kiln engine down`.
@@ -224,13 +239,20 @@ mod tests {
     }
 
     #[test]
+    fn waiting_lines_show_the_message_of_the_log_line() {
+        let line = r#"time="2026-12-01T13:04:13.76Z" level=info msg="Daemon has completed initialization""#;
+        assert_eq!(log_message(line), "Daemon has completed initialization");
+        assert_eq!(log_message("  Starting up\n"), "Starting up");
+    }
+
+    #[test]
     fn only_unix_docker_hosts_are_managed() {
         let mut settings = Settings::default();
         settings
             .env
             .insert("DOCKER_HOST".into(), "tcp://1.2.3.4:2375".into());
         assert!(
-            engine_up(&settings)
+            engine_up(&settings, &mut |_| {})
                 .unwrap_err()
                 .to_string()
                 .contains("unix socket")

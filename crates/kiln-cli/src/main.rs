@@ -397,7 +397,7 @@ fn main() -> ExitCode {
         Command::Sbom { target } => kiln_app::sbom(&settings, &target).map(Output::Text),
         Command::Engine { action } => match action {
             EngineAction::Status => kiln_app::engine_status(&settings),
-            EngineAction::Up => kiln_app::engine_up(&settings),
+            EngineAction::Up => kiln_app::engine_up(&settings, &mut |line| eprintln!("{line}")),
             EngineAction::Down => kiln_app::engine_down(&settings),
         }
         .map(|s| Output::Text(s + "\n")),

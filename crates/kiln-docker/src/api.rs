@@ -88,6 +88,12 @@ impl Api {
         }
     }
 
+    /// The same API with `timeout` for reading each response instead of 30 s.
+    pub fn with_timeout(mut self, timeout: Duration) -> Api {
+        self.timeout = timeout;
+        self
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }

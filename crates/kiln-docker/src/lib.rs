@@ -7,7 +7,7 @@ mod api;
 mod engine;
 
 pub use api::{Api, ApiError, ImageInfo, Response, VersionInfo};
-pub use engine::{Engine, EngineError, StartOutcome, StopOutcome};
+pub use engine::{Engine, EngineError, START_LIMIT, StartOutcome, StopOutcome};
 
 /// The socket Docker listens on by default.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
