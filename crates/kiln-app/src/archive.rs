@@ -118,9 +118,10 @@ impl<'a> Archives<'a> {
         };
         if store.is_none() {
             return Err(AppError::Usage(format!(
-                "--output-image {}: the builder keeps no image store kiln can save from\n  hint: add --load to load the images into the Docker Engine first",
+                "--output-image {}: the builder keeps no image store kiln can save from",
                 crate::build::relative(settings, dest).display()
-            )));
+            ))
+            .with_hint("add --load to load the images into the Docker Engine first"));
         }
         let named = kiln_graph::Graph::named(&loaded.manifest, &options.targets)?;
         Ok(Archives {

@@ -749,8 +749,10 @@ run  = ["python tests/smoke.py"]
         let parse =
             KilnLock::parse(&root.join("kiln.lock").display().to_string(), lock_text).unwrap_err();
         assert_eq!(
-            err.to_string(),
-            format!("{parse}\n  hint: kiln.lock is generated; restore it from git or delete it")
+            err.report(),
+            format!(
+                "error: {parse}\n  hint: kiln.lock is generated; restore it from git or delete it"
+            )
         );
         assert_eq!(err.exit_code(), 1);
 

@@ -94,11 +94,9 @@ fn config_builders(
             }
             None => String::new(),
         };
-        AppError::Usage(format!(
-            "{}{place}: {}\n  hint: kiln's config file takes `builders = [\"docker://\", \"unix:///run/buildkit/buildkitd.sock\"]`",
-            path.display(),
-            e.message()
-        ))
+        AppError::Usage(format!("{}{place}: {}", path.display(), e.message())).with_hint(
+            "kiln's config file takes `builders = [\"docker://\", \"unix:///run/buildkit/buildkitd.sock\"]`",
+        )
     })?;
     Ok(config.builders)
 }

@@ -37,7 +37,7 @@ fn buildkitd_status(
     crate::runtime::block_on(async {
         let endpoint = endpoint.clone().probe().await;
         let failed = |e: kiln_buildkit::Error| {
-            AppError::Engine(format!("{e}\n  hint: {}", crate::builder::hint(&endpoint)))
+            AppError::Engine(e.to_string()).with_hint(crate::builder::hint(&endpoint))
         };
         let client = kiln_buildkit::Client::connect(&endpoint, keepalive)
             .await
@@ -114,9 +114,7 @@ const ENTITLEMENTS: &[&str] = &["network.host", "security.insecure"];
 fn docker_status(engine: &Engine, keepalive: std::time::Duration) -> Result<String, AppError> {
     let socket = engine.socket().display().to_string();
     let v = engine.api().version().map_err(|e| {
-        AppError::Engine(format!(
-            "no engine answers: {e}\n  hint: `kiln engine up` starts one"
-        ))
+        AppError::Engine(format!("no engine answers: {e}")).with_hint("`kiln engine up` starts one")
     })?;
     // The engine's BuildKit, asked through its `/grpc` endpoint.
     let endpoint = kiln_buildkit::Endpoint::Docker {
@@ -265,7 +263,7 @@ mod tests {
         settings
             .env
             .insert("KILN_STATE_DIR".into(), "/nonexistent-kiln-state".into());
-        let err = engine_status(&settings).unwrap_err().to_string();
+        let err = engine_status(&settings).unwrap_err().report();
         assert!(
             err.contains("/nonexistent/d.sock") && err.contains("kiln engine up"),
             "{err}"

@@ -69,6 +69,9 @@ pub enum AppError {
     /// It shows as the inner error (its message and hints), with the note below.
     #[error("{source}")]
     CommitUnfinished { source: Box<AppError>, note: String },
+    /// `error` with one more hint of the caller's (see [`AppError::with_hint`]).
+    #[error("{error}")]
+    Hinted { error: Box<AppError>, hint: String },
     /// The record of an interrupted `refresh --commit` is not valid.
     #[error("{}: cannot read this record of an interrupted `kiln refresh --commit`: {source}", path.display())]
     IntentRecord {
@@ -227,6 +230,7 @@ impl AppError {
             AppError::Manifest(_) | AppError::Graph(_) | AppError::Locked(_) => true,
             AppError::Solve(e) => solve_is_list(e),
             AppError::CommitUnfinished { source, .. } => source.is_list(),
+            AppError::Hinted { error, .. } => error.is_list(),
             _ => false,
         }
     }
@@ -250,6 +254,12 @@ impl AppError {
                 vec![format!("run `kiln refresh {target}`")]
             }
             AppError::CommitUnfinished { source, .. } => source.hints(),
+            AppError::Hinted { error, hint } => {
+                let mut hints = error.hints();
+                hints.push(hint.clone());
+                hints
+            }
+            AppError::Record(e) => e.hint().map(str::to_string).into_iter().collect(),
             AppError::RefreshFailed { source, .. } => solve_hints(source),
             AppError::Solve(e) => solve_hints(e),
             _ => Vec::new(),
@@ -265,6 +275,7 @@ impl AppError {
                 notes.push(format!("note: {note}"));
                 notes
             }
+            AppError::Hinted { error, .. } => error.notes(),
             AppError::RefreshFailed { source, .. } => solve_notes(source),
             AppError::Solve(e) => solve_notes(e),
             _ => Vec::new(),
@@ -300,9 +311,18 @@ impl AppError {
             .unwrap_or(text)
     }
 
+    /// This error with `hint` shown below its own hints.
+    pub(crate) fn with_hint(self, hint: impl Into<String>) -> AppError {
+        AppError::Hinted {
+            error: Box::new(self),
+            hint: hint.into(),
+        }
+    }
+
     /// 1 for problems in the user's files or build, 2 for usage errors.
     pub fn exit_code(&self) -> i32 {
         match self {
+            AppError::Hinted { error, .. } => error.exit_code(),
             AppError::Usage(_) | AppError::Select(_) => 2,
             AppError::Solve(e) if e.is_usage() => 2,
             AppError::Solve(SolveError::Interrupted) => 130,

@@ -83,7 +83,10 @@ pub fn plan_llb(settings: &Settings, stage: &str, mode: PackagesMode) -> Result<
     };
     if let Some(group) = loaded.manifest.groups.get(target) {
         return Err(AppError::Usage(format!(
-            "`{target}` is a group, not a target: --llb writes one stage of one target\n  hint: name one of its targets: {}",
+            "`{target}` is a group, not a target: --llb writes one stage of one target"
+        ))
+        .with_hint(format!(
+            "name one of its targets: {}",
             group.targets.join(", ")
         )));
     }

@@ -37,9 +37,21 @@ pub enum RecordError {
         source: std::io::Error,
     },
     /// kiln.lock is not a kiln.lock (the error names its file, line and key).
-    #[error("{source}\n  hint: kiln.lock is generated; restore it from git or delete it")]
+    #[error("{source}")]
     LockFile {
         path: PathBuf,
         source: kiln_lock::LockError,
     },
+}
+
+impl RecordError {
+    /// What the user can do about it, when this crate knows (shown below the message).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            RecordError::LockFile { .. } => {
+                Some("kiln.lock is generated; restore it from git or delete it")
+            }
+            _ => None,
+        }
+    }
 }
