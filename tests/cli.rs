@@ -526,6 +526,13 @@ fn llb_of_a_group_says_to_name_a_target_instead_of_panicking() {
         run.stderr
     );
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    // The hint is its own line below the message, with the group's targets.
+    let hint = run.stderr.lines().nth(1).unwrap_or_default();
+    assert!(
+        hint.starts_with("  hint: name one of its targets: "),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

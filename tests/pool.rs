@@ -213,6 +213,11 @@ fn targets_spread_across_two_engines_and_a_chain_stays_on_one() {
         bad.stderr.contains(&format!("{file_s}:2:1")) && bad.stderr.contains("builder"),
         "{bad}"
     );
+    assert!(
+        bad.stderr
+            .contains("\n  hint: kiln's config file takes `builders = ["),
+        "{bad}"
+    );
 }
 
 #[test]

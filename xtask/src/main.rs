@@ -154,5 +154,8 @@ fn test(extra: &[String]) -> Result<(), String> {
     if let Err(e) = engine2::stop("TERM") {
         eprintln!("test: {e}");
     }
+    if let Err(e) = env::tidy_engine() {
+        eprintln!("test: {e}");
+    }
     result
 }
