@@ -289,7 +289,9 @@ enum Deferred {
         kind: std::io::ErrorKind,
         message: String,
     },
-    /// Any other error, by its message (resolution makes only the two above).
+    /// One of the above with a hint of its own.
+    Hinted(Box<Deferred>, String),
+    /// Any other error, by its message (resolution makes only the three above).
     Other(String),
 }
 
@@ -301,6 +303,9 @@ impl Deferred {
     fn of(e: &AppError) -> Deferred {
         match e {
             AppError::Usage(message) => Deferred::Usage(message.clone()),
+            AppError::Hinted { error, hint } => {
+                Deferred::Hinted(Box::new(Deferred::of(error)), hint.clone())
+            }
             AppError::Io {
                 path,
                 action,
@@ -319,6 +324,7 @@ impl Deferred {
     fn error(&self) -> AppError {
         match self {
             Deferred::Usage(message) => AppError::Usage(message.clone()),
+            Deferred::Hinted(error, hint) => error.error().with_hint(hint.clone()),
             Deferred::Io {
                 path,
                 action,

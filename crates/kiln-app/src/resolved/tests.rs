@@ -305,6 +305,22 @@ fn a_bad_setting_fails_only_what_needs_it_and_the_same_way_each_time() {
     );
     assert_eq!(r.builder().unwrap_err().to_string(), first);
     assert_eq!(r.builders().unwrap_err().to_string(), first);
+
+    // A config file kiln cannot parse: a usage error (exit 2) with its hint, every time.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "builder = 3\n").unwrap();
+    let bad = bad.display().to_string();
+    let s = settings(BuilderOptions::default(), &[("KILN_CONFIG", &bad)]);
+    let r = Resolved::new(&s);
+    for _ in 0..2 {
+        let err = r.builders().unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert_eq!(err.hints().len(), 1, "{err:?}");
+        assert!(
+            err.hints()[0].starts_with("kiln's config file takes"),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]
