@@ -295,7 +295,7 @@ pub fn tidy_engine() -> Result<(), String> {
         KEEP_BUILD_CACHE,
     ])?;
     eprintln!(
-        "test: tidied the engine: removed {} test images and untagged ones, build cache kept under {KEEP_BUILD_CACHE} ({:.0} s)",
+        "test: tidied the engine: removed {} images tagged kiln-test/… and the untagged ones, trimmed the build cache to {KEEP_BUILD_CACHE} ({:.0} s)",
         images.len(),
         started.elapsed().as_secs_f64()
     );
