@@ -60,21 +60,25 @@ impl TargetReader<'_, '_> {
             }
         };
         let spec = manager.spec();
+        // A key the manager has no default for, left out.
+        let missing = |field: &str, expected: &str| {
+            cx.error(
+                key_span.clone(),
+                &join(&path, field),
+                format!(
+                    "missing required key `{field}` (the `{}` manager has no default)",
+                    spec.name
+                ),
+                Some(expected.into()),
+                None,
+            )
+        };
         let mut ok = true;
         let mut list = |field: &str, default: &[&str]| -> Vec<String> {
             let key = join(&path, field);
             match table.get(field) {
                 None if default.is_empty() => {
-                    cx.error(
-                        key_span.clone(),
-                        &key,
-                        format!(
-                            "missing required key `{field}` (the `{}` manager has no default)",
-                            spec.name
-                        ),
-                        Some("an array of paths relative to the context".into()),
-                        None,
-                    );
+                    missing(field, "an array of paths relative to the context");
                     ok = false;
                     Vec::new()
                 }
@@ -107,16 +111,7 @@ impl TargetReader<'_, '_> {
             let key = join(&path, field);
             match table.get(field) {
                 None if template.is_none() => {
-                    cx.error(
-                        key_span.clone(),
-                        &key,
-                        format!(
-                            "missing required key `{field}` (the `{}` manager has no default)",
-                            spec.name
-                        ),
-                        Some("a shell command".into()),
-                        None,
-                    );
+                    missing(field, "a shell command");
                     None
                 }
                 None => None,
