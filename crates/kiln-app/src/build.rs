@@ -639,6 +639,10 @@ mod tests {
     use super::*;
     use crate::Built;
 
+    mod pinned {
+        include!("../../../tests/fixtures/pinned_project.rs");
+    }
+
     /// The inputs hash of a fixed small project, pinned: kiln.lock files written by earlier
     /// kilns must stay up to date, so this value may only change with a deliberate format
     /// change (`kiln-inputs/N`).
@@ -653,45 +657,10 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         };
-        write(
-            "kiln.toml",
-            r#"version = 1
-
-[target.lib]
-from = "python:3.11-slim-bookworm"
-run  = ["echo lib"]
-
-[target.lib.packages]
-manager = "uv"
-
-[[target.lib.copy]]
-src  = "src/app.py"
-dest = "/app/app.py"
-
-[[target.lib.copy]]
-from = "busybox:1.36"
-src  = "/bin/busybox"
-dest = "/bin/busybox"
-
-[target.app]
-from  = "target:lib"
-image = "127.0.0.1:5000/pin/app:1"
-
-[target.app.smoke-test]
-copy = ["tests/"]
-run  = ["python tests/smoke.py"]
-"#,
-        );
-        write(
-            "pyproject.toml",
-            "[project]\nname = \"lib\"\nversion = \"1\"\n",
-        );
-        write("uv.lock", "version = 1\n");
-        write("src/app.py", "print('app')\n");
-        write("src/other.py", "print('not copied')\n");
-        write("tests/smoke.py", "print('ok')\n");
-        write("tests/skip.py", "print('ignored')\n");
-        write(".dockerignore", "tests/skip.py\n");
+        write("kiln.toml", pinned::MANIFEST);
+        for (rel, text) in pinned::FILES {
+            write(rel, text);
+        }
         for d in ["src", "tests"] {
             std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
         }

@@ -142,50 +142,17 @@ impl Files for Memory {
     }
 }
 
-/// The project kiln-app's `inputs_hash_is_pinned` test writes to disk.
-const MANIFEST: &str = r#"version = 1
-
-[target.lib]
-from = "python:3.11-slim-bookworm"
-run  = ["echo lib"]
-
-[target.lib.packages]
-manager = "uv"
-
-[[target.lib.copy]]
-src  = "src/app.py"
-dest = "/app/app.py"
-
-[[target.lib.copy]]
-from = "busybox:1.36"
-src  = "/bin/busybox"
-dest = "/bin/busybox"
-
-[target.app]
-from  = "target:lib"
-image = "127.0.0.1:5000/pin/app:1"
-
-[target.app.smoke-test]
-copy = ["tests/"]
-run  = ["python tests/smoke.py"]
-"#;
+mod pinned {
+    include!("../../../tests/fixtures/pinned_project.rs");
+}
+use pinned::MANIFEST;
 
 const PYTHON: &str = "docker.io/library/python:3.11-slim-bookworm";
 
 fn project() -> Memory {
-    Memory::with(&[
-        ("kiln.toml", MANIFEST),
-        (
-            "pyproject.toml",
-            "[project]\nname = \"lib\"\nversion = \"1\"\n",
-        ),
-        ("uv.lock", "version = 1\n"),
-        ("src/app.py", "print('app')\n"),
-        ("src/other.py", "print('not copied')\n"),
-        ("tests/smoke.py", "print('ok')\n"),
-        ("tests/skip.py", "print('ignored')\n"),
-        (".dockerignore", "tests/skip.py\n"),
-    ])
+    let files = Memory::with(pinned::FILES);
+    files.write("kiln.toml", MANIFEST);
+    files
 }
 
 fn pinned_lock(digit: &str) -> KilnLock {
