@@ -132,9 +132,7 @@ impl Engine {
             .trim()
             .parse()
             .ok()?;
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let program = cmdline.split(|b| *b == 0).next()?;
-        program.ends_with(b"dockerd").then_some(pid)
+        runs_program(pid, "dockerd").then_some(pid)
     }
 
     /// Remove the pid files a killed dockerd and its containerd leave behind, when the pid
